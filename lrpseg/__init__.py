@@ -1,0 +1,3 @@
+"""lrpseg: segmentation, whole-output LRP explanations, masks and metrics."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,23 @@
+"""Model families: U-Net segmenters and VGG-11 classifiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from lrpseg.models.unet import UNet, UNetConfig
+from lrpseg.models.vgg import VGG11, VGGConfig
+
+__all__ = ["UNet", "UNetConfig", "VGG11", "VGGConfig", "build_model"]
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Build a model from a JSON-style config with a "family" key."""
+    params = dict(config)
+    family = params.pop("family", None)
+    if family == "unet":
+        return UNet(UNetConfig(**params))
+    if family == "vgg11":
+        return VGG11(VGGConfig(**params))
+    raise ValueError(f"unknown model family {family!r}; expected 'unet' or 'vgg11'")

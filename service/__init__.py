@@ -1,0 +1,1 @@
+"""lrpseg service package."""

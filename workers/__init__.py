@@ -1,0 +1,1 @@
+"""lrpseg workers package."""
