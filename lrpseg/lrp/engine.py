@@ -1,0 +1,205 @@
+"""One recorded forward pass, then one backward sweep of relevance over the traced graph."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from lrpseg.lrp.composites import Bounds, rule_map
+from lrpseg.lrp.errors import RuleError
+from lrpseg.lrp.graph import Kind, NodeInfo, analyse, fold_batchnorm, trace
+from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
+
+NORM_EPS = 1e-6
+Rules = str | Mapping[str, Rule]
+
+
+@dataclass
+class Propagation:
+    relevance: Tensor  # shape of x
+    logits: Tensor
+    r_out: Tensor
+    bias: Tensor  # (N,) relevance absorbed by biases
+
+
+class PreparedModel:
+    """A model traced and BN-folded once; derived weights are cached on its layers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.gm = trace(model)
+        fold_batchnorm(self.gm)
+        self.infos: dict[fx.Node, NodeInfo] = analyse(self.gm)
+        self.by_name = {info.name: info for info in self.infos.values()}
+        self.param_names = [i.name for i in self.infos.values() if i.kind is Kind.PARAM]
+        self._rule_cache: dict[tuple, dict[str, Rule]] = {}
+
+    # --- forward -------------------------------------------------------------
+    def forward(self, x: Tensor, *, grad: bool = False) -> tuple[dict[fx.Node, Any], Tensor]:
+        """Run the folded graph, keeping every node's value (the activations rules need)."""
+        env: dict[fx.Node, Any] = {}
+        out: Any = None
+        with torch.set_grad_enabled(grad):
+            for node in self.gm.graph.nodes:
+                if node.op == "placeholder":
+                    env[node] = x
+                elif node.op == "output":
+                    out = fx.node.map_arg(node.args[0], lambda n: env[n])
+                else:
+                    env[node] = self._run(node, env)
+        if not isinstance(out, Tensor):
+            raise RuleError("the model must return a single tensor of logits")
+        return env, out
+
+    def _run(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
+        args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "call_module":
+            return self.gm.get_submodule(str(node.target))(*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        if node.op == "get_attr":
+            return getattr(self.gm, str(node.target))
+        raise RuleError(f"unexpected graph node {node.op}")
+
+    # --- rules ---------------------------------------------------------------
+    def resolve(self, rules: Rules, bounds: Bounds) -> dict[str, Rule]:
+        """A rule for every parametric layer, from a composite name or a {name: rule} map."""
+        if isinstance(rules, str):
+            return rule_map(rules, self.infos, bounds)
+        unknown = sorted(set(rules) - set(self.by_name) - {"*"})
+        if unknown:
+            raise RuleError(f"rules name unknown layers {unknown}; parametric layers: {self.param_names}")
+        resolved = {n: rules.get(n, rules.get("*")) for n in self.param_names}
+        missing = [n for n, r in resolved.items() if r is None]
+        if missing:
+            raise RuleError(f"no rule for layers {missing}; map them or give a default under '*'")
+        for name, rule in rules.items():
+            info = self.by_name.get(name)
+            if info is not None and info.kind is not Kind.PARAM and not isinstance(rule, (Pass, Norm)):
+                raise RuleError(f"rule {rule!r} does not apply to non-parametric layer '{name}'")
+        extra = {n: r for n, r in rules.items() if n in self.by_name and n not in resolved}
+        return {**resolved, **extra}  # type: ignore[dict-item]
+
+    # --- backward ------------------------------------------------------------
+    def backward(self, env: dict[fx.Node, Any], r_out: Tensor, rules: dict[str, Rule]) -> tuple[Tensor, Tensor]:
+        """Relevance at the input and the relevance absorbed by biases, per sample."""
+        out_node = next(n for n in self.infos if n.op == "output")
+        source = out_node.args[0]
+        rel: dict[fx.Node, Tensor] = {source: r_out}
+        bias = r_out.new_zeros(r_out.shape[0])
+        result = torch.zeros_like(env[next(iter(self.infos))])
+        for node in reversed(list(self.infos)):
+            r = rel.pop(node, None)
+            if r is None:
+                continue
+            info = self.infos[node]
+            if info.kind is Kind.INPUT:
+                result = r
+                continue
+            for inp, r_in in self._step(info, env, r, rules, bias_acc := []):
+                rel[inp] = rel[inp] + r_in if inp in rel else r_in
+            for b in bias_acc:
+                bias = bias + b
+        return result, bias
+
+    def _step(
+        self, info: NodeInfo, env: dict[fx.Node, Any], r: Tensor, rules: dict[str, Rule], bias_acc: list[Tensor]
+    ) -> list[tuple[fx.Node, Tensor]]:
+        node, kind = info.node, info.kind
+        if kind is Kind.PARAM:
+            x_node = info.inputs[0]
+            step = rules[info.name].step(info.layer, env[x_node], env[node], r)
+            bias_acc.append(step.bias)
+            return [(x_node, step.relevance)]
+        if kind is Kind.PASS:
+            return [(info.inputs[0], r)]
+        if kind is Kind.ADD:
+            a, b = node.args[0], node.args[1]
+            s = r / stabilize(env[node], NORM_EPS)
+            return [(a, env[a] * s), (b, env[b] * s)]
+        if kind is Kind.NORM:
+            x_node = info.inputs[0]
+            s = r / stabilize(env[node], NORM_EPS)
+            return [(x_node, env[x_node] * self._vjp(node, env, [x_node], s)[0])]
+        # GRADIENT: split exactly as the gradient does
+        return list(zip(info.inputs, self._vjp(node, env, info.inputs, r)))
+
+    def _vjp(self, node: fx.Node, env: dict[fx.Node, Any], inputs: list[fx.Node], v: Tensor) -> list[Tensor]:
+        """v^T d node / d inputs, by re-running this one (cheap, non-parametric) op."""
+        with torch.enable_grad():
+            leaves = {n: env[n].detach().requires_grad_() for n in inputs}
+            out = self._run(node, {**env, **leaves})
+            grads = torch.autograd.grad(
+                out, [leaves[n] for n in inputs], v, create_graph=v.requires_grad, allow_unused=True
+            )
+        return [torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(inputs, grads)]
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _signature(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is replaced or modified in place."""
+    return tuple((id(t), t._version, t.device, t.dtype) for t in (*model.parameters(), *model.buffers()))
+
+
+def prepare(model: nn.Module) -> PreparedModel:
+    """The cached PreparedModel for `model` (re-prepared if its weights changed)."""
+    sig = _signature(model)
+    with _LOCK:
+        hit = _CACHE.get(model)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+    prepared = PreparedModel(model)
+    with _LOCK:
+        _CACHE[model] = (sig, prepared)
+    return prepared
+
+
+def default_bounds(x: Tensor) -> Bounds:
+    """Per-sample min and max of the input: the z^B box when the caller gives none."""
+    dims = tuple(range(1, x.dim()))
+    return x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+
+
+def run(
+    model: nn.Module,
+    x: Tensor,
+    r_out: Tensor | Callable[[Tensor], Tensor],
+    rules: Rules = "ours",
+    bounds: Bounds | None = None,
+) -> Propagation:
+    """Forward once, build r_out (a tensor, or a function of the logits), propagate once."""
+    prepared = prepare(model)
+    env, logits = prepared.forward(x)
+    r0 = r_out(logits) if callable(r_out) else r_out
+    if r0.shape != logits.shape:
+        raise ValueError(f"r_out has shape {tuple(r0.shape)}, the model output has {tuple(logits.shape)}")
+    resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
+    relevance, bias = prepared.backward(env, r0.to(logits), resolved)
+    return Propagation(relevance, logits, r0, bias)
+
+
+def propagate(
+    model: nn.Module,
+    x: Tensor,
+    r_out: Tensor | Callable[[Tensor], Tensor],
+    rules: Rules = "ours",
+    bounds: Bounds | None = None,
+) -> Tensor:
+    """Input relevance (shape of `x`) for initial relevance `r_out` at the model output.
+
+    `rules` is a composite name ("montavon", "ours", "epsilon-gamma-box",
+    "epsilon-plus-flat", "epsilon") or {module name: Rule} with an optional "*" default.
+    `bounds` = (low, high) of the input box for the z^B rule (default: per-sample min/max).
+    """
+    return run(model, x, r_out, rules, bounds).relevance

@@ -1,0 +1,65 @@
+"""Parametric linear layers seen as (forward with any weights, transposed map) pairs.
+
+Rules only need two operations of a Conv/ConvTranspose/Linear layer: evaluate it
+with modified weights, and apply the transpose of its weight to a tensor shaped
+like the output (the input-gradient). Modified weights are derived once per
+layer and cached, so repeated explanations pay nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+ParamPair = tuple[Tensor, Tensor | None]
+
+
+class Layer:
+    """A Conv1/2/3d, ConvTranspose1/2/3d or Linear module with cached weight variants."""
+
+    def __init__(self, module: nn.Module) -> None:
+        if isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+            raise ValueError(f"padding_mode={module.padding_mode!r} is not supported, only 'zeros'")
+        self.module = module
+        self.is_linear = isinstance(module, nn.Linear)
+        self._cache: dict[str, ParamPair] = {}
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight.detach()
+
+    @property
+    def bias(self) -> Tensor | None:
+        b = self.module.bias
+        return None if b is None else b.detach()
+
+    def params(self, kind: str, make: Callable[[Tensor], Tensor] | None = None) -> ParamPair:
+        """Weight and bias transformed by `make` (applied to both), cached under `kind`."""
+        if kind == "plain":
+            return self.weight, self.bias
+        if kind not in self._cache:
+            if make is None:
+                raise KeyError(kind)
+            b = self.bias
+            self._cache[kind] = (make(self.weight), None if b is None else make(b))
+        return self._cache[kind]
+
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        m = self.module
+        if self.is_linear:
+            return nn.functional.linear(x, weight, bias)
+        return torch.ops.aten.convolution(
+            x, weight, bias, m.stride, m.padding, m.dilation, m.transposed, m.output_padding, m.groups
+        )
+
+    def transpose(self, s: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+        """Apply weight^T to `s` (output-shaped); the result has the shape of `x`."""
+        m = self.module
+        if self.is_linear:
+            return s @ weight
+        return torch.ops.aten.convolution_backward(
+            s, x, weight, None, m.stride, m.padding, m.dilation, m.transposed, m.output_padding, m.groups,
+            [True, False, False],
+        )[0]

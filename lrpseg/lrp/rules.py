@@ -1,0 +1,270 @@
+"""LRP rules as small classes (Montavon et al. 2019), numerically equal to zennit's.
+
+Each rule maps the relevance `r` at a layer's output to its input, given the
+layer, its recorded input `x` and pre-activation `z` (from the one forward pass).
+Every rule is linear in `r`. Derived weights (w+, w-, w + gamma w+, ...) come
+from the layer's cache. Stabilisers follow zennit: z + eps * sign(z), sign(0) = +1.
+`bias` in the result is the relevance each sample's biases absorbed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lrpseg.lrp.layers import Layer
+
+
+@dataclass
+class Step:
+    relevance: Tensor
+    bias: Tensor  # (N,) relevance absorbed by this layer's bias terms
+
+
+def stabilize(z: Tensor, eps: float | Tensor) -> Tensor:
+    """z + eps * sign(z) with sign(0) = +1 (zennit's default stabiliser)."""
+    sign = (z == 0.0).to(z) + z.sign()
+    return z + sign * eps
+
+
+def _sum_per_sample(t: Tensor) -> Tensor:
+    return t.flatten(1).sum(1)
+
+
+def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
+    """Σ s_k b_k per sample: the relevance the bias of each output unit took."""
+    if bias is None:
+        return s.new_zeros(s.shape[0])
+    shape = [1, -1] + [1] * (s.dim() - 2)
+    return _sum_per_sample(s * bias.reshape(shape))
+
+
+def _clamp_pos(t: Tensor) -> Tensor:
+    return t.clamp(min=0)
+
+
+def _clamp_neg(t: Tensor) -> Tensor:
+    return t.clamp(max=0)
+
+
+def _split(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """x+ and x- (None when x has no negative entry: then every x- term is exactly zero)."""
+    if bool((x < 0).any()):
+        return x.clamp(min=0), x.clamp(max=0)
+    return x, None
+
+
+class Rule:
+    """Base class. `name` is what results and errors report."""
+
+    name = "rule"
+    parametric = True  # applies to Conv/ConvTranspose/Linear
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Epsilon(Rule):
+    """LRP-epsilon. With relative=True, eps is scaled by the RMS of the layer's
+    pre-activations per sample (seed 001's eps = 0.25 std)."""
+
+    name = "epsilon"
+
+    def __init__(self, epsilon: float = 1e-6, relative: bool = False) -> None:
+        self.epsilon = epsilon
+        self.relative = relative
+
+    def _eps(self, z: Tensor) -> float | Tensor:
+        if not self.relative:
+            return self.epsilon
+        dims = tuple(range(1, z.dim()))
+        return self.epsilon * ((z**2).mean(dim=dims, keepdim=True) ** 0.5)
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        s = r / stabilize(z, self._eps(z))
+        return Step(x * layer.transpose(s, layer.weight, x), _bias_relevance(s, layer.bias))
+
+
+class Zero(Epsilon):
+    """LRP-0: the epsilon rule without stabiliser (0/0 -> 0 where z is exactly 0)."""
+
+    name = "zero"
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        s = torch.where(z == 0, torch.zeros_like(r), r / torch.where(z == 0, torch.ones_like(z), z))
+        return Step(x * layer.transpose(s, layer.weight, x), _bias_relevance(s, layer.bias))
+
+
+class Norm(Epsilon):
+    """Parameter-free z-rule (epsilon with only a stabiliser); the default for
+    upsampling, average pooling and additive merges."""
+
+    name = "norm"
+    parametric = True
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__(stabilizer)
+
+
+class ZPlus(Rule):
+    """z+ rule (alpha=1, beta=0); negative inputs pair with negative weights."""
+
+    name = "zplus"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        wp, bp = layer.params("pos", _clamp_pos)
+        wn, _ = layer.params("neg", _clamp_neg)
+        xp, xn = _split(x)
+        out = layer.forward(xp, wp, bp)
+        if xn is not None:
+            out = out + layer.forward(xn, wn)
+        s = r / stabilize(out, self.stabilizer)
+        rel = xp * layer.transpose(s, wp, x)
+        if xn is not None:
+            rel = rel + xn * layer.transpose(s, wn, x)
+        return Step(rel, _bias_relevance(s, bp))
+
+
+class AlphaBeta(Rule):
+    """alpha-beta rule: alpha x positive minus beta x negative contributions."""
+
+    name = "alphabeta"
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
+        if alpha < 0 or beta < 0:
+            raise ValueError("alpha and beta must be non-negative")
+        if alpha - beta != 1:
+            raise ValueError("alpha - beta must equal 1 (conservation)")
+        self.alpha = alpha
+        self.beta = beta
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        wp, bp = layer.params("pos", _clamp_pos)
+        wn, bn = layer.params("neg", _clamp_neg)
+        xp, xn = _split(x)
+        pos = layer.forward(xp, wp, bp)
+        if xn is None:
+            neg = z - pos  # linearity: saves one forward of the layer
+        else:
+            pos = pos + layer.forward(xn, wn)
+            neg = layer.forward(xp, wn, bn) + layer.forward(xn, wp)
+        sp = r / stabilize(pos, self.stabilizer)
+        sn = r / stabilize(neg, self.stabilizer)
+        rel_pos = xp * layer.transpose(sp, wp, x)
+        rel_neg = xp * layer.transpose(sn, wn, x)
+        if xn is not None:
+            rel_pos = rel_pos + xn * layer.transpose(sp, wn, x)
+            rel_neg = rel_neg + xn * layer.transpose(sn, wp, x)
+        bias = self.alpha * _bias_relevance(sp, bp) - self.beta * _bias_relevance(sn, bn)
+        return Step(self.alpha * rel_pos - self.beta * rel_neg, bias)
+
+
+class Gamma(Rule):
+    """Generalised gamma rule (zennit's): positive outputs are explained with
+    w + gamma w+ on x+ and w + gamma w- on x-, negative outputs the other way round."""
+
+    name = "gamma"
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
+        if gamma < 0:
+            raise ValueError("gamma must be non-negative")
+        self.gamma = gamma
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        g = self.gamma
+        wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
+        wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
+        xp, xn = _split(x)
+        if xn is None:
+            wp, bp = layer.params("pos", _clamp_pos)
+            p = layer.forward(xp, wp, bp)  # z+ part; z = p + n by linearity
+            up, un = z + g * p, z + g * (z - p)
+        else:
+            up = layer.forward(xp, wgp, bgp) + layer.forward(xn, wgn)
+            un = layer.forward(xp, wgn, bgn) + layer.forward(xn, wgp)
+        sp = (z > 0) * r / stabilize(up, self.stabilizer)
+        sn = (z < 0) * r / stabilize(un, self.stabilizer)
+        rel = xp * (layer.transpose(sp, wgp, x) + layer.transpose(sn, wgn, x))
+        if xn is not None:
+            rel = rel + xn * (layer.transpose(sp, wgn, x) + layer.transpose(sn, wgp, x))
+        return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
+
+
+class ZBox(Rule):
+    """z^B rule for the first layer on box-bounded input [low, high] (floats or
+    tensors broadcastable to the input, e.g. per channel (1, C, 1, 1))."""
+
+    name = "zbox"
+
+    def __init__(self, low: float | Tensor, high: float | Tensor, stabilizer: float = 1e-6) -> None:
+        self.low = low
+        self.high = high
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        wp, bp = layer.params("pos", _clamp_pos)
+        wn, bn = layer.params("neg", _clamp_neg)
+        low = torch.as_tensor(self.low).to(x).expand_as(x)
+        high = torch.as_tensor(self.high).to(x).expand_as(x)
+        zb = z - (layer.forward(low, wp, bp) + layer.forward(high, wn, bn))
+        s = r / stabilize(zb, self.stabilizer)
+        rel = x * layer.transpose(s, layer.weight, x) - (
+            low * layer.transpose(s, wp, x) + high * layer.transpose(s, wn, x)
+        )
+        return Step(rel, s.new_zeros(s.shape[0]))  # b - b+ - b- = 0: biases cancel
+
+
+class WSquare(Rule):
+    """w^2 rule: relevance spread by squared weights, independent of the input."""
+
+    name = "wsquare"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        w2, b2 = layer.params("square", lambda t: t**2)
+        ones = torch.ones_like(x)
+        s = r / stabilize(layer.forward(ones, w2, b2), self.stabilizer)
+        return Step(layer.transpose(s, w2, x), _bias_relevance(s, b2))
+
+
+class Flat(Rule):
+    """Flat rule: relevance spread uniformly over each receptive field."""
+
+    name = "flat"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        w1, _ = layer.params("ones", torch.ones_like)
+        ones = torch.ones_like(x)
+        s = r / stabilize(layer.forward(ones, w1), self.stabilizer)
+        return Step(layer.transpose(s, w1, x), s.new_zeros(s.shape[0]))
+
+
+class Pass(Rule):
+    """Pass relevance through unchanged (elementwise layers: activations)."""
+
+    name = "pass"
+    parametric = False
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+        if r.shape != x.shape:
+            raise ValueError("Pass needs a layer whose input and output have the same shape")
+        return Step(r, r.new_zeros(r.shape[0]))
