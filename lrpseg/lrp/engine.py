@@ -121,13 +121,14 @@ class PreparedModel:
             return [(x_node, step.relevance)]
         if kind is Kind.PASS:
             return [(info.inputs[0], r)]
+        if kind in (Kind.ADD, Kind.NORM):
+            rule = rules.get(info.name)
+            s = r / stabilize(env[node], rule.epsilon if isinstance(rule, Norm) else NORM_EPS)
         if kind is Kind.ADD:
             a, b = node.args[0], node.args[1]
-            s = r / stabilize(env[node], NORM_EPS)
             return [(a, env[a] * s), (b, env[b] * s)]
         if kind is Kind.NORM:
             x_node = info.inputs[0]
-            s = r / stabilize(env[node], NORM_EPS)
             return [(x_node, env[x_node] * self._vjp(node, env, [x_node], s)[0])]
         # GRADIENT: split exactly as the gradient does
         return list(zip(info.inputs, self._vjp(node, env, info.inputs, r)))
