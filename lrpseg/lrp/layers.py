@@ -54,6 +54,27 @@ class Layer:
             x, weight, bias, m.stride, m.padding, m.dilation, m.transposed, m.output_padding, m.groups
         )
 
+    def transpose_sum(self, pairs: list[tuple[Tensor, str]], x: Tensor) -> Tensor:
+        """Σ_i weight_i^T s_i in one call: the s_i and cached weights are stacked along
+        the output channels (groups=1), so two transposed maps cost one larger call."""
+        weights = [self.params(kind)[0] for _, kind in pairs]
+        if len(pairs) == 1 or self.module_groups != 1:
+            return sum(self.transpose(s, w, x) for (s, _), w in zip(pairs, weights))  # type: ignore[return-value]
+        key = "stack:" + "|".join(kind for _, kind in pairs)
+        if key not in self._cache:
+            self._cache[key] = (torch.cat(weights, dim=self._out_dim), None)
+        stacked = torch.cat([s for s, _ in pairs], dim=-1 if self.is_linear else 1)
+        return self.transpose(stacked, self._cache[key][0], x)
+
+    @property
+    def module_groups(self) -> int:
+        return 1 if self.is_linear else int(self.module.groups)
+
+    @property
+    def _out_dim(self) -> int:
+        """The weight dimension that indexes output channels."""
+        return 1 if getattr(self.module, "transposed", False) else 0
+
     def transpose(self, s: Tensor, weight: Tensor, x: Tensor) -> Tensor:
         """Apply weight^T to `s` (output-shaped); the result has the shape of `x`."""
         m = self.module

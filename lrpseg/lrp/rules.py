@@ -25,20 +25,19 @@ class Step:
 
 def stabilize(z: Tensor, eps: float | Tensor) -> Tensor:
     """z + eps * sign(z) with sign(0) = +1 (zennit's default stabiliser)."""
-    sign = (z == 0.0).to(z) + z.sign()
-    return z + sign * eps
-
-
-def _sum_per_sample(t: Tensor) -> Tensor:
-    return t.flatten(1).sum(1)
+    if not isinstance(eps, Tensor):
+        if not eps:
+            return z
+        eps = torch.tensor(eps, dtype=z.dtype, device=z.device)
+    return z + torch.where(z >= 0, eps, -eps)
 
 
 def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
     """Σ s_k b_k per sample: the relevance the bias of each output unit took."""
     if bias is None:
         return s.new_zeros(s.shape[0])
-    shape = [1, -1] + [1] * (s.dim() - 2)
-    return _sum_per_sample(s * bias.reshape(shape))
+    per_unit = s.flatten(2).sum(2) if s.dim() > 2 else s  # reduce space first: one pass over s
+    return per_unit @ bias
 
 
 def _clamp_pos(t: Tensor) -> Tensor:
@@ -163,13 +162,11 @@ class AlphaBeta(Rule):
             neg = layer.forward(xp, wn, bn) + layer.forward(xn, wp)
         sp = r / stabilize(pos, self.stabilizer)
         sn = r / stabilize(neg, self.stabilizer)
-        rel_pos = xp * layer.transpose(sp, wp, x)
-        rel_neg = xp * layer.transpose(sn, wn, x)
+        a_sp, b_sn = self.alpha * sp, -self.beta * sn
+        rel = xp * layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
         if xn is not None:
-            rel_pos = rel_pos + xn * layer.transpose(sp, wn, x)
-            rel_neg = rel_neg + xn * layer.transpose(sn, wp, x)
-        bias = self.alpha * _bias_relevance(sp, bp) - self.beta * _bias_relevance(sn, bn)
-        return Step(self.alpha * rel_pos - self.beta * rel_neg, bias)
+            rel = rel + xn * layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x)
+        return Step(rel, _bias_relevance(a_sp, bp) + _bias_relevance(b_sn, bn))
 
 
 class Gamma(Rule):
@@ -189,18 +186,22 @@ class Gamma(Rule):
         wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
         wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
         xp, xn = _split(x)
+        positive = z > 0
         if xn is None:
             wp, bp = layer.params("pos", _clamp_pos)
             p = layer.forward(xp, wp, bp)  # z+ part; z = p + n by linearity
-            up, un = z + g * p, z + g * (z - p)
+            denom = z + g * torch.where(positive, p, z - p)
         else:
             up = layer.forward(xp, wgp, bgp) + layer.forward(xn, wgn)
             un = layer.forward(xp, wgn, bgn) + layer.forward(xn, wgp)
-        sp = (z > 0) * r / stabilize(up, self.stabilizer)
-        sn = (z < 0) * r / stabilize(un, self.stabilizer)
-        rel = xp * (layer.transpose(sp, wgp, x) + layer.transpose(sn, wgn, x))
+            denom = torch.where(positive, up, un)
+        s = r / stabilize(denom, self.stabilizer)
+        zero = torch.zeros((), dtype=r.dtype, device=r.device)
+        sp, sn = torch.where(positive, s, zero), torch.where(z < 0, s, zero)
+        kp, kn = f"gamma+{g}", f"gamma-{g}"
+        rel = xp * layer.transpose_sum([(sp, kp), (sn, kn)], x)
         if xn is not None:
-            rel = rel + xn * (layer.transpose(sp, wgn, x) + layer.transpose(sn, wgp, x))
+            rel = rel + xn * layer.transpose_sum([(sp, kn), (sn, kp)], x)
         return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
 
 

@@ -1,0 +1,181 @@
+"""LRP speed: our single-sweep engine vs zennit vs a plain gradient, measured in one run.
+
+Usage: python benchmarks/lrp_speed.py [--sizes 256 512] [--repeats 5] [--device cpu|cuda] [--threads 2]
+
+For each size: forward time, plain gradient (forward + backward to the input),
+our time and zennit's for the same composite on the same BN-folded network and
+the same layer->rule map, their ratios, the max relative difference of the two
+relevance maps, and the peak memory of each method (CUDA: allocator peak; CPU:
+peak RSS growth, sampled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.lrpseg.lrp.zennit_bridge
+
+from lrpseg import lrp  # noqa: E402
+from lrpseg.models import UNet, UNetConfig  # noqa: E402
+
+COMPOSITES = ("montavon", "ours", "epsilon-gamma-box")
+
+
+class PeakMemory:
+    """Peak memory growth during a block: CUDA allocator peak, or sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def _rss(self) -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base, self._stop = self._rss(), False
+            self.peak_rss = self.base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop:
+            self.peak_rss = max(self.peak_rss, self._rss())
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self._stop = True
+            self._thread.join()
+            self.peak = self.peak_rss - self.base
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def zennit_call(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, composite: str, bounds):
+    """zennit with the same folded network and rule map (built-in EpsilonGammaBox for that name)."""
+    import zennit.rules as zr
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonGammaBox, NameMapComposite
+
+    from tests.lrpseg.lrp.zennit_bridge import to_zennit
+
+    prepared = lrp.prepare(model)
+    if composite == "epsilon-gamma-box":
+        comp = EpsilonGammaBox(low=bounds[0], high=bounds[1])
+    else:
+        rules = prepared.resolve(composite, bounds)
+        name_map = [((n,), to_zennit(r)) for n, r in rules.items()]
+        name_map += [((i.name,), zr.Pass()) for i in prepared.infos.values() if i.kind.value == "pass" and i.module]
+        name_map += [((i.name,), zr.Norm()) for i in prepared.infos.values() if i.kind.value == "norm" and i.module]
+        comp = NameMapComposite(name_map=name_map)
+
+    def run() -> torch.Tensor:
+        with Gradient(model=prepared.gm, composite=comp) as attributor:
+            return attributor(x.clone(), lambda out: out * mask)[1]
+
+    return run
+
+
+def bench_size(model, size: int, device: torch.device, repeats: int) -> list[dict]:
+    x = torch.rand(1, model.config.in_channels, size, size, device=device) * 4 - 2
+    bounds = (-2.0, 2.0)
+    with torch.no_grad():
+        logits = model(x)
+    mask = torch.zeros_like(logits)
+    mask[:, 1] = 1.0  # explain the whole output of class 1
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def gradient() -> None:
+        xg = x.clone().requires_grad_()
+        out = model(xg)
+        torch.autograd.grad(out, xg, mask)
+
+    methods: dict[str, Callable[[], object]] = {"forward": forward, "gradient": gradient}
+    for comp in COMPOSITES:
+        methods[f"ours:{comp}"] = lambda c=comp: lrp.propagate(model, x, lambda out: out * mask, rules=c, bounds=bounds)
+        methods[f"zennit:{comp}"] = zennit_call(model, x, mask, comp, bounds)
+    for fn in methods.values():  # warm up (also prepares the engine once)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    for _ in range(repeats):  # interleaved, so load changes hit every method alike
+        for name, fn in methods.items():
+            times[name].append(timed(fn, device))
+    peaks = {}
+    for name, fn in methods.items():
+        with PeakMemory(device) as pm:
+            fn()
+        peaks[name] = pm.peak
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = []
+    for comp in COMPOSITES:
+        ours = lrp.propagate(model, x, lambda out: out * mask, rules=comp, bounds=bounds)
+        theirs = methods[f"zennit:{comp}"]()
+        diff = float((ours - theirs).abs().max() / theirs.abs().max())
+        rows.append(
+            dict(
+                size=size, composite=comp, forward_ms=med["forward"] * 1e3, gradient_ms=med["gradient"] * 1e3,
+                ours_ms=med[f"ours:{comp}"] * 1e3, zennit_ms=med[f"zennit:{comp}"] * 1e3,
+                ours_vs_gradient=med[f"ours:{comp}"] / med["gradient"],
+                zennit_vs_ours=med[f"zennit:{comp}"] / med[f"ours:{comp}"],
+                max_rel_diff=diff, peak_ours_mb=peaks[f"ours:{comp}"] / 2**20,
+                peak_zennit_mb=peaks[f"zennit:{comp}"] / 2**20, peak_gradient_mb=peaks["gradient"] / 2**20,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--width", type=int, default=16)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = UNet(UNetConfig(in_channels=1, num_classes=2, depth=4, base_width=args.width)).eval().to(device)
+    print(f"U-Net depth 4, base width {args.width}, BatchNorm (folded), float32, device {device}, "
+          f"threads {args.threads}, median of {args.repeats}")
+    header = (f"{'size':>5} {'composite':<18} {'fwd ms':>8} {'grad ms':>8} {'ours ms':>8} {'zennit ms':>9} "
+              f"{'ours/grad':>9} {'zennit/ours':>11} {'max rel diff':>12} {'peak MB ours/zennit/grad':>25}")
+    print(header)
+    for size in args.sizes:
+        for r in bench_size(model, size, device, args.repeats):
+            print(f"{r['size']:>5} {r['composite']:<18} {r['forward_ms']:>8.1f} {r['gradient_ms']:>8.1f} "
+                  f"{r['ours_ms']:>8.1f} {r['zennit_ms']:>9.1f} {r['ours_vs_gradient']:>9.2f} "
+                  f"{r['zennit_vs_ours']:>11.2f} {r['max_rel_diff']:>12.1e} "
+                  f"{r['peak_ours_mb']:>9.0f}/{r['peak_zennit_mb']:.0f}/{r['peak_gradient_mb']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
