@@ -1,0 +1,453 @@
+"""DICOM outputs for DICOM inputs (highdicom): SEG for masks, Parametric Map for relevance.
+
+Every output joins the source's patient and study, lives in a new series and references
+the source instance (and, for a multi-frame source, the decoded frame). The source may
+be ``decode_image(...).dicom`` (no pixel data needed) or any dataset of the source.
+
+Multi-frame sources: an enhanced object (per-frame functional groups with plane
+positions) is referenced through the decoded frame's plane position, which highdicom
+resolves to the frame number. A classic multi-frame object (US, NM, XA, SC) is presented
+to highdicom as the single decoded frame and the frame number is added to the source
+references afterwards.
+
+The relevance map goes into a Parametric Map (float pixel data, real-world value map
+"LRP relevance"). Where the source cannot carry one (the IOD needs a Frame of Reference
+the source lacks, or highdicom refuses the source's geometry) a Secondary Capture of the
+rendered heatmap is written instead; the returned :class:`DicomBytes` says which.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Mapping
+
+import highdicom as hd
+import numpy as np
+from matplotlib import colormaps
+from pydicom import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.codedict import codes
+
+from lrpseg import __version__
+from lrpseg.io.dicom_ref import PATIENT_STUDY_KEYWORDS, reference_dataset, source_frame
+from lrpseg.io.errors import DicomExportError
+from lrpseg.io.quiet import quiet
+
+__all__ = [
+    "DicomBytes",
+    "segmentation_to_dicom_seg",
+    "relevance_to_dicom",
+    "relevance_to_dicom_with_kind",
+    "render_relevance",
+    "SEG",
+    "PARAMETRIC_MAP",
+    "SECONDARY_CAPTURE",
+]
+
+SEG = "seg"
+PARAMETRIC_MAP = "parametric-map"
+SECONDARY_CAPTURE = "secondary-capture"
+
+_MANUFACTURER = "lrpseg"
+_MAX_LO = 64
+_BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError)
+_CLASSIC_FRAME_KEYWORDS = ("FrameIncrementPointer", "GridFrameOffsetVector")
+_REQUIRED_SOURCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+
+
+class DicomBytes(bytes):
+    """Encoded DICOM file (Part 10, with preamble); ``kind`` is SEG, PARAMETRIC_MAP or
+    SECONDARY_CAPTURE and ``sop_instance_uid`` the new instance's UID."""
+
+    kind: str
+    sop_instance_uid: str
+
+    def __new__(cls, data: bytes, kind: str, sop_instance_uid: str) -> DicomBytes:
+        obj = super().__new__(cls, data)
+        obj.kind = kind
+        obj.sop_instance_uid = sop_instance_uid
+        return obj
+
+
+def segmentation_to_dicom_seg(
+    source: Dataset,
+    masks: Mapping[str, np.ndarray],
+    *,
+    model_id: str,
+    model_version: str,
+    series_number: int = 900,
+    frame: int | None = None,
+) -> DicomBytes:
+    """A BINARY DICOM SEG with one segment per mask name, in the order given.
+
+    ``masks`` maps a segment label (e.g. "defect (U-Net)", "LRP mask (bmm)") to a
+    bool (H, W) array of the source's Rows x Columns. Algorithm identification is
+    ``model_id``/``model_version``. ``frame`` (0-based) defaults to the frame recorded by
+    ``decode_image`` on its ``.dicom``; a multi-frame source needs one.
+    """
+    _check_lo("model_id", model_id)
+    _check_lo("model_version", model_version)
+    ref = reference_dataset(source)
+    _check_source(ref)
+    labels, stack = _mask_stack(masks, int(ref.Rows), int(ref.Columns))
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_id, version=model_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, label in enumerate(labels, start=1)
+    ]
+    target = _FrameTarget(ref, frame)
+    with quiet():
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=[target.source],
+                pixel_array=stack[np.newaxis],
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(),
+                series_number=series_number,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                omit_empty_frames=False,
+                content_label="LRPSEG",
+                content_description=f"Segmentation by {model_id} {model_version}"[:_MAX_LO],
+                plane_positions=target.plane_positions,
+                **_equipment(model_id, model_version),
+            )
+        except _BUILD_ERRORS as exc:
+            raise DicomExportError(f"cannot build a DICOM SEG for this source: {_reason(exc, ref)}") from None
+        target.add_frame_references(seg)
+        return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
+
+
+def relevance_to_dicom(
+    source: Dataset,
+    relevance: np.ndarray,
+    *,
+    model_id: str,
+    model_version: str,
+    series_number: int = 901,
+    frame: int | None = None,
+    rendered: np.ndarray | None = None,
+) -> DicomBytes:
+    """Parametric Map of ``relevance`` (float (H, W)), else a Secondary Capture.
+
+    The returned bytes carry ``.kind`` (PARAMETRIC_MAP or SECONDARY_CAPTURE).
+    ``rendered`` (uint8 (H, W, 3)) is the heatmap to store if the fallback is taken;
+    by default :func:`render_relevance` draws one.
+    """
+    _check_lo("model_id", model_id)
+    _check_lo("model_version", model_version)
+    ref = reference_dataset(source)
+    _check_source(ref)
+    values = _relevance_array(relevance, int(ref.Rows), int(ref.Columns))
+    target = _FrameTarget(ref, frame)
+    with quiet():
+        try:
+            pm = _parametric_map(target, values, model_id, model_version, series_number)
+        except _BUILD_ERRORS:
+            pm = None
+        if pm is not None:
+            target.add_frame_references(pm)
+            return DicomBytes(_encode(pm), PARAMETRIC_MAP, str(pm.SOPInstanceUID))
+        picture = render_relevance(values) if rendered is None else _check_rendered(rendered, values.shape)
+        try:
+            sc = _secondary_capture(ref, target, picture, model_id, model_version, series_number)
+        except _BUILD_ERRORS as exc:
+            raise DicomExportError(
+                f"cannot build a Parametric Map or a Secondary Capture for this source: {_reason(exc, ref)}"
+            ) from None
+        return DicomBytes(_encode(sc), SECONDARY_CAPTURE, str(sc.SOPInstanceUID))
+
+
+def relevance_to_dicom_with_kind(
+    source: Dataset, relevance: np.ndarray, **kwargs: object
+) -> tuple[bytes, str]:
+    """:func:`relevance_to_dicom` returning ``(bytes, kind)``."""
+    out = relevance_to_dicom(source, relevance, **kwargs)  # type: ignore[arg-type]
+    return bytes(out), out.kind
+
+
+def render_relevance(relevance: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) heatmap: R / max|R| on a diverging map (blue < 0 < red, 0 = white)."""
+    peak = float(np.max(np.abs(relevance))) if relevance.size else 0.0
+    scaled = relevance / peak if peak > 0 else np.zeros_like(relevance)
+    rgba = colormaps["bwr"]((scaled + 1.0) / 2.0)
+    return np.round(rgba[..., :3] * 255.0).astype(np.uint8)
+
+
+class _FrameTarget:
+    """The source as highdicom should see it, and how to point at the decoded frame."""
+
+    def __init__(self, ref: Dataset, frame: int | None) -> None:
+        frames = int(ref.get("NumberOfFrames") or 1)
+        frame = source_frame(ref) if frame is None else frame
+        self.source = ref
+        self.plane_positions: list[hd.PlanePositionSequence] | None = None
+        self.frame_number: int | None = None  # 1-based, added to references afterwards
+        self.frame_index: int | None = None  # 0-based decoded frame of a multi-frame source
+        if frames == 1:
+            if frame not in (None, 0):
+                raise DicomExportError(f"frame {frame} requested but the source has a single frame")
+            return
+        if frame is None or not 0 <= frame < frames:
+            raise DicomExportError(
+                f"the source has {frames} frames; pass the decoded frame (0..{frames - 1})"
+            )
+        self.frame_index = frame
+        position = _enhanced_plane_position(ref, frame)
+        if position is not None:
+            self.plane_positions = [position]
+            return
+        self.source = _single_frame_view(ref, frame)
+        self.frame_number = frame + 1
+
+    def add_frame_references(self, obj: Dataset) -> None:
+        """Point source references at the decoded frame; tidy pixel measures."""
+        _tidy_pixel_measures(obj)
+        if self.frame_number is None:
+            return
+        uid = str(self.source.SOPInstanceUID)
+        for item in _items_named(obj, "SourceImageSequence"):
+            if str(item.get("ReferencedSOPInstanceUID", "")) == uid:
+                item.ReferencedFrameNumber = self.frame_number
+
+
+def _tidy_pixel_measures(obj: Dataset) -> None:
+    """Drop pixel measures that are placeholders, or lack a slice thickness without a
+    frame of reference (highdicom's own reader refuses those; they carry no geometry)."""
+    for group in obj.get("SharedFunctionalGroupsSequence") or []:
+        measures = group.get("PixelMeasuresSequence")
+        if measures is None:
+            continue
+        empty = all(len(item) == 0 for item in measures)
+        thin = "FrameOfReferenceUID" not in obj and not all("SliceThickness" in item for item in measures)
+        if empty or thin:
+            del group.PixelMeasuresSequence
+
+
+def _enhanced_plane_position(ref: Dataset, frame: int) -> hd.PlanePositionSequence | None:
+    per_frame = ref.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or "FrameOfReferenceUID" not in ref or frame >= len(per_frame):
+        return None
+    groups = [per_frame[frame], *(ref.get("SharedFunctionalGroupsSequence") or [])]
+    for group in groups:
+        positions = group.get("PlanePositionSequence")
+        if positions and "ImagePositionPatient" in positions[0]:
+            return hd.PlanePositionSequence(
+                coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                image_position=[float(v) for v in positions[0].ImagePositionPatient],
+            )
+    return None
+
+
+def _single_frame_view(ref: Dataset, frame: int) -> Dataset:
+    """A classic multi-frame source seen as its one decoded frame."""
+    view = copy.deepcopy(ref)
+    offsets = view.get("GridFrameOffsetVector")
+    if offsets is not None and "ImagePositionPatient" in view and "ImageOrientationPatient" in view:
+        orientation = np.asarray([float(v) for v in view.ImageOrientationPatient])
+        normal = np.cross(orientation[:3], orientation[3:])
+        origin = np.asarray([float(v) for v in view.ImagePositionPatient])
+        view.ImagePositionPatient = [float(v) for v in origin + float(offsets[frame]) * normal]
+    for keyword in _CLASSIC_FRAME_KEYWORDS:
+        if keyword in view:
+            del view[keyword]
+    view.NumberOfFrames = 1
+    if "SharedFunctionalGroupsSequence" not in view:
+        # highdicom reads pixel measures of any multi-frame IOD from the shared groups
+        measures = Dataset()
+        if "PixelSpacing" in view:
+            measures.PixelSpacing = view.PixelSpacing
+        shared = Dataset()
+        shared.PixelMeasuresSequence = DicomSequence([measures])
+        view.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    return view
+
+
+def _parametric_map(
+    target: _FrameTarget, values: np.ndarray, model_id: str, model_version: str, series_number: int
+) -> hd.pm.ParametricMap:
+    low, high = float(values.min()), float(values.max())
+    peak = max(abs(low), abs(high))
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="LRP",
+        lut_explanation=f"LRP relevance ({model_id} {model_version})"[:_MAX_LO],
+        unit=codes.UCUM.NoUnits,
+        value_range=(low, high if high > low else low + 1.0),
+        slope=1,
+        intercept=0,
+    )
+    return hd.pm.ParametricMap(
+        source_images=[target.source],
+        pixel_array=values[np.newaxis],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        window_center=0.0,
+        window_width=2.0 * peak if peak > 0 else 1.0,
+        content_label="LRP",
+        content_description=f"LRP relevance by {model_id} {model_version}"[:_MAX_LO],
+        plane_positions=target.plane_positions,
+        **_equipment(model_id, model_version),
+    )
+
+
+def _secondary_capture(
+    ref: Dataset,
+    target: _FrameTarget,
+    picture: np.ndarray,
+    model_id: str,
+    model_version: str,
+    series_number: int,
+) -> hd.sc.SCImage:
+    orientation = _patient_orientation(ref)
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=ref,
+        pixel_array=picture,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=_MANUFACTURER,
+        patient_orientation=orientation or ("A", "F"),
+        transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"),
+    )
+    if orientation is None:
+        sc.PatientOrientation = None  # Type 2: unknown, left empty
+    sc.ImageType = ["DERIVED", "SECONDARY"]
+    sc.BurnedInAnnotation = "NO"
+    sc.DerivationDescription = f"LRP relevance heatmap by {model_id} {model_version}"[:1024]
+    sc.SeriesDescription = "LRP relevance (rendered)"
+    sc.ManufacturerModelName = model_id
+    sc.SoftwareVersions = model_version
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = ref.SOPClassUID
+    reference.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+    if target.frame_index is not None:
+        reference.ReferencedFrameNumber = target.frame_index + 1
+    sc.SourceImageSequence = DicomSequence([reference])
+    return sc
+
+
+def _patient_orientation(ref: Dataset) -> tuple[str, str] | None:
+    """Row/column direction letters, from Patient Orientation or Image Orientation (Patient)."""
+    letters = {"A", "P", "L", "R", "H", "F"}
+    given = ref.get("PatientOrientation")
+    if given is not None and len(given) == 2 and all(v and v[0] in letters for v in given):
+        return str(given[0])[0], str(given[1])[0]
+    iop = ref.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        return None
+    names = (("R", "L"), ("A", "P"), ("F", "H"))  # negative, positive direction per axis
+    result = []
+    for vector in (iop[:3], iop[3:]):
+        axis = int(np.argmax(np.abs([float(v) for v in vector])))
+        result.append(names[axis][1] if float(vector[axis]) > 0 else names[axis][0])
+    return result[0], result[1]
+
+
+def _reason(exc: Exception, ref: Dataset) -> str:
+    """highdicom's message, unless it quotes any patient/study value of the source."""
+    message = " ".join(str(exc).split())[:300]
+    quoted = [str(ref.get(k)) for k in PATIENT_STUDY_KEYWORDS if k in ref and ref.get(k) is not None]
+    if not message or any(len(value) >= 2 and value in message for value in quoted):
+        return f"{type(exc).__name__} in highdicom"
+    return message
+
+
+def _check_source(ref: Dataset) -> None:
+    missing = [k for k in _REQUIRED_SOURCE if not ref.get(k)]
+    if missing:
+        raise DicomExportError(f"the source lacks {', '.join(missing)}; a derived object must reference them")
+
+
+def _equipment(model_id: str, model_version: str) -> dict[str, str]:
+    return {
+        "manufacturer": _MANUFACTURER,
+        "manufacturer_model_name": model_id,
+        "software_versions": f"lrpseg {__version__}",
+        "device_serial_number": f"{model_id}@{model_version}"[:_MAX_LO],
+    }
+
+
+def _mask_stack(masks: Mapping[str, np.ndarray], rows: int, columns: int) -> tuple[list[str], np.ndarray]:
+    """Validate labels and masks; return labels and a bool (H, W, S) stack."""
+    if not masks:
+        raise DicomExportError("no masks given; a DICOM SEG needs at least one segment")
+    labels, layers = [], []
+    for label, mask in masks.items():
+        _check_lo("segment label", label)
+        array = np.asarray(mask)
+        if array.shape != (rows, columns):
+            raise DicomExportError(
+                f"mask {label!r} has shape {array.shape}; the source image is {rows}x{columns}"
+            )
+        if array.dtype != np.bool_:
+            if array.dtype.kind not in "iu" or not np.isin(array, (0, 1)).all():
+                raise DicomExportError(f"mask {label!r} must be boolean (or 0/1 integers), got {array.dtype}")
+            array = array.astype(bool)
+        labels.append(label)
+        layers.append(array)
+    return labels, np.stack(layers, axis=-1)
+
+
+def _relevance_array(relevance: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    values = np.asarray(relevance)
+    if values.shape != (rows, columns):
+        raise DicomExportError(f"relevance has shape {values.shape}; the source image is {rows}x{columns}")
+    if values.dtype.kind not in "fiu":
+        raise DicomExportError(f"relevance must be numeric, got {values.dtype}")
+    values = values.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise DicomExportError("relevance contains NaN or infinite values")
+    return values
+
+
+def _check_rendered(rendered: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    picture = np.asarray(rendered)
+    if picture.shape != (*shape, 3) or picture.dtype != np.uint8:
+        raise DicomExportError(f"rendered heatmap must be uint8 {(*shape, 3)}, got {picture.dtype} {picture.shape}")
+    return picture
+
+
+def _check_lo(what: str, value: str) -> None:
+    """DICOM LO: 1..64 characters, no backslash or control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise DicomExportError(f"{what} must be a non-empty string")
+    if len(value) > _MAX_LO or "\\" in value or any(ord(c) < 32 for c in value):
+        raise DicomExportError(f"{what} must be at most 64 characters without backslash or control characters")
+
+
+def _items_named(obj: Dataset, keyword: str) -> list[Dataset]:
+    """All items of every sequence called ``keyword``, at any depth."""
+    found: list[Dataset] = []
+    for element in obj:
+        if element.VR != "SQ":
+            continue
+        for item in element.value:
+            if element.keyword == keyword:
+                found.append(item)
+            found.extend(_items_named(item, keyword))
+    return found
+
+
+def _encode(obj: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    obj.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
