@@ -1,0 +1,29 @@
+"""From relevance to masks: seed 001's Simple, GMM and BMM extractors (§3.3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lrpseg.masks.beta_mixture import BetaComponent, BetaMixture, bmm, fit_beta_mixture
+from lrpseg.masks.errors import InvalidRelevanceError
+from lrpseg.masks.gaussian_mixture import gmm
+from lrpseg.masks.isodata import isodata_threshold, simple
+from lrpseg.masks.result import MaskResult
+
+EXTRACTORS: dict[str, Callable[..., MaskResult]] = {"simple": simple, "gmm": gmm, "bmm": bmm}
+
+
+def extract(name: str, relevance: Any, *, seed: int = 0) -> MaskResult:
+    """Run the extractor called `name` ("simple", "gmm" or "bmm"); seed reaches the GMM's k-means."""
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown mask extractor {name!r}; choose one of {sorted(EXTRACTORS)}")
+    if name == "gmm":
+        return gmm(relevance, seed=seed)
+    return EXTRACTORS[name](relevance)
+
+
+__all__ = [
+    "EXTRACTORS", "BetaComponent", "BetaMixture", "InvalidRelevanceError", "MaskResult", "bmm", "extract",
+    "fit_beta_mixture", "gmm", "isodata_threshold", "simple",
+]

@@ -1,0 +1,202 @@
+"""BMM: seed 001's two-component Beta mixture with its modified EM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import betaln, expit
+from scipy.stats import beta as beta_distribution
+
+from lrpseg.masks.filters import FILTER_SIZE, mean_filter
+from lrpseg.masks.isodata import isodata_threshold
+from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, scaled
+from lrpseg.masks.sampling import quantile_sample
+
+BACKGROUND_QUANTILE = 0.9  # the background component's one-sided (lower) interval
+DROP_SHARE = 0.5  # seed 001 drops the lowest 50 % of the clipped, filtered values
+EDGE = 1e-6  # x is clipped to [EDGE, 1 - EDGE]: the Beta log-density is infinite at 0 and 1
+MAX_CONCENTRATION = 1e7  # cap on alpha + beta when a component has (almost) no spread
+MAX_ITER = 200
+TOL = 1e-6
+MAX_FIT_SAMPLES = 32768
+
+
+@dataclass(frozen=True)
+class BetaComponent:
+    alpha: float
+    beta: float
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def log_pdf(self, log_x: np.ndarray, log_1mx: np.ndarray) -> np.ndarray:
+        return (self.alpha - 1.0) * log_x + (self.beta - 1.0) * log_1mx - betaln(self.alpha, self.beta)
+
+    def quantile(self, q: float) -> float:
+        return float(beta_distribution.ppf(q, self.alpha, self.beta))
+
+
+@dataclass(frozen=True)
+class BetaMixture:
+    """A fitted two-component mixture: background (low values) and defect (high values)."""
+
+    background: BetaComponent
+    defect: BetaComponent
+    weight_defect: float  # mixing weight of the defect component (0.5 with class balancing)
+    iterations: int
+    converged: bool
+    seed_rules: bool
+
+    def defect_posterior(self, x: np.ndarray) -> np.ndarray:
+        """The (modified) E-step: P(defect | x) for x in (0, 1)."""
+        x = np.clip(x, EDGE, 1.0 - EDGE)
+        log_x, log_1mx = np.log(x), np.log1p(-x)
+        return _responsibility(self, x, log_x, log_1mx)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "background": {"alpha": self.background.alpha, "beta": self.background.beta},
+            "defect": {"alpha": self.defect.alpha, "beta": self.defect.beta},
+            "weight_defect": self.weight_defect,
+        }
+
+
+def moments_to_beta(mean: float, variance: float) -> BetaComponent:
+    """Method of moments: the Beta with this mean and variance (variance clamped to a valid range)."""
+    mean = min(max(mean, EDGE), 1.0 - EDGE)
+    limit = mean * (1.0 - mean)
+    variance = min(max(variance, limit / (MAX_CONCENTRATION + 1.0)), 0.999 * limit)
+    concentration = limit / variance - 1.0
+    return BetaComponent(alpha=mean * concentration, beta=(1.0 - mean) * concentration)
+
+
+def _weighted_beta(x: np.ndarray, weights: np.ndarray) -> BetaComponent | None:
+    total = float(weights.sum())
+    if total <= 0.0:
+        return None
+    # Elementwise products, not np.dot: BLAS threads cost more than they save here.
+    mean = float(np.sum(weights * x)) / total
+    variance = float(np.sum(weights * (x - mean) ** 2)) / total
+    return moments_to_beta(mean, variance)
+
+
+def _responsibility(model: BetaMixture, x: np.ndarray, log_x: np.ndarray, log_1mx: np.ndarray) -> np.ndarray:
+    w = model.weight_defect
+    log_ratio = (
+        np.log(w) + model.defect.log_pdf(log_x, log_1mx) - np.log1p(-w) - model.background.log_pdf(log_x, log_1mx)
+    )
+    r = expit(log_ratio)
+    if model.seed_rules:
+        # Seed 001: inside the background's lower 90 % interval -> 100 % background;
+        # above the defect component's mean -> 100 % defect (this rule wins where both hold).
+        r = np.where(x <= model.background.quantile(BACKGROUND_QUANTILE), 0.0, r)
+        r = np.where(x > model.defect.mean, 1.0, r)
+    return r
+
+
+def fit_beta_mixture(
+    x: np.ndarray,
+    *,
+    seed_rules: bool = True,
+    balance: bool = True,
+    max_iter: int = MAX_ITER,
+    tol: float = TOL,
+) -> BetaMixture:
+    """EM for two Beta components on values in [0, 1].
+
+    Initialised from the isodata split of x (no randomness). M-step: weighted
+    method of moments. seed_rules: seed 001's E-step changes (see
+    _responsibility). balance: seed 001's class weighting, each component's
+    responsibilities divided by their sum, which makes the mixing weights equal
+    (0.5/0.5) whatever the pixel counts; without it the weights are the usual
+    mean responsibilities. Stops when no parameter changes by more than tol
+    (relative) or after max_iter iterations.
+    """
+    x = np.clip(np.asarray(x, dtype=np.float64).ravel(), EDGE, 1.0 - EDGE)
+    log_x, log_1mx = np.log(x), np.log1p(-x)
+    split, _, _ = isodata_threshold(x)
+    high = x > split
+    background = _weighted_beta(x, (~high).astype(np.float64))
+    defect = _weighted_beta(x, high.astype(np.float64))
+    if background is None or defect is None:
+        raise ValueError("fit_beta_mixture needs at least two distinct values")
+    model = BetaMixture(background, defect, 0.5 if balance else float(high.mean()), 0, False, seed_rules)
+    for iteration in range(1, max_iter + 1):
+        r = _responsibility(model, x, log_x, log_1mx)
+        new_defect = _weighted_beta(x, r)
+        new_background = _weighted_beta(x, 1.0 - r)
+        if new_defect is None or new_background is None:  # one component lost every pixel
+            return BetaMixture(model.background, model.defect, model.weight_defect, iteration, False, seed_rules)
+        if new_defect.mean < new_background.mean:
+            new_defect, new_background = new_background, new_defect
+        weight = 0.5 if balance else float(np.clip(r.mean(), EDGE, 1.0 - EDGE))
+        new = BetaMixture(new_background, new_defect, weight, iteration, False, seed_rules)
+        if _max_relative_change(model, new) <= tol:
+            return BetaMixture(new_background, new_defect, weight, iteration, True, seed_rules)
+        model = new
+    return model
+
+
+def _max_relative_change(old: BetaMixture, new: BetaMixture) -> float:
+    pairs = (
+        (old.background.alpha, new.background.alpha),
+        (old.background.beta, new.background.beta),
+        (old.defect.alpha, new.defect.alpha),
+        (old.defect.beta, new.defect.beta),
+        (old.weight_defect, new.weight_defect),
+    )
+    return max(abs(b - a) / max(abs(a), 1e-12) for a, b in pairs)
+
+
+def bmm(
+    relevance: Any,
+    *,
+    max_fit_samples: int | None = MAX_FIT_SAMPLES,
+    filter_size: int = FILTER_SIZE,
+    seed_rules: bool = True,
+    balance: bool = True,
+) -> MaskResult:
+    """Seed 001's BMM extractor.
+
+    5x5 mean filter; negatives -> 0; keep the values above the median (the lowest
+    50 % are background, score 0); map the kept values affinely to [0, 1]; fit
+    the two-Beta mixture (on at most max_fit_samples evenly spaced quantiles of
+    the kept values, see quantile_sample; None fits all; nothing is random);
+    score = P(defect | x) with the seed's E-step rules; mask = score > 0.5. A map
+    without positive filtered relevance gives an empty mask; kept values that are
+    all equal form the mask by themselves.
+    """
+    r = as_relevance_map(relevance)
+    s, scale = scaled(r)
+    if float(s.max()) == float(s.min()):
+        return empty_result("bmm", r.shape, "constant map", with_score=True)
+    filtered = np.maximum(mean_filter(s, filter_size), 0.0)
+    if float(filtered.max()) <= 0.0:
+        return empty_result("bmm", r.shape, "no positive relevance", with_score=True)
+    cut = float(np.quantile(filtered, DROP_SHARE))
+    keep = filtered > cut
+    if not keep.any():  # the upper half ties with the median: nothing stands out
+        return empty_result("bmm", r.shape, "no values above the median", with_score=True)
+    kept = filtered[keep]
+    lo, hi = float(kept.min()), float(kept.max())
+    params: dict[str, Any] = {"cut": cut * scale, "low": lo * scale, "high": hi * scale}
+    if hi == lo:
+        mask = keep.copy()
+        return MaskResult("bmm", mask, mask.astype(np.float64), params=params, note="kept values are constant")
+    x = (kept - lo) / (hi - lo)
+    model = fit_beta_mixture(quantile_sample(x, max_fit_samples), seed_rules=seed_rules, balance=balance)
+    score = np.zeros(r.shape, dtype=np.float64)
+    score[keep] = model.defect_posterior(x)
+    params.update(model.to_dict())
+    params["fit_samples"] = int(min(x.size, max_fit_samples or x.size))
+    return MaskResult(
+        method="bmm",
+        mask=score > 0.5,
+        score=score,
+        iterations=model.iterations,
+        converged=model.converged,
+        params=params,
+    )

@@ -1,0 +1,90 @@
+"""MaskResult (what every extractor returns) and the input check they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lrpseg.masks.errors import InvalidRelevanceError
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """A binary mask extracted from a relevance map, with what the extractor fitted.
+
+    mask: bool (H, W). score: per-pixel probability of the relevant class (H, W),
+    None where the method has none (Simple). threshold: the cut in relevance units
+    (Simple), or None. params: JSON-safe fitted values (component parameters, cut
+    values, ...). note: why the result is degenerate ("constant map", "no positive
+    relevance", ...), None for a regular fit.
+    """
+
+    method: str
+    mask: np.ndarray
+    score: np.ndarray | None
+    threshold: float | None = None
+    iterations: int = 0
+    converged: bool = True
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+    @property
+    def share(self) -> float:
+        """Fraction of pixels in the mask."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary without pixel data."""
+        return {
+            "method": self.method,
+            "pixels": int(np.count_nonzero(self.mask)),
+            "share": self.share,
+            "threshold": self.threshold,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "params": self.params,
+            "note": self.note,
+        }
+
+
+def as_relevance_map(relevance: Any) -> np.ndarray:
+    """Check a relevance map and return it as float64 (H, W).
+
+    Accepts anything numpy can convert and torch tensors. Raises
+    InvalidRelevanceError for the wrong rank, an empty map, a non-real dtype or
+    non-finite values.
+    """
+    if hasattr(relevance, "detach"):  # a torch tensor, possibly on a GPU or with a graph
+        relevance = relevance.detach().cpu().numpy()
+    array = np.asarray(relevance)
+    if array.ndim != 2:
+        raise InvalidRelevanceError(
+            f"relevance must be a 2-D (H, W) map, got shape {array.shape}; sum a (C, H, W) map over channels first"
+        )
+    if array.size == 0:
+        raise InvalidRelevanceError(f"relevance map is empty (shape {array.shape})")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise InvalidRelevanceError(f"relevance must be real-valued, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        raise InvalidRelevanceError("relevance contains NaN or infinite values")
+    return array
+
+
+def scaled(relevance: np.ndarray) -> tuple[np.ndarray, float]:
+    """relevance / max|relevance| (so huge or tiny maps cannot overflow), and that scale.
+
+    The scale is 0.0 for an all-zero map, which is returned unchanged.
+    """
+    scale = float(np.max(np.abs(relevance)))
+    if scale == 0.0:
+        return relevance, 0.0
+    return relevance / scale, scale
+
+
+def empty_result(method: str, shape: tuple[int, ...], note: str, *, with_score: bool, **params: Any) -> MaskResult:
+    """The result for a map with nothing to segment: an empty mask and a zero score."""
+    score = np.zeros(shape, dtype=np.float64) if with_score else None
+    return MaskResult(method=method, mask=np.zeros(shape, dtype=bool), score=score, params=dict(params), note=note)

@@ -1,0 +1,93 @@
+"""PNG encoders: relevance heatmap, overlay on the input, binary mask, class segmentation."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lrpseg.render.colors import DEFAULT_CMAP, class_palette, colorize
+from lrpseg.render.errors import RenderInputError
+from lrpseg.render.images import display_rgb
+from lrpseg.render.transfer import as_finite, log_transfer
+
+COMPRESS_LEVEL = 1  # level 6 (Pillow default) took 4x longer on noisy heatmaps for a 4 % smaller file
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = COMPRESS_LEVEL) -> bytes:
+    """uint8 (H, W) -> 8-bit grey "L", uint8 (H, W, 3) -> "RGB", uint16 (H, W) -> 16-bit grey."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def relevance_map(relevance: Any) -> np.ndarray:
+    r = as_finite(relevance)
+    if r.ndim != 2:
+        raise RenderInputError(f"relevance must be a 2-D (H, W) map, got shape {r.shape}; sum channels first")
+    return r
+
+
+def relevance_rgb(relevance: Any, *, cmap: str = DEFAULT_CMAP, **transfer: Any) -> np.ndarray:
+    """uint8 (H, W, 3): log_transfer(relevance, **transfer) through a diverging colormap, 0 -> white."""
+    return colorize(log_transfer(relevance_map(relevance), **transfer), cmap)
+
+
+def relevance_png(relevance: Any, *, cmap: str = DEFAULT_CMAP, **transfer: Any) -> bytes:
+    """RGB PNG of relevance_rgb (transfer: tau / percentile / fraction / mode, see log_transfer)."""
+    return encode_png(relevance_rgb(relevance, cmap=cmap, **transfer))
+
+
+def overlay_rgb(
+    image: Any, relevance: Any, alpha: float = 0.5, *, cmap: str = DEFAULT_CMAP, **transfer: Any
+) -> np.ndarray:
+    """uint8 (H, W, 3): the heatmap blended over the input, opacity alpha * |transfer value|.
+
+    Pixels whose relevance was zeroed by the threshold show the input unchanged;
+    the strongest relevance covers it with opacity alpha.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise RenderInputError(f"alpha must be within [0, 1], got {alpha}")
+    base = display_rgb(image)
+    values = log_transfer(relevance_map(relevance), **transfer)
+    if values.shape != base.shape[:2]:
+        raise RenderInputError(f"relevance shape {values.shape} does not match the image's (H, W) {base.shape[:2]}")
+    heat = colorize(values, cmap) / 255.0
+    opacity = (alpha * np.abs(values))[..., None]
+    return np.round((base * (1.0 - opacity) + heat * opacity) * 255).astype(np.uint8)
+
+
+def overlay_png(image: Any, relevance: Any, alpha: float = 0.5, *, cmap: str = DEFAULT_CMAP, **transfer: Any) -> bytes:
+    """RGB PNG of overlay_rgb: image (C, H, W) or (H, W), grey or RGB, 8/16-bit or float."""
+    return encode_png(overlay_rgb(image, relevance, alpha, cmap=cmap, **transfer))
+
+
+def mask_png(mask: Any) -> bytes:
+    """8-bit grey PNG: 255 inside the mask, 0 outside."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        raise RenderInputError(f"mask must be a non-empty 2-D (H, W) array, got shape {m.shape}")
+    if m.dtype != bool:
+        if not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
+            raise RenderInputError("mask must be boolean or hold only 0/1 values")
+        m = m.astype(bool)
+    return encode_png(np.where(m, 255, 0).astype(np.uint8))
+
+
+def segmentation_rgb(labels: Any, num_classes: int) -> np.ndarray:
+    """uint8 (H, W, 3) class colours; class 0 (background) is black."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.size == 0:
+        raise RenderInputError(f"labels must be a non-empty 2-D (H, W) array, got shape {lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise RenderInputError(f"labels must be integers, got dtype {lab.dtype}")
+    if lab.min() < 0 or lab.max() >= num_classes:
+        raise RenderInputError(f"labels must lie in [0, {num_classes - 1}], got [{lab.min()}, {lab.max()}]")
+    return class_palette(num_classes)[lab]
+
+
+def segmentation_png(labels: Any, num_classes: int) -> bytes:
+    """RGB PNG of segmentation_rgb."""
+    return encode_png(segmentation_rgb(labels, num_classes))

@@ -1,0 +1,115 @@
+"""Seed 000's threshold + logarithmic transfer function for heavy-tailed relevance maps.
+
+LRP relevance is heavy-tailed (99th percentile of |R| 12-330x the median): a
+linear colour scale shows a few bright pixels and nothing else. Seed 000 zeroes
+|R| below a threshold tau and compresses the rest logarithmically:
+
+    f(R) = sign(R) * log(1 + |R| / tau) / log(1 + max|R| / tau)   for |R| >= tau
+    f(R) = 0                                                       for |R| <  tau
+
+f maps into [-1, 1], is odd (f(-R) = -f(R), tau depends on |R| only) and
+monotone non-decreasing (it jumps from 0 to log 2 / log(1 + max|R| / tau) at tau).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from lrpseg.render.errors import RenderInputError
+
+Mode = Literal["log", "linear"]
+DEFAULT_PERCENTILE = 50.0  # the service's default (schemas.params.Visualisation)
+
+
+def as_finite(relevance: Any, name: str = "relevance") -> np.ndarray:
+    array = np.asarray(relevance)
+    if array.size == 0:
+        raise RenderInputError(f"{name} is empty")
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise RenderInputError(f"{name} must be real-valued, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        raise RenderInputError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def resolve_tau(
+    relevance: Any, *, tau: float | None = None, percentile: float | None = None, fraction: float | None = None
+) -> float:
+    """The threshold tau in relevance units; give at most one of tau, percentile, fraction.
+
+    percentile (0-100): that percentile of the non-zero |R| (default 50).
+    fraction (0-1): that fraction of max |R|. A resolved tau of 0 (fraction 0)
+    means "no threshold" and becomes the smallest non-zero |R|. An all-zero map
+    has tau 0.
+    """
+    given = [name for name, v in (("tau", tau), ("percentile", percentile), ("fraction", fraction)) if v is not None]
+    if len(given) > 1:
+        raise RenderInputError(f"give one of tau, percentile or fraction, not {' and '.join(given)}")
+    magnitude = np.abs(as_finite(relevance))
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return 0.0
+    if tau is not None:
+        if not (np.isfinite(tau) and tau > 0):
+            raise RenderInputError(f"tau must be a positive finite number, got {tau}")
+        return float(tau)
+    if fraction is not None:
+        if not 0.0 <= fraction <= 1.0:
+            raise RenderInputError(f"fraction must be within [0, 1], got {fraction}")
+        value = fraction * float(nonzero.max())
+    else:
+        p = DEFAULT_PERCENTILE if percentile is None else percentile
+        if not 0.0 <= p <= 100.0:
+            raise RenderInputError(f"percentile must be within [0, 100], got {p}")
+        value = float(np.percentile(nonzero, p))
+    return value if value > 0 else float(nonzero.min())
+
+
+def log1p_ratio(magnitude: np.ndarray | float, tau: float) -> np.ndarray:
+    """log(1 + magnitude / tau) without overflow for tiny tau (via logaddexp)."""
+    with np.errstate(divide="ignore"):
+        return np.logaddexp(0.0, np.log(magnitude) - np.log(tau))
+
+
+def log_transfer(
+    relevance: Any,
+    *,
+    tau: float | None = None,
+    percentile: float | None = None,
+    fraction: float | None = None,
+    mode: Mode = "log",
+) -> np.ndarray:
+    """Relevance mapped into [-1, 1] (float64, same shape) for display.
+
+    mode "log": seed 000's threshold + logarithmic transfer (module docstring)
+    with tau from resolve_tau (default: the median of the non-zero |R|).
+    mode "linear": R / max|R|, no threshold (tau, percentile and fraction ignored).
+    An all-zero map gives zeros.
+    """
+    r = as_finite(relevance)
+    magnitude = np.abs(r)
+    peak = float(magnitude.max())
+    if peak == 0.0:
+        return np.zeros_like(r)
+    if mode == "linear":
+        return r / peak
+    if mode != "log":
+        raise RenderInputError(f"mode must be 'log' or 'linear', got {mode!r}")
+    t = resolve_tau(r, tau=tau, percentile=percentile, fraction=fraction)
+    scaled = log1p_ratio(magnitude, t) / log1p_ratio(peak, t)
+    return np.clip(np.where(magnitude >= t, np.sign(r) * scaled, 0.0), -1.0, 1.0)
+
+
+def inverse_transfer(value: np.ndarray | float, *, peak: float, tau: float, mode: Mode = "log") -> np.ndarray:
+    """The relevance whose transfer value is `value` (for colour-bar labels).
+
+    Log mode: |value| below the jump at tau maps to tau's edge, the zeroed band.
+    """
+    v = np.asarray(value, dtype=np.float64)
+    if mode == "linear":
+        return v * peak
+    magnitude = tau * np.expm1(np.abs(v) * log1p_ratio(peak, tau))
+    return np.sign(v) * np.minimum(magnitude, peak)

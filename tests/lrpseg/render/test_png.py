@@ -1,0 +1,115 @@
+"""PNGs decode with the right size, mode and colours."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lrpseg.masks.synthetic import lrp_like_map
+from lrpseg.render import (
+    RenderInputError,
+    class_palette,
+    mask_png,
+    overlay_png,
+    relevance_png,
+    relevance_rgb,
+    segmentation_png,
+)
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def relevance() -> np.ndarray:
+    return lrp_like_map((48, 64), seed=5)[0]
+
+
+def test_relevance_colours_are_diverging_with_white_zero() -> None:
+    r = np.array([[-4.0, -0.01, 0.0, 0.01, 4.0]])
+    rgb = relevance_rgb(r, tau=1.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 5, 3)
+    assert rgb[0, 2].tolist() == [255, 255, 255]  # zero
+    assert rgb[0, 1].tolist() == rgb[0, 3].tolist() == [255, 255, 255]  # below tau
+    assert rgb[0, 4].tolist() == [255, 0, 0] and rgb[0, 0].tolist() == [0, 0, 255]  # bwr ends
+
+
+def test_relevance_png_decodes_as_rgb(relevance: np.ndarray) -> None:
+    image = decode(relevance_png(relevance, percentile=90.0))
+    assert image.mode == "RGB" and image.size == (64, 48)
+    assert np.array_equal(np.asarray(image), relevance_rgb(relevance, percentile=90.0))
+
+
+def test_mask_png_is_8_bit_grey_0_255() -> None:
+    mask = np.zeros((7, 9), dtype=bool)
+    mask[2:5, 3] = True
+    image = decode(mask_png(mask))
+    assert image.mode == "L" and image.size == (9, 7)
+    assert np.array_equal(np.asarray(image), np.where(mask, 255, 0))
+    assert np.array_equal(np.asarray(decode(mask_png(mask.astype(np.uint8)))), np.asarray(image))
+
+
+def test_segmentation_png_uses_class_colours() -> None:
+    labels = np.arange(12).reshape(3, 4) % 5
+    image = np.asarray(decode(segmentation_png(labels, 5)))
+    palette = class_palette(5)
+    assert image.shape == (3, 4, 3)
+    assert np.array_equal(image, palette[labels])
+    assert palette[0].tolist() == [0, 0, 0] and len({tuple(c) for c in class_palette(40)}) == 40
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).integers(1000, 4000, (1, 48, 64)).astype(np.uint16),  # 12-bit in 16-bit
+        np.random.default_rng(1).integers(0, 65535, (3, 48, 64)).astype(np.uint16),  # 48-bit RGB
+        np.random.default_rng(2).integers(0, 255, (3, 48, 64)).astype(np.uint8),
+        np.random.default_rng(3).random((48, 64)),
+        np.random.default_rng(4).normal(0, 300, (1, 48, 64)).astype(np.int16),  # signed, CT-like
+    ],
+    ids=["grey16", "rgb16", "rgb8", "float", "int16"],
+)
+def test_overlay_png_handles_grey_rgb_and_bit_depths(image: np.ndarray, relevance: np.ndarray) -> None:
+    decoded = decode(overlay_png(image, relevance))
+    assert decoded.mode == "RGB" and decoded.size == (64, 48)
+
+
+def test_overlay_leaves_pixels_without_relevance_unchanged(relevance: np.ndarray) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (3, 48, 64)).astype(np.uint8)
+    untouched = np.asarray(decode(overlay_png(image, np.zeros((48, 64)))))
+    assert np.array_equal(untouched, image.transpose(1, 2, 0))
+    shown = np.asarray(decode(overlay_png(image, relevance, alpha=0.8, percentile=70.0)))
+    below = np.abs(relevance) < np.percentile(np.abs(relevance), 70.0)
+    assert np.array_equal(shown[below], image.transpose(1, 2, 0)[below])
+    assert np.any(shown[~below] != image.transpose(1, 2, 0)[~below])
+
+
+def test_overlay_stretches_16_bit_grey_to_full_range() -> None:
+    image = np.full((1, 4, 4), 1000, dtype=np.uint16)
+    image[0, 0, 0], image[0, 3, 3] = 200, 5000
+    out = np.asarray(decode(overlay_png(image, np.zeros((4, 4)))))
+    assert out[0, 0].tolist() == [0, 0, 0] and out[3, 3].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda r: overlay_png(np.zeros((4, 48, 64)), r), "1 or 3 channels"),
+        (lambda r: overlay_png(np.zeros((1, 48, 60)), r), "does not match"),
+        (lambda r: overlay_png(np.zeros((48, 64)), r, alpha=2.0), "alpha"),
+        (lambda r: relevance_png(r[None]), "2-D"),
+        (lambda r: relevance_png(r, cmap="nope"), "unknown colormap"),
+        (lambda r: mask_png(r), "0/1"),
+        (lambda r: segmentation_png(np.full((2, 2), 3), 3), r"\[0, 2\]"),
+        (lambda r: segmentation_png(np.zeros((2, 2)), 3), "integers"),
+    ],
+)
+def test_bad_inputs_are_rejected(relevance: np.ndarray, call, message: str) -> None:
+    with pytest.raises(RenderInputError, match=message):
+        call(relevance)
