@@ -130,8 +130,18 @@ class PreparedModel:
         if kind is Kind.NORM:
             x_node = info.inputs[0]
             return [(x_node, env[x_node] * self._vjp(node, env, [x_node], s)[0])]
+        if node.target in (torch.cat, torch.concat):
+            return self._split_cat(node, env, r)
         # GRADIENT: split exactly as the gradient does
         return list(zip(info.inputs, self._vjp(node, env, info.inputs, r)))
+
+    @staticmethod
+    def _split_cat(node: fx.Node, env: dict[fx.Node, Any], r: Tensor) -> list[tuple[fx.Node, Tensor]]:
+        """The gradient of torch.cat without re-running it: views of r, one per input."""
+        parts = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        sizes = [env[p].shape[dim] for p in parts]
+        return list(zip(parts, torch.split(r, sizes, dim=dim)))
 
     def _vjp(self, node: fx.Node, env: dict[fx.Node, Any], inputs: list[fx.Node], v: Tensor) -> list[Tensor]:
         """v^T d node / d inputs, by re-running this one (cheap, non-parametric) op."""

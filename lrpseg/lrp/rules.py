@@ -36,7 +36,7 @@ def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
     """Σ s_k b_k per sample: the relevance the bias of each output unit took."""
     if bias is None:
         return s.new_zeros(s.shape[0])
-    per_unit = s.flatten(2).sum(2) if s.dim() > 2 else s  # reduce space first: one pass over s
+    per_unit = s.sum(dim=tuple(range(2, s.dim()))) if s.dim() > 2 else s  # reduce space first
     return per_unit @ bias
 
 
@@ -82,8 +82,8 @@ class Epsilon(Rule):
     def _eps(self, z: Tensor) -> float | Tensor:
         if not self.relative:
             return self.epsilon
-        dims = tuple(range(1, z.dim()))
-        return self.epsilon * ((z**2).mean(dim=dims, keepdim=True) ** 0.5)
+        rms = torch.linalg.vector_norm(z.flatten(1), dim=1) / (z[0].numel() ** 0.5)
+        return self.epsilon * rms.reshape(-1, *[1] * (z.dim() - 1))
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
         s = r / stabilize(z, self._eps(z))
