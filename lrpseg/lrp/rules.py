@@ -82,8 +82,8 @@ class Epsilon(Rule):
     def _eps(self, z: Tensor) -> float | Tensor:
         if not self.relative:
             return self.epsilon
-        rms = torch.linalg.vector_norm(z.flatten(1), dim=1) / (z[0].numel() ** 0.5)
-        return self.epsilon * rms.reshape(-1, *[1] * (z.dim() - 1))
+        dims = tuple(range(1, z.dim()))
+        return self.epsilon * ((z**2).mean(dim=dims, keepdim=True) ** 0.5)  # zennit's formula, same rounding
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
         s = r / stabilize(z, self._eps(z))
