@@ -27,8 +27,8 @@ def coordinates(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def unit_noise(rng: np.random.Generator, size: int, sigma: float | tuple[float, float]) -> np.ndarray:
     """Gaussian-smoothed white noise rescaled to unit standard deviation."""
-    field = gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
-    return field / (field.std() + 1e-12)
+    noise = gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
+    return noise / (noise.std() + 1e-12)
 
 
 def streaks(rng: np.random.Generator, size: int) -> np.ndarray:
