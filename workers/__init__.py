@@ -1,1 +1,1 @@
-"""lrpseg workers package."""
+"""RQ workers: load models once, run forward -> LRP -> masks -> metrics -> artifacts per job."""

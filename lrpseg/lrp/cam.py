@@ -50,7 +50,8 @@ def seg_grad_cam(
     nodes = [n for n in prepared.gm.graph.nodes if n.op == "call_module" and n.target == layer]
     if not nodes:
         raise ValueError(f"no module named {layer!r} in the model")
-    env, logits = prepared.forward(x, grad=True)
+    # the input carries the graph: registry models have frozen (requires_grad=False) weights
+    env, logits = prepared.forward(x.detach().requires_grad_(), grad=True)
     if mask.shape != logits.shape:
         raise ValueError(f"mask has shape {tuple(mask.shape)}, the model output has {tuple(logits.shape)}")
     activation = env[nodes[0]]

@@ -1,0 +1,32 @@
+# lrpseg: one image for the API and the workers (docker-compose.yml picks the command).
+# The PyPI torch wheel for linux/x86_64 carries its CUDA libraries, so the same image runs on
+# CPU or, with a GPU reservation, on NVIDIA GPUs.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+RUN useradd --create-home --uid 10001 lrpseg
+
+# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml README.md ./
+RUN mkdir -p lrpseg service workers schemas \
+    && touch lrpseg/__init__.py service/__init__.py workers/__init__.py schemas/__init__.py \
+    && pip install . \
+    && pip uninstall -y lrpseg \
+    && rm -rf lrpseg service workers schemas build
+
+COPY lrpseg ./lrpseg
+COPY service ./service
+COPY workers ./workers
+COPY schemas ./schemas
+RUN pip install --no-deps . && rm -rf build
+
+USER lrpseg
+ENV LRPSEG_HOST=0.0.0.0 \
+    LRPSEG_PORT=8000
+EXPOSE 8000
+CMD ["lrpseg", "api"]

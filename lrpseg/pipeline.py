@@ -1,0 +1,553 @@
+"""One job, start to end, as library code: forward -> explanation -> masks -> metrics -> artifacts.
+
+No Redis, no HTTP: the service's workers call `run_job`, and so can a notebook. The params are
+the service's validated `schemas.params.JobParams` (a plain pydantic model; `JobParams()` gives
+the defaults). The result is JSON-safe (no NaN: undefined numbers are None).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lrpseg import lrp, render
+from lrpseg import masks as mask_extractors
+from lrpseg import metrics as metric_fns
+from lrpseg.io import DecodedImage
+from lrpseg.lrp import explain, prepare, seg_grad_cam
+from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
+from lrpseg.registry import ModelInfo
+
+if TYPE_CHECKING:
+    from schemas.params import JobParams
+
+Progress = Callable[[str, float], None]
+STAGE_START = {"forward": 0.05, "lrp": 0.2, "masks": 0.55, "metrics": 0.7, "render": 0.8}
+MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
+
+
+class ParamsError(ValueError):
+    """The params do not fit the model or the image; `field` names the culprit (params.target.cls)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class PipelineResult:
+    result: dict[str, Any]
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+# ---- checks that need the model or the image, shared with the service's intake ----------------
+
+
+def resolve_params(params: JobParams, info: ModelInfo) -> JobParams:
+    """Fill in what depends on the model: its full id and the target class as an index."""
+    target = params.target
+    cls = target.cls
+    if isinstance(cls, str):
+        if cls not in info.class_names:
+            raise ParamsError("params.target.cls", f"model {info.id} has no class {cls!r}; classes: {info.class_names}")
+        cls = info.class_names.index(cls)
+    elif cls is None and info.kind == "segmenter" and target.kind != "all":
+        cls = 1 if info.num_classes > 1 else 0
+    if cls is not None and not 0 <= cls < info.num_classes:
+        raise ParamsError("params.target.cls", f"class {cls} out of range: model {info.id} has {info.num_classes}")
+    if info.kind == "classifier" and target.kind in ("region", "region-normalized"):
+        raise ParamsError("params.target.kind", f"model {info.id} is a classifier; a region target needs a segmenter")
+    if target.kind == "all" and cls is not None:
+        raise ParamsError("params.target.cls", "target kind 'all' explains every class; leave cls out")
+    return params.model_copy(update={"model": info.id, "target": target.model_copy(update={"cls": cls})})
+
+
+def check_image(params: JobParams, info: ModelInfo, channels: int, height: int, width: int) -> None:
+    """Channels and size against the model, boxes against the image."""
+    if channels != info.in_channels:
+        raise ParamsError("image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}")
+    size = info.input_size
+    if size is not None and (height, width) != (size, size) and not params.resize:
+        raise ParamsError(
+            "image",
+            f"model {info.id} takes {size}x{size} images, got {width}x{height}; send params.resize=true "
+            "to have it resized",
+        )
+    for i, box in enumerate(params.target.region or []):
+        if box.x1 > width or box.y1 > height:
+            raise ParamsError(f"params.target.region.{i}", f"box reaches past the {width}x{height} image")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def finite(value: Any) -> float | None:
+    """A float for JSON, None for NaN/inf/None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def clean(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: finite(v) if isinstance(v, (int, float, np.floating, np.integer)) else v for k, v in values.items()}
+
+
+class Clock:
+    """Per-stage wall time in ms; waits for the GPU so each time is its stage's own."""
+
+    def __init__(self, device: torch.device, progress: Progress | None) -> None:
+        self.device, self.progress, self.ms = device, progress, {}
+        self._open: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        """Close the open stage (if any) and open `name`."""
+        self.stop()
+        if self.progress is not None:
+            self.progress(name, STAGE_START[name])
+        self._open = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._open is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        name, start = self._open
+        self.ms[name] = round((time.perf_counter() - start) * 1000, 3)
+        self._open = None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.start(name)
+        yield
+        self.stop()
+
+
+def to_input(image: DecodedImage, info: ModelInfo, params: JobParams, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(pixels in [0, 1], model input), both (1, C, H, W), resized for fixed-size classifiers if asked."""
+    x01 = torch.from_numpy(np.ascontiguousarray(image.array)).unsqueeze(0).to(device)
+    size = info.input_size
+    if size is not None and x01.shape[-2:] != (size, size):
+        x01 = F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return x01, info.normalize(x01)
+
+
+def resize_truth(truth: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if truth.shape == shape:
+        return truth
+    t = torch.from_numpy(truth.astype(np.float32))[None, None]
+    return F.interpolate(t, size=shape, mode="nearest")[0, 0].numpy() > 0.5
+
+
+def region_of(params: JobParams, shape: tuple[int, int]) -> Tensor | None:
+    if not params.target.region:
+        return None
+    region = torch.zeros(shape, dtype=torch.bool)
+    for box in params.target.region:
+        region[box.y0 : box.y1, box.x0 : box.x1] = True
+    return region
+
+
+def build_rules(params: JobParams, model: nn.Module, x: Tensor, bounds: tuple[float, float]) -> str | dict[str, Any]:
+    """The composite's name, or its rule map with the requested per-layer overrides applied."""
+    overrides = params.lrp.rules
+    if not overrides:
+        return params.lrp.composite.value
+    resolved = dict(prepare(model).resolve(params.lrp.composite.value, bounds))
+    for name, spec in overrides.items():
+        resolved[name] = make_rule(spec.model_dump(), bounds)
+    return resolved
+
+
+def make_rule(spec: dict[str, Any], bounds: tuple[float, float]) -> lrp.Rule:
+    kind = spec.pop("rule")
+    if kind == "epsilon":
+        return lrp.Epsilon(spec["epsilon"], relative=spec["relative"])
+    if kind == "gamma":
+        return lrp.Gamma(spec["gamma"])
+    if kind == "alpha-beta":
+        return lrp.AlphaBeta(spec["alpha"], spec["beta"])
+    if kind == "z-box":
+        low, high = (spec["low"], spec["high"]) if spec["low"] is not None else bounds
+        return lrp.ZBox(low, high)
+    plain = {
+        "z-plus": lrp.ZPlus,
+        "flat": lrp.Flat,
+        "w-square": lrp.WSquare,
+        "zero": lrp.Zero,
+        "norm": lrp.Norm,
+        "pass": lrp.Pass,
+    }
+    return plain[kind]()
+
+
+def explained_mask(params: JobParams, logits: Tensor) -> Tensor:
+    """The explained pixel set on the output (logits' shape), as the LRP targets define it."""
+    kind, cls = params.target.kind, params.target.cls
+    if kind == "all":
+        return all_classes_mask(logits)
+    if kind == "class":
+        return predicted_class_mask(logits, cls)
+    region = region_of(params, tuple(logits.shape[-2:]))
+    assert region is not None and cls is not None
+    return region_mask(logits, cls, region)
+
+
+def transfer_args(params: JobParams) -> dict[str, Any]:
+    """The visualisation params as lrpseg.render's transfer keywords."""
+    vis = params.visualisation
+    return {"mode": vis.transfer, vis.threshold_mode: vis.threshold}
+
+
+def display_scale(rel2d: np.ndarray, params: JobParams) -> dict[str, float | None]:
+    """max |R| and the threshold tau the PNGs used (relevance units), for reading the colour bar."""
+    peak = float(np.abs(rel2d).max())
+    if peak == 0.0 or not math.isfinite(peak):
+        return {"max_abs": None, "tau": None}
+    kw = transfer_args(params)
+    mode = kw.pop("mode")
+    return {"max_abs": peak, "tau": render.resolve_tau(rel2d, **kw) if mode == "log" else None}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+# ---- the job ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Explained:
+    method: str
+    relevance: np.ndarray  # (C, H, W) float32; CAM: (1, H, W)
+    summary: dict[str, Any]
+    pixel_set: np.ndarray  # bool (H, W): where the explained output lies
+
+
+def ratio(a: float, b: float) -> float | None:
+    return finite(a / b) if b != 0 else None
+
+
+def lrp_summary(
+    params: JobParams, info: ModelInfo, relevance: Tensor, r_out: Tensor, reference: float, bias: float, mask: Tensor
+) -> Explained:
+    """An LRP result (first sample) as Explained; conservation and bias share relative to `reference`."""
+    rel = relevance[0].detach().float().cpu().numpy()
+    pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(rel.shape[-2:], bool)
+    total = float(rel.sum(dtype=np.float64))
+    per_channel = rel.reshape(rel.shape[0], -1).sum(1, dtype=np.float64)
+    summary = {
+        **target_summary(params, info),
+        "method": "lrp",
+        "composite": params.lrp.composite.value,
+        "rule_overrides": sorted(params.lrp.rules) if params.lrp.rules else None,
+        "explained_pixels": int(pixel_set.sum()),
+        "relevance_sum": finite(total),
+        "r_out_sum": finite(r_out[0].sum().item()),
+        "conservation": ratio(total, reference),
+        "bias_share": ratio(bias, reference),
+        "channel_shares": [ratio(float(v), total) if total else 0.0 for v in per_channel],
+    }
+    return Explained("lrp", rel, summary, pixel_set)
+
+
+def target_summary(params: JobParams, info: ModelInfo) -> dict[str, Any]:
+    cls = params.target.cls
+    return {"target": params.target.kind, "cls": cls, "cls_name": info.class_names[cls] if cls is not None else None}
+
+
+def one_pass(params: JobParams) -> bool:
+    """LRP whose forward pass also gives the segmentation (all but region-normalized, which needs
+    the per-location totals that `explain` computes)."""
+    return params.task.value == "explain" and params.method.value == "lrp" and params.target.kind != "region-normalized"
+
+
+def forward_and_lrp(
+    model: nn.Module, info: ModelInfo, x: Tensor, params: JobParams, forward_done: Callable[[], None]
+) -> tuple[Tensor, Explained]:
+    """One recorded forward pass and one LRP sweep: (logits, explanation).
+
+    The initial relevance is built from the logits inside the pass (`lrp.run` takes it as a
+    function), where `forward_done` marks the end of the forward stage.
+    """
+    bounds = tuple(info.zbox_bounds)
+    rules = build_rules(params, model, x, bounds)
+    seen: dict[str, Tensor] = {}
+
+    def r_out(logits: Tensor) -> Tensor:
+        forward_done()
+        seen["mask"] = explained_mask(params, logits)
+        return logits * seen["mask"]
+
+    p = lrp.run(model, x, r_out, rules, bounds)
+    reference = p.r_out[0].sum().item()
+    return p.logits.detach(), lrp_summary(params, info, p.relevance, p.r_out, reference, p.bias[0].item(), seen["mask"])
+
+
+def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
+    """The explanation after a separate forward pass: region-normalized LRP and the CAM baselines."""
+    target, cls = params.target, params.target.cls
+    if params.method.value == "lrp":
+        bounds = tuple(info.zbox_bounds)
+        rules = build_rules(params, model, x, bounds)
+        region = region_of(params, tuple(x.shape[-2:]))
+        e = explain(model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds)
+        # explain's reference: each explained location contributes 1 (region-normalized), else Σ r_out
+        reference = float(e.mask[0].sum()) if target.kind == "region-normalized" else e.r_out[0].sum().item()
+        return lrp_summary(params, info, e.relevance, e.r_out, reference, e.bias_share[0].item() * reference, e.mask)
+    mask = explained_mask(params, logits)
+    variant = "grad" if params.method.value == "seg-grad-cam" else "hires"
+    # Registry models have frozen parameters: an input that requires grad gives the activations a graph.
+    cam = seg_grad_cam(model, x.detach().requires_grad_(True), mask, layer=params.cam_layer, variant=variant)
+    relevance = cam[0].detach().float().cpu().numpy()[None]
+    pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(x.shape[-2:], bool)
+    summary = {
+        **target_summary(params, info),
+        "method": params.method.value,
+        "explained_pixels": int(pixel_set.sum()),
+        "relevance_sum": finite(relevance.sum(dtype=np.float64)),
+    }
+    return Explained(params.method.value, relevance, summary, pixel_set)
+
+
+def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu") -> None:
+    """One small forward and LRP pass, so the first job does not pay for tracing and kernel set-up."""
+    side = info.input_size or 32
+    x = info.normalize(torch.full((1, info.in_channels, side, side), 0.5, device=device))
+    cls = None if info.kind == "classifier" else min(1, info.num_classes - 1)
+    with torch.no_grad():
+        model(x)
+    explain(model, x, target="class", cls=cls, rules="ours", bounds=tuple(info.zbox_bounds))
+
+
+def quality_metrics(explained: Explained) -> dict[str, float | None]:
+    """Mass inside the explained pixel set, pointing game, negative share (the sums and shares are
+    already in the explanation summary)."""
+    found = metric_fns.explanation_metrics(explained.relevance, explained.pixel_set)
+    return clean({k: v for k, v in found.items() if k not in ("relevance_sum", "conservation", "channel_shares")})
+
+
+def seg_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float | None]:
+    return clean(metric_fns.segmentation_metrics(pred, ref))
+
+
+def run_job(
+    model: nn.Module,
+    info: ModelInfo,
+    image: DecodedImage,
+    params: JobParams,
+    ground_truth: np.ndarray | None = None,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+) -> PipelineResult:
+    """Run one job. `ground_truth`: bool (H, W) of the target class, optional."""
+    params = resolve_params(params, info)
+    check_image(params, info, image.channels, image.height, image.width)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    clock = Clock(device, progress)
+    warnings: list[str] = []
+    total_start = time.perf_counter()
+    artifacts: dict[str, bytes] = {}
+    result: dict[str, Any] = {
+        "model": {"id": info.id, "name": info.name, "version": info.version, "kind": info.kind},
+        "input": {
+            "format": image.format,
+            "bit_depth": image.bit_depth,
+            "channels": image.channels,
+            "height": image.height,
+            "width": image.width,
+            "dicom": image.dicom is not None,
+            "frame": image.frame,
+        },
+        "device": str(device),
+    }
+
+    explained: Explained | None = None
+    clock.start("forward")
+    x01, x = to_input(image, info, params, device)
+    if one_pass(params):
+        logits, explained = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
+    else:
+        with torch.no_grad():
+            logits = model(x)
+        if params.task.value == "explain":
+            clock.start("lrp")
+            explained = run_explanation(model, info, x, logits, params)
+    clock.stop()
+    h, w = x.shape[-2:]
+    if (h, w) != (image.height, image.width):
+        result["input"]["resized_from"] = (image.height, image.width)
+    truth = resize_truth(ground_truth, (h, w)) if ground_truth is not None else None
+    labels, model_mask = summarise_output(result, info, logits, params)
+
+    extracted: dict[str, Any] = {}
+    rel2d: np.ndarray | None = None
+    if explained is not None:
+        rel2d = explained.relevance.sum(0, dtype=np.float64)
+        with clock.stage("masks"):
+            extracted = {m.value: mask_extractors.extract(m.value, rel2d) for m in params.masks}
+        with clock.stage("metrics"):
+            result["explanation"] = explained.summary
+            result["explanation"]["metrics"] = quality_metrics(explained)
+            result["explanation"]["display"] = display_scale(rel2d, params)
+            result["masks"] = mask_summaries(extracted, model_mask, truth)
+            if truth is not None:
+                result["ground_truth"] = truth_summary(truth, model_mask, rel2d)
+    elif truth is not None:
+        with clock.stage("metrics"):
+            result["ground_truth"] = truth_summary(truth, model_mask, None)
+
+    with clock.stage("render"):
+        artifacts = render_artifacts(params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings)
+    result["params"] = params.model_dump(mode="json")
+    result["warnings"] = warnings
+    result["timings"] = {**clock.ms, "total": round((time.perf_counter() - total_start) * 1000, 3)}
+    result["artifacts"] = [
+        {"name": n, "media_type": MEDIA_TYPES[n[n.rindex(".") :]], "bytes": len(b)}
+        for n, b in sorted(artifacts.items())
+    ]
+    return PipelineResult(result, artifacts)
+
+
+def summarise_output(
+    result: dict[str, Any], info: ModelInfo, logits: Tensor, params: JobParams
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Segmentation (class shares) or classification (probabilities); the model's target mask."""
+    if logits.dim() == 2:
+        probs = torch.softmax(logits[0].float(), 0).cpu().tolist()
+        best = int(np.argmax(probs))
+        result["classification"] = {
+            "predicted": best,
+            "predicted_name": info.class_names[best],
+            "probabilities": {n: finite(p) for n, p in zip(info.class_names, probs)},
+        }
+        return None, None
+    labels = logits[0].argmax(0).cpu().numpy()
+    counts = np.bincount(labels.ravel(), minlength=info.num_classes)
+    result["segmentation"] = {
+        "height": int(labels.shape[0]),
+        "width": int(labels.shape[1]),
+        "classes": [
+            {"index": i, "name": n, "pixels": int(c), "share": float(c) / labels.size}
+            for i, (n, c) in enumerate(zip(info.class_names, counts))
+        ],
+    }
+    cls = params.target.cls
+    model_mask = labels == cls if cls is not None else labels != 0
+    return labels, model_mask
+
+
+def mask_summaries(extracted: dict[str, Any], model_mask: np.ndarray | None, truth: np.ndarray | None) -> dict:
+    out = {}
+    for name, found in extracted.items():
+        ap = None
+        if truth is not None and found.score is not None and truth.any():
+            ap = finite(metric_fns.pr_curve(found.score, truth).average_precision)
+        out[name] = {
+            "extractor": name,
+            "pixels": int(np.count_nonzero(found.mask)),
+            "share": float(found.mask.mean()),
+            "vs_model": seg_metrics(found.mask, model_mask) if model_mask is not None else None,
+            "vs_ground_truth": seg_metrics(found.mask, truth) if truth is not None else None,
+            "average_precision": ap,
+        }
+    return out
+
+
+def truth_summary(truth: np.ndarray, model_mask: np.ndarray | None, rel2d: np.ndarray | None) -> dict[str, Any]:
+    rel_ap = None
+    if rel2d is not None and truth.any():
+        rel_ap = finite(metric_fns.pr_curve(rel2d, truth).average_precision)
+    return {
+        "positive_pixels": int(truth.sum()),
+        "no_skill": float(truth.mean()),
+        "model": seg_metrics(model_mask, truth) if model_mask is not None else None,
+        "relevance_average_precision": rel_ap,
+    }
+
+
+def render_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    image: DecodedImage,
+    x01: Tensor,
+    labels: np.ndarray | None,
+    explained: Explained | None,
+    rel2d: np.ndarray | None,
+    extracted: dict[str, Any],
+    truth: np.ndarray | None,
+    warnings: list[str],
+) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    wants = params.wants
+    pixels = x01[0].cpu().numpy()
+    if labels is not None and wants("segmentation.png"):
+        out["segmentation.png"] = render.segmentation_png(labels, info.num_classes)
+    if explained is not None and rel2d is not None:
+        kw = transfer_args(params)
+        if wants("relevance.png"):
+            out["relevance.png"] = render.relevance_png(rel2d, **kw)
+        if wants("overlay.png"):
+            out["overlay.png"] = render.overlay_png(pixels, rel2d, **kw)
+        if wants("colorbar.png"):
+            # The bare strip (0.3 ms; a labelled matplotlib figure costs ~130 ms a job): its scale,
+            # max |R| and tau, is in the result's explanation.display.
+            out["colorbar.png"] = render.colorbar_png()
+        if wants("relevance.npy"):
+            out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
+        for name, found in extracted.items():
+            if wants(f"mask-{name}.png"):
+                out[f"mask-{name}.png"] = render.mask_png(found.mask)
+        if truth is not None and truth.any() and wants("pr-curve.png"):
+            curves = {"relevance": metric_fns.pr_curve(rel2d, truth)}
+            curves.update({n: metric_fns.pr_curve(f.score, truth) for n, f in extracted.items() if f.score is not None})
+            out["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
+    out.update(dicom_artifacts(params, info, image, labels, rel2d, extracted, warnings))
+    return out
+
+
+def dicom_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    image: DecodedImage,
+    labels: np.ndarray | None,
+    rel2d: np.ndarray | None,
+    extracted: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, bytes]:
+    """DICOM SEG (model classes + relevance masks) and the relevance map, for DICOM inputs.
+
+    A source highdicom cannot reference is a warning in the result, not a failed job.
+    """
+    if image.dicom is None or (labels is not None and labels.shape != (image.height, image.width)):
+        return {}
+    from lrpseg.io import DicomExportError
+    from lrpseg.io.dicom_out import relevance_to_dicom, segmentation_to_dicom_seg
+
+    out: dict[str, bytes] = {}
+    segments: dict[str, np.ndarray] = {}
+    if labels is not None:
+        segments.update({f"{n} ({info.name})": labels == i for i, n in enumerate(info.class_names) if i > 0})
+    segments.update({f"LRP mask ({n})": f.mask for n, f in extracted.items()})
+    meta = {"model_id": info.name, "model_version": info.version}
+    try:
+        if segments and params.wants("seg.dcm"):
+            out["seg.dcm"] = bytes(segmentation_to_dicom_seg(image.dicom, segments, **meta))
+        if rel2d is not None and rel2d.shape == (image.height, image.width) and params.wants("relevance.dcm"):
+            out["relevance.dcm"] = bytes(relevance_to_dicom(image.dicom, rel2d.astype(np.float32), **meta))
+    except DicomExportError as exc:
+        warnings.append(f"no DICOM output: {exc}")
+    return out

@@ -1,0 +1,223 @@
+"""Job request parameters: the `params` JSON part of a job submission.
+
+Every model forbids unknown fields, so a typo ("mask" for "masks") is a 422 naming
+the field instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Task(StrEnum):
+    segment = "segment"  # forward pass and segmentation only
+    explain = "explain"  # segmentation + explanation + masks + metrics
+
+
+class Method(StrEnum):
+    lrp = "lrp"
+    seg_grad_cam = "seg-grad-cam"
+    seg_hires_grad_cam = "seg-hires-grad-cam"
+
+
+class Composite(StrEnum):
+    ours = "ours"
+    montavon = "montavon"
+    epsilon_gamma_box = "epsilon-gamma-box"
+    epsilon_plus_flat = "epsilon-plus-flat"
+
+
+class Extractor(StrEnum):
+    simple = "simple"
+    gmm = "gmm"
+    bmm = "bmm"
+
+
+class Artifact(StrEnum):
+    segmentation = "segmentation.png"
+    relevance = "relevance.png"
+    overlay = "overlay.png"
+    colorbar = "colorbar.png"
+    mask_simple = "mask-simple.png"
+    mask_gmm = "mask-gmm.png"
+    mask_bmm = "mask-bmm.png"
+    pr_curve = "pr-curve.png"
+    relevance_npy = "relevance.npy"
+    seg_dcm = "seg.dcm"
+    relevance_dcm = "relevance.dcm"
+
+
+# ---- LRP rules -----------------------------------------------------------------
+
+
+class EpsilonRule(Strict):
+    rule: Literal["epsilon"]
+    epsilon: float = Field(0.25, gt=0, description="stabiliser ε")
+    relative: bool = Field(True, description="ε × RMS of the layer's pre-activations (seed 001)")
+
+
+class GammaRule(Strict):
+    rule: Literal["gamma"]
+    gamma: float = Field(0.25, ge=0)
+
+
+class AlphaBetaRule(Strict):
+    rule: Literal["alpha-beta"]
+    alpha: float = Field(2.0, ge=1)
+    beta: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _conservative(self) -> AlphaBetaRule:
+        if abs(self.alpha - self.beta - 1.0) > 1e-9:
+            raise ValueError("alpha - beta must equal 1")
+        return self
+
+
+class ZBoxRule(Strict):
+    rule: Literal["z-box"]
+    low: float | None = Field(None, description="lower input bound; default: the model's z^B bounds")
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ZBoxRule:
+        if (self.low is None) != (self.high is None):
+            raise ValueError("give both low and high, or neither")
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError("low must be smaller than high")
+        return self
+
+
+class PlainRule(Strict):
+    rule: Literal["z-plus", "flat", "w-square", "zero", "norm", "pass"]
+
+
+RuleSpec = Annotated[EpsilonRule | GammaRule | AlphaBetaRule | ZBoxRule | PlainRule, Field(discriminator="rule")]
+
+
+class LrpParams(Strict):
+    composite: Composite = Composite.ours
+    rules: dict[str, RuleSpec] | None = Field(
+        None,
+        description="per-layer overrides: module name (as in model.named_modules()) -> rule; "
+        "layers not named keep the composite's rule",
+        examples=[{"encoders.0.0": {"rule": "z-box"}, "head": {"rule": "epsilon", "epsilon": 0.1}}],
+    )
+
+
+# ---- targets, masks, visualisation -------------------------------------------------
+
+
+class Box(Strict):
+    """A pixel rectangle [x0, x1) × [y0, y1) in input coordinates."""
+
+    x0: int = Field(ge=0)
+    y0: int = Field(ge=0)
+    x1: int = Field(gt=0)
+    y1: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("need x0 < x1 and y0 < y1")
+        return self
+
+
+class Target(Strict):
+    kind: Literal["class", "region", "region-normalized", "all"] = Field(
+        "class",
+        description="class: the pixels predicted as `cls`; region / region-normalized: `cls` inside `region` "
+        "(seed 003's A and its per-location normalised variant); all: every class's prediction",
+    )
+    cls: int | str | None = Field(
+        None, description="class index or name; default: the first non-background class (classifiers: predicted)"
+    )
+    region: list[Box] | None = Field(None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _region_given(self) -> Target:
+        needs_region = self.kind in ("region", "region-normalized")
+        if needs_region and not self.region:
+            raise ValueError(f"target kind {self.kind!r} needs a region")
+        if not needs_region and self.region:
+            raise ValueError(f"target kind {self.kind!r} takes no region")
+        if isinstance(self.cls, int) and self.cls < 0:
+            raise ValueError("cls must be >= 0")
+        return self
+
+
+class Visualisation(Strict):
+    threshold: float = Field(
+        50.0, ge=0, description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|"
+    )
+    threshold_mode: Literal["percentile", "fraction"] = "percentile"
+    transfer: Literal["log", "linear"] = "log"
+
+    @model_validator(mode="after")
+    def _range(self) -> Visualisation:
+        limit = 100.0 if self.threshold_mode == "percentile" else 1.0
+        if self.threshold > limit:
+            raise ValueError(f"a {self.threshold_mode} threshold must be <= {limit:g}")
+        return self
+
+
+class JobParams(Strict):
+    """What to compute. All fields are optional; `{}` explains the default model's defect class."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {},
+                {"model": "unet-defects@1", "target": {"kind": "class", "cls": "defect"}, "masks": ["gmm"]},
+                {
+                    "task": "explain",
+                    "method": "lrp",
+                    "lrp": {"composite": "montavon"},
+                    "target": {"kind": "region", "cls": 1, "region": [{"x0": 10, "y0": 10, "x1": 40, "y1": 40}]},
+                    "visualisation": {"threshold": 0.05, "threshold_mode": "fraction"},
+                    "artifacts": ["relevance.png", "relevance.npy"],
+                },
+            ]
+        },
+    )
+
+    model: str | None = Field(None, description="model reference name@version (or name); default: registry default")
+    task: Task = Task.explain
+    method: Method = Method.lrp
+    lrp: LrpParams = LrpParams()
+    cam_layer: str | None = Field(None, description="module name for the CAM methods; default: the engine's choice")
+    target: Target = Target()
+    masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=3)
+    visualisation: Visualisation = Visualisation()
+    artifacts: list[Artifact] | None = Field(None, description="which artifacts to produce; default: all that apply")
+    resize: bool = Field(False, description="resize to a classifier's fixed input size instead of rejecting")
+    frame: int | None = Field(None, ge=0, description="frame of a multi-frame DICOM")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobParams:
+        if len(set(self.masks)) != len(self.masks):
+            raise ValueError("masks lists an extractor twice")
+        if self.artifacts is not None:
+            if len(set(self.artifacts)) != len(self.artifacts):
+                raise ValueError("artifacts lists a name twice")
+            for name in self.artifacts:
+                extractor = name.value.removeprefix("mask-").removesuffix(".png")
+                if name.value.startswith("mask-") and extractor not in self.masks:
+                    raise ValueError(f"artifact {name.value} needs {extractor!r} in masks")
+        if self.method is not Method.lrp and self.lrp != LrpParams():
+            raise ValueError(f"lrp settings do not apply to method {self.method.value!r}")
+        if self.method is Method.lrp and self.cam_layer is not None:
+            raise ValueError("cam_layer applies only to the CAM methods")
+        return self
+
+    def wants(self, artifact: Artifact | str) -> bool:
+        """Whether this artifact was asked for (all are, when `artifacts` is not given)."""
+        return self.artifacts is None or Artifact(artifact) in self.artifacts

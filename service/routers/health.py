@@ -1,0 +1,64 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import lrpseg
+from lrpseg.registry import Registry
+from schemas.health import Check, Health, Readiness
+from service.deps import MetricsDep, RedisDep, RegistryDep, SettingsDep, StatsDep
+from service.stats import WorkerInfo
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process answers. Says nothing about Redis or workers (that is /readyz)."""
+    return Health(version=lrpseg.__version__)
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def readyz(redis: RedisDep, stats: StatsDep, registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
+    """Ready when Redis answers, a worker is alive and it has the models loaded."""
+    checks: dict[str, Check] = {}
+    try:
+        redis.ping()
+        checks["redis"] = Check(ok=True, detail="reachable")
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["redis"] = Check(ok=False, detail=f"unreachable: {type(exc).__name__}")
+        return _readiness(checks)
+    workers = stats.live_workers(settings.worker_max_age)
+    checks["workers"] = Check(ok=bool(workers), detail=f"{len(workers)} alive" if workers else "no worker alive")
+    try:
+        checks["models"] = _models_check(registry, workers)
+    except Exception as exc:  # noqa: BLE001
+        checks["models"] = Check(ok=False, detail=f"registry failed: {type(exc).__name__}")
+    return _readiness(checks)
+
+
+def _models_check(registry: Registry, workers: list[WorkerInfo]) -> Check:
+    wanted = {info.id for info in registry.list()}
+    if not wanted:
+        return Check(ok=False, detail="the registry lists no model")
+    default = registry.get(registry.default_id).id
+    loaded: set[str] = set().union(*(w.models for w in workers))
+    failed = sorted({m for w in workers for m in w.errors})
+    if failed:
+        return Check(ok=False, detail="failed to load: " + ", ".join(failed))
+    if default not in loaded:
+        return Check(ok=False, detail=f"no live worker has the default model {default} loaded")
+    return Check(ok=True, detail=f"{len(loaded & wanted)} of {len(wanted)} models loaded")
+
+
+def _readiness(checks: dict[str, Check]) -> JSONResponse:
+    body = Readiness(ready=all(c.ok for c in checks.values()), checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(service_metrics: MetricsDep) -> Response:
+    return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)

