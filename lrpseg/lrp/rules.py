@@ -126,10 +126,7 @@ class ZPlus(Rule):
         wp, bp = layer.params("pos", _clamp_pos)
         wn, _ = layer.params("neg", _clamp_neg)
         xp, xn = _split(x)
-        out = layer.forward(xp, wp, bp)
-        if xn is not None:
-            out = out + layer.forward(xn, wn)
-        s = r / stabilize(out, self.stabilizer)
+        s = r / stabilize(layer.positive_part(xp, xn), self.stabilizer)
         rel = xp * layer.transpose(s, wp, x)
         if xn is not None:
             rel = rel + xn * layer.transpose(s, wn, x)
@@ -154,12 +151,8 @@ class AlphaBeta(Rule):
         wp, bp = layer.params("pos", _clamp_pos)
         wn, bn = layer.params("neg", _clamp_neg)
         xp, xn = _split(x)
-        pos = layer.forward(xp, wp, bp)
-        if xn is None:
-            neg = z - pos  # linearity: saves one forward of the layer
-        else:
-            pos = pos + layer.forward(xn, wn)
-            neg = layer.forward(xp, wn, bn) + layer.forward(xn, wp)
+        pos = layer.positive_part(xp, xn)
+        neg = z - pos  # linearity: all negative contributions + b-
         sp = r / stabilize(pos, self.stabilizer)
         sn = r / stabilize(neg, self.stabilizer)
         a_sp, b_sn = self.alpha * sp, -self.beta * sn
@@ -187,14 +180,8 @@ class Gamma(Rule):
         wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
         xp, xn = _split(x)
         positive = z > 0
-        if xn is None:
-            wp, bp = layer.params("pos", _clamp_pos)
-            p = layer.forward(xp, wp, bp)  # z+ part; z = p + n by linearity
-            denom = z + g * torch.where(positive, p, z - p)
-        else:
-            up = layer.forward(xp, wgp, bgp) + layer.forward(xn, wgn)
-            un = layer.forward(xp, wgn, bgn) + layer.forward(xn, wgp)
-            denom = torch.where(positive, up, un)
+        p = layer.positive_part(xp, xn)  # all positive contributions + b+; z - p: the negative ones + b-
+        denom = z + g * torch.where(positive, p, z - p)
         s = r / stabilize(denom, self.stabilizer)
         zero = torch.zeros((), dtype=r.dtype, device=r.device)
         sp, sn = torch.where(positive, s, zero), torch.where(z < 0, s, zero)
