@@ -16,6 +16,16 @@ from torch import Tensor, nn
 ParamPair = tuple[Tensor, Tensor | None]
 
 
+def clamp_pos(t: Tensor) -> Tensor:
+    """Makes the cached "pos" variant (w+, b+)."""
+    return t.clamp(min=0)
+
+
+def clamp_neg(t: Tensor) -> Tensor:
+    """Makes the cached "neg" variant (w-, b-)."""
+    return t.clamp(max=0)
+
+
 class Layer:
     """A Conv1/2/3d, ConvTranspose1/2/3d or Linear module with cached weight variants."""
 
@@ -60,10 +70,10 @@ class Layer:
         With negative inputs the two terms run as one call on [x+, x-] stacked along
         the input channels (groups=1); the negative part is then z - this, by linearity.
         """
-        wp, bp = self.params("pos", lambda t: t.clamp(min=0))
+        wp, bp = self.params("pos", clamp_pos)
         if xn is None:
             return self.forward(xp, wp, bp)
-        wn, _ = self.params("neg", lambda t: t.clamp(max=0))
+        wn, _ = self.params("neg", clamp_neg)
         if self.module_groups != 1:
             return self.forward(xp, wp, bp) + self.forward(xn, wn)
         if "stack-in:pos|neg" not in self._cache:

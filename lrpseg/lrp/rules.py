@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lrpseg.lrp.layers import Layer
+from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
 
 
 @dataclass
@@ -38,14 +38,6 @@ def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
         return s.new_zeros(s.shape[0])
     per_unit = s.sum(dim=tuple(range(2, s.dim()))) if s.dim() > 2 else s  # reduce space first
     return per_unit @ bias
-
-
-def _clamp_pos(t: Tensor) -> Tensor:
-    return t.clamp(min=0)
-
-
-def _clamp_neg(t: Tensor) -> Tensor:
-    return t.clamp(max=0)
 
 
 def _split(x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -123,8 +115,8 @@ class ZPlus(Rule):
         self.stabilizer = stabilizer
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        wp, bp = layer.params("pos", _clamp_pos)
-        wn, _ = layer.params("neg", _clamp_neg)
+        wp, bp = layer.params("pos", clamp_pos)
+        wn, _ = layer.params("neg", clamp_neg)
         xp, xn = _split(x)
         s = r / stabilize(layer.positive_part(xp, xn), self.stabilizer)
         rel = xp * layer.transpose(s, wp, x)
@@ -148,8 +140,8 @@ class AlphaBeta(Rule):
         self.stabilizer = stabilizer
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        wp, bp = layer.params("pos", _clamp_pos)
-        wn, bn = layer.params("neg", _clamp_neg)
+        wp, bp = layer.params("pos", clamp_pos)
+        wn, bn = layer.params("neg", clamp_neg)
         xp, xn = _split(x)
         pos = layer.positive_part(xp, xn)
         neg = z - pos  # linearity: all negative contributions + b-
@@ -204,8 +196,8 @@ class ZBox(Rule):
         self.stabilizer = stabilizer
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        wp, bp = layer.params("pos", _clamp_pos)
-        wn, bn = layer.params("neg", _clamp_neg)
+        wp, bp = layer.params("pos", clamp_pos)
+        wn, bn = layer.params("neg", clamp_neg)
         low = torch.as_tensor(self.low).to(x).expand_as(x)
         high = torch.as_tensor(self.high).to(x).expand_as(x)
         zb = z - (layer.forward(low, wp, bp) + layer.forward(high, wn, bn))
