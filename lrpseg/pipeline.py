@@ -309,8 +309,7 @@ def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor
         return lrp_summary(params, info, e.relevance, e.r_out, reference, e.bias_share[0].item() * reference, e.mask)
     mask = explained_mask(params, logits)
     variant = "grad" if params.method.value == "seg-grad-cam" else "hires"
-    # Registry models have frozen parameters: an input that requires grad gives the activations a graph.
-    cam = seg_grad_cam(model, x.detach().requires_grad_(True), mask, layer=params.cam_layer, variant=variant)
+    cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)
     relevance = cam[0].detach().float().cpu().numpy()[None]
     pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(x.shape[-2:], bool)
     summary = {
