@@ -241,11 +241,18 @@ def ratio(a: float, b: float) -> float | None:
 
 
 def lrp_summary(
-    params: JobParams, info: ModelInfo, relevance: Tensor, r_out: Tensor, reference: float, bias: float, mask: Tensor
+    params: JobParams,
+    info: ModelInfo,
+    relevance: Tensor,
+    r_out: Tensor,
+    reference: float,
+    bias: float,
+    mask: Tensor,
+    index: int = 0,
 ) -> Explained:
-    """An LRP result (first sample) as Explained; conservation and bias share relative to `reference`."""
-    rel = relevance[0].detach().float().cpu().numpy()
-    pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(rel.shape[-2:], bool)
+    """Sample `index` of an LRP result as Explained; conservation and bias share relative to `reference`."""
+    rel = relevance[index].detach().float().cpu().numpy()
+    pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(rel.shape[-2:], bool)
     total = float(rel.sum(dtype=np.float64))
     per_channel = rel.reshape(rel.shape[0], -1).sum(1, dtype=np.float64)
     summary = {
@@ -255,7 +262,7 @@ def lrp_summary(
         "rule_overrides": sorted(params.lrp.rules) if params.lrp.rules else None,
         "explained_pixels": int(pixel_set.sum()),
         "relevance_sum": finite(total),
-        "r_out_sum": finite(r_out[0].sum().item()),
+        "r_out_sum": finite(r_out[index].sum().item()),
         "conservation": ratio(total, reference),
         "bias_share": ratio(bias, reference),
         "channel_shares": [ratio(float(v), total) if total else 0.0 for v in per_channel],
@@ -276,11 +283,12 @@ def one_pass(params: JobParams) -> bool:
 
 def forward_and_lrp(
     model: nn.Module, info: ModelInfo, x: Tensor, params: JobParams, forward_done: Callable[[], None]
-) -> tuple[Tensor, Explained]:
-    """One recorded forward pass and one LRP sweep: (logits, explanation).
+) -> tuple[Tensor, list[Explained]]:
+    """One recorded forward pass and one LRP sweep over the batch `x`: (logits, one explanation per sample).
 
     The initial relevance is built from the logits inside the pass (`lrp.run` takes it as a
-    function), where `forward_done` marks the end of the forward stage.
+    function), where `forward_done` marks the end of the forward stage. Every LRP quantity is
+    per sample (relative epsilon, z^B bounds, targets), so a batch equals its images one by one.
     """
     bounds = tuple(info.zbox_bounds)
     rules = build_rules(params, model, x, bounds)
@@ -292,8 +300,11 @@ def forward_and_lrp(
         return logits * seen["mask"]
 
     p = lrp.run(model, x, r_out, rules, bounds)
-    reference = p.r_out[0].sum().item()
-    return p.logits.detach(), lrp_summary(params, info, p.relevance, p.r_out, reference, p.bias[0].item(), seen["mask"])
+    explained = [
+        lrp_summary(params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), seen["mask"], i)
+        for i in range(x.shape[0])
+    ]
+    return p.logits.detach(), explained
 
 
 def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
@@ -342,23 +353,86 @@ def seg_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float | None]:
     return clean(metric_fns.segmentation_metrics(pred, ref))
 
 
-def run_job(
+@dataclass
+class Forwarded:
+    """One image's share of a (possibly batched) forward + explanation pass: the input to `finish`."""
+
+    x01: Tensor  # (1, C, H, W) pixels in [0, 1], as the model saw them (resized for fixed-size classifiers)
+    logits: Tensor  # (1, K, H, W) or (1, K)
+    explained: Explained | None
+    ms: dict[str, float]  # wall time of the shared pass per stage (forward, lrp)
+    batch_size: int  # images that shared the pass
+
+
+def forward_batch(
     model: nn.Module,
     info: ModelInfo,
-    image: DecodedImage,
+    images: list[DecodedImage],
     params: JobParams,
-    ground_truth: np.ndarray | None = None,
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
-) -> PipelineResult:
-    """Run one job. `ground_truth`: bool (H, W) of the target class, optional."""
+) -> list[Forwarded]:
+    """The forward pass and the explanation for images of one shape that share `params`, in one batch.
+
+    Only `params.task`, `.method`, `.lrp`, `.target`, `.cam_layer` and `.resize` matter here
+    (`batch_params`); masks, visualisation and artifacts are each image's own, in `finish`.
+    One-pass LRP and plain segmentation run as one batch; region-normalized LRP and the CAM
+    baselines explain image by image after one batched forward pass.
+    """
+    if not images:
+        return []
     params = resolve_params(params, info)
-    check_image(params, info, image.channels, image.height, image.width)
+    shape = (images[0].channels, images[0].height, images[0].width)
+    for image in images:
+        check_image(params, info, image.channels, image.height, image.width)
+        if (image.channels, image.height, image.width) != shape:
+            raise ValueError(f"a batch needs images of one size: {shape} and {(image.channels, image.height, image.width)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     clock = Clock(device, progress)
+    clock.start("forward")
+    inputs = [to_input(image, info, params, device) for image in images]
+    x01 = torch.cat([a for a, _ in inputs])
+    x = torch.cat([b for _, b in inputs])
+    explained: list[Explained | None] = [None] * len(images)
+    if one_pass(params):
+        logits, found = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
+        explained = list(found)
+    else:
+        with torch.no_grad():
+            logits = model(x)
+        if params.task.value == "explain":
+            clock.start("lrp")
+            explained = [
+                run_explanation(model, info, x[i : i + 1], logits[i : i + 1], params) for i in range(len(images))
+            ]
+    clock.stop()
+    return [
+        Forwarded(x01[i : i + 1], logits[i : i + 1], explained[i], dict(clock.ms), len(images))
+        for i in range(len(images))
+    ]
+
+
+def batch_params(params: JobParams) -> dict[str, Any]:
+    """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
+    return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
+
+
+def finish(
+    info: ModelInfo,
+    image: DecodedImage,
+    params: JobParams,
+    forwarded: Forwarded,
+    ground_truth: np.ndarray | None = None,
+    *,
+    progress: Progress | None = None,
+) -> PipelineResult:
+    """One image's part after the (shared) pass: segmentation summary, masks, metrics, artifacts."""
+    params = resolve_params(params, info)
+    device = forwarded.logits.device
+    clock = Clock(device, progress)
+    tail_start = time.perf_counter()
     warnings: list[str] = []
-    total_start = time.perf_counter()
     artifacts: dict[str, bytes] = {}
     result: dict[str, Any] = {
         "model": {"id": info.id, "name": info.name, "version": info.version, "kind": info.kind},
@@ -373,20 +447,8 @@ def run_job(
         },
         "device": str(device),
     }
-
-    explained: Explained | None = None
-    clock.start("forward")
-    x01, x = to_input(image, info, params, device)
-    if one_pass(params):
-        logits, explained = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
-    else:
-        with torch.no_grad():
-            logits = model(x)
-        if params.task.value == "explain":
-            clock.start("lrp")
-            explained = run_explanation(model, info, x, logits, params)
-    clock.stop()
-    h, w = x.shape[-2:]
+    x01, logits, explained = forwarded.x01, forwarded.logits, forwarded.explained
+    h, w = x01.shape[-2:]
     if (h, w) != (image.height, image.width):
         result["input"]["resized_from"] = (image.height, image.width)
     truth = resize_truth(ground_truth, (h, w)) if ground_truth is not None else None
@@ -399,7 +461,7 @@ def run_job(
         with clock.stage("masks"):
             extracted = {m.value: mask_extractors.extract(m.value, rel2d) for m in params.masks}
         with clock.stage("metrics"):
-            result["explanation"] = explained.summary
+            result["explanation"] = dict(explained.summary)
             result["explanation"]["metrics"] = quality_metrics(explained)
             result["explanation"]["display"] = display_scale(rel2d, params)
             result["masks"] = mask_summaries(extracted, model_mask, truth)
@@ -413,12 +475,58 @@ def run_job(
         artifacts = render_artifacts(params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings)
     result["params"] = params.model_dump(mode="json")
     result["warnings"] = warnings
-    result["timings"] = {**clock.ms, "total": round((time.perf_counter() - total_start) * 1000, 3)}
+    shared_ms = sum(forwarded.ms.values())
+    total = shared_ms + (time.perf_counter() - tail_start) * 1000
+    result["timings"] = {**forwarded.ms, **clock.ms, "total": round(total, 3), "batch_size": forwarded.batch_size}
     result["artifacts"] = [
         {"name": n, "media_type": MEDIA_TYPES[n[n.rindex(".") :]], "bytes": len(b)}
         for n, b in sorted(artifacts.items())
     ]
     return PipelineResult(result, artifacts)
+
+
+def run_job(
+    model: nn.Module,
+    info: ModelInfo,
+    image: DecodedImage,
+    params: JobParams,
+    ground_truth: np.ndarray | None = None,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+) -> PipelineResult:
+    """Run one job. `ground_truth`: bool (H, W) of the target class, optional."""
+    (forwarded,) = forward_batch(model, info, [image], params, progress=progress, device=device)
+    return finish(info, image, params, forwarded, ground_truth, progress=progress)
+
+
+def run_jobs(
+    model: nn.Module,
+    info: ModelInfo,
+    images: list[DecodedImage],
+    params: list[JobParams],
+    ground_truths: list[np.ndarray | None] | None = None,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+) -> list[PipelineResult]:
+    """Run jobs of one image shape whose `batch_params` agree, with one shared forward + LRP pass.
+
+    Each result equals `run_job` on its own image up to the last bits of float32 (batched
+    convolutions may sum in another order); `timings.batch_size` says how many shared the pass.
+    """
+    if len(params) != len(images):
+        raise ValueError(f"{len(images)} images but {len(params)} params")
+    if not images:
+        return []
+    resolved = [resolve_params(p, info) for p in params]
+    if any(batch_params(p) != batch_params(resolved[0]) for p in resolved):
+        raise ValueError("jobs in one batch must agree on model, task, method, lrp, target, cam_layer and resize")
+    truths = ground_truths if ground_truths is not None else [None] * len(images)
+    forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
+    return [
+        finish(info, image, p, f, t, progress=progress) for image, p, f, t in zip(images, resolved, forwarded, truths)
+    ]
 
 
 def summarise_output(

@@ -105,6 +105,9 @@ class Timings(Out):
     metrics: float | None = None
     render: float | None = None
     total: float
+    batch_size: int = Field(
+        1, ge=1, description="jobs that shared this job's forward and LRP pass (forward and lrp are that pass's times)"
+    )
 
 
 class ArtifactInfo(Out):

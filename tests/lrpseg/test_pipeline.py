@@ -15,7 +15,7 @@ from lrpseg import masks
 from lrpseg.io import decode_image
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import predicted_class_mask
-from lrpseg.pipeline import ParamsError, check_image, resolve_params, run_job
+from lrpseg.pipeline import ParamsError, check_image, resolve_params, run_job, run_jobs
 from lrpseg.registry import Registry
 from schemas.params import JobParams
 from schemas.results import JobResult
@@ -192,3 +192,78 @@ def test_dicom_input_gets_dicom_outputs(unet) -> None:
     labels = [s.SegmentLabel for s in seg.SegmentSequence]
     assert labels == ["defect (tiny-unet)", "LRP mask (gmm)"]
     assert pydicom.dcmread(io.BytesIO(out.artifacts["relevance.dcm"])).Rows == image.height
+
+
+# ---- batches: run_jobs shares one forward + LRP pass and equals run_job image by image ----------
+
+BATCH_RTOL = 1e-5  # float32: batched convolutions may sum in another order (measured worst below)
+
+
+def assert_close_json(batched, single, path: str = "result") -> None:
+    """Equal JSON, floats to BATCH_RTOL (relative to the larger magnitude, absolute near 0)."""
+    if isinstance(single, dict):
+        assert isinstance(batched, dict) and batched.keys() == single.keys(), path
+        for key in single:
+            assert_close_json(batched[key], single[key], f"{path}.{key}")
+    elif isinstance(single, list):
+        assert isinstance(batched, list) and len(batched) == len(single), path
+        for i, (b, s) in enumerate(zip(batched, single)):
+            assert_close_json(b, s, f"{path}[{i}]")
+    elif isinstance(single, float) and not isinstance(single, bool):
+        assert isinstance(batched, (int, float)), path
+        assert batched == pytest.approx(single, rel=BATCH_RTOL, abs=1e-9), path
+    else:
+        assert batched == single, path
+
+
+def without_timings(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "timings"}
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [
+        {},
+        {"lrp": {"composite": "epsilon-gamma-box"}, "target": {"kind": "all"}},
+        {"target": {"kind": "region", "cls": 1, "region": [{"x0": 8, "y0": 8, "x1": 40, "y1": 40}]}},
+        {"task": "segment"},
+        {"method": "seg-grad-cam"},
+    ],
+)
+def test_a_batch_equals_its_jobs_one_by_one(unet, shared: dict) -> None:
+    info, model = unet
+    images, truths = [], []
+    for seed in range(3):
+        image, truth = factories.defect_image(64, seed=seed)
+        images.append(decode_image(factories.png_bytes(image)))
+        truths.append(truth if seed != 1 else None)
+    # the tail (masks, visualisation, artifacts) is each job's own
+    per_job = [{}, {"masks": ["gmm"], "artifacts": ["relevance.npy", "mask-gmm.png"]}, {"visualisation": {"threshold": 90}}]
+    if shared.get("task") == "segment":
+        per_job = [{}, {"artifacts": ["segmentation.png"]}, {}]
+    job_params = [params(**shared, **extra) for extra in per_job]
+
+    batched = run_jobs(model, info, images, job_params, truths)
+    worst = 0.0
+    for image, p, truth, out in zip(images, job_params, truths, batched):
+        single = run_job(model, info, image, p, truth)
+        assert out.result["timings"]["batch_size"] == 3 and single.result["timings"]["batch_size"] == 1
+        JobResult.model_validate(out.result)
+        assert_close_json(without_timings(out.result), without_timings(single.result))
+        assert out.artifacts.keys() == single.artifacts.keys()
+        if "relevance.npy" in single.artifacts:
+            a, b = npy(out), npy(single)
+            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+            worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+    assert worst < BATCH_RTOL
+
+
+def test_a_batch_needs_one_shape_and_shared_params(unet, sample) -> None:
+    info, model = unet
+    image, _ = sample
+    other = decode_image(factories.png_bytes(factories.defect_image(32)[0]))
+    with pytest.raises(ValueError, match="one size"):
+        run_jobs(model, info, [image, other], [params(), params()])
+    with pytest.raises(ValueError, match="must agree"):
+        run_jobs(model, info, [image, image], [params(), params(lrp={"composite": "montavon"})])
+    assert run_jobs(model, info, [], []) == []
