@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.callbacks import CallbackStatus
 from schemas.results import JobResult
 
 
@@ -19,12 +20,18 @@ class JobState(StrEnum):
 
 
 class Progress(BaseModel):
-    stage: str = Field(description="queued, decode, forward, lrp, masks, metrics, render, store, done")
+    stage: str = Field(
+        description="queued, requeued (its worker died; waiting for another), decode, forward, lrp, masks, "
+        "metrics, render, store, done, failed"
+    )
     fraction: float = Field(ge=0.0, le=1.0)
 
 
 class JobError(BaseModel):
-    code: str = Field(description="bad_input, timeout, worker_lost, internal")
+    code: str = Field(
+        description="bad_input, inputs_missing, timeout, out_of_memory, worker_lost (the worker died and no "
+        "retry was left), cancelled, internal"
+    )
     detail: str
 
 
@@ -71,4 +78,6 @@ class JobView(BaseModel):
     progress: Progress | None = None
     result: JobResult | None = None
     error: JobError | None = None
+    callback: CallbackStatus | None = Field(None, description="the completion callback, if callback_url was sent")
+    batch_id: str | None = Field(None, description="the batch this job belongs to (POST /v1/batches)")
     links: JobLinks

@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.auth import KeyConfigError, configured_keys, is_loopback
 
 
 class Settings(BaseSettings):
@@ -28,6 +31,13 @@ class Settings(BaseSettings):
     job_retries: int = Field(1, ge=0, description="re-runs of a job whose worker died under it")
     max_queue: int = Field(256, gt=0, description="queued jobs beyond which submissions get 503")
     retry_after: int = Field(1, gt=0, description="seconds suggested in Retry-After")
+    # Faults (docs/operations.md): a job whose worker stops renewing its claim for
+    # `job_lost_after` s is re-queued (retries left) or failed as worker_lost by the next
+    # registry clean-up, run every `maintenance_interval` s: detected within their sum.
+    job_lost_after: int = Field(30, ge=3, description="seconds without a claim renewal before a job counts as lost")
+    maintenance_interval: int = Field(10, gt=0, description="seconds between abandoned-job clean-ups")
+    redis_timeout: float = Field(5.0, gt=0, description="socket timeout of the API's Redis client (dead Redis: 503)")
+    shutdown_grace: float = Field(15.0, ge=0, description="seconds `lrpseg serve` lets a stopping worker finish")
 
     # API
     host: str = "127.0.0.1"
@@ -37,6 +47,38 @@ class Settings(BaseSettings):
     max_side: int = Field(16384, gt=0)
     max_wait: float = Field(60.0, ge=0, description="longest ?wait= accepted by POST /v1/explain")
 
+    # Auth and limits (docs/security.md)
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: keys required when any are configured; off is refused off-loopback unless explicit"
+    )
+    api_keys: str | None = Field(None, description="name:sha256hex,... (lrpseg keys new NAME)")
+    api_keys_file: Path | None = Field(None, description="one 'name sha256hex' per line, # comments")
+    metrics_auth: bool = Field(False, description="/metrics needs an API key too")
+    max_jobs_per_key: int = Field(128, gt=0, description="queued + started jobs per key beyond which it gets 429")
+    rate_limit: float = Field(50.0, ge=0, description="requests per second per key under /v1 (token refill); 0 = off")
+    rate_burst: int = Field(200, gt=0, description="token bucket size: requests a key may make at once")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS off"
+    )
+    access_log: bool = Field(True, description="one log line per request: method, route template, status, duration")
+
+    # Batches and callbacks (docs/interop.md)
+    max_batch_images: int = Field(64, gt=0, description="images in one POST /v1/batches")
+    max_archive_members: int = Field(256, gt=0, description="entries a batch zip may list (checked before reading)")
+    max_archive_bytes: int = Field(512 * 1024 * 1024, gt=0, description="total uncompressed size of a batch zip")
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated hosts callbacks may go to: names, *.suffix, IPs, CIDRs; empty = callbacks off",
+    )
+    callback_require_https: bool = False
+    callback_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs callback bodies")
+    callback_attempts: int = Field(6, ge=1, le=50, description="deliveries tried before a callback is failed")
+    callback_base_delay: float = Field(2.0, gt=0, description="seconds before the 2nd attempt; doubles each time")
+    callback_max_delay: float = Field(600.0, gt=0, description="longest wait between two attempts")
+    callback_timeout: float = Field(5.0, gt=0, description="seconds one HTTP attempt may take (connect + answer)")
+    callback_lease: float = Field(30.0, gt=0, description="seconds a claimed delivery stays claimed before retry")
+    callback_poll: float = Field(0.5, gt=0, description="longest sleep of a deliverer between checks")
+
     # Worker
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per worker; default torch's")
@@ -44,12 +86,16 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     parent_pid: int | None = Field(None, description="set by `lrpseg serve`: a worker whose parent dies stops")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's announcements")
+    batch_max: int = Field(
+        8, ge=1, le=64, description="queued jobs of one model, shape and pass params a worker runs as one batch; 1 = off"
+    )
 
     # Embedded default (`lrpseg serve` without REDIS_URL)
     data_dir: Path = Path("var")
     workers: int = Field(1, ge=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
 
     @field_validator("redis_url")
     @classmethod
@@ -57,6 +103,59 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [h for h in (part.strip() for part in value.split(",")) if h]
+        return value
+
+    @field_validator("callback_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: list[str]) -> list[str]:
+        from service.callbacks import parse_host_rule  # the one parser of these entries
+
+        for entry in value:
+            parse_host_rule(entry)  # ValueError names the bad entry
+        return [entry.lower() for entry in value]
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port] (no path) or *")
+        return value
+
+    @model_validator(mode="after")
+    def _auth(self) -> Settings:
+        """Fail start-up on a malformed key, and on an open API reachable from other machines."""
+        try:
+            keys = configured_keys(self.api_keys, self.api_keys_file)
+        except KeyConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if self.auth == "on" and not keys:
+            raise ValueError("LRPSEG_AUTH=on but no API keys are configured (LRPSEG_API_KEYS or LRPSEG_API_KEYS_FILE)")
+        if self.auth == "auto" and not keys and not is_loopback(self.host):
+            raise ValueError(
+                f"the API would listen on {self.host} without authentication: configure API keys "
+                "(lrpseg keys new NAME; LRPSEG_API_KEYS or LRPSEG_API_KEYS_FILE) or set LRPSEG_AUTH=off explicitly"
+            )
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth == "off":
+            return False
+        return self.auth == "on" or bool(self.api_keys and self.api_keys.strip()) or self.api_keys_file is not None
 
     @field_validator("device")
     @classmethod
@@ -71,12 +170,21 @@ class Settings(BaseSettings):
             raise ValueError("failure_ttl must not exceed result_ttl")
         if self.tombstone_ttl < self.result_ttl:
             raise ValueError("tombstone_ttl must be at least result_ttl")
+        if self.callback_lease <= self.callback_timeout:
+            raise ValueError("callback_lease must exceed callback_timeout (a claimed send must end inside its lease)")
+        if self.callback_allowed_hosts and self.callback_secret is None:
+            raise ValueError("callback_allowed_hosts needs callback_secret: every callback is signed")
         return self
 
     @property
     def worker_max_age(self) -> float:
         """A worker not heard from for this long counts as gone."""
         return 3 * self.worker_heartbeat
+
+    @property
+    def claim_renewal(self) -> float:
+        """A running job's claim is renewed this often: two renewals may be late before it counts as lost."""
+        return self.job_lost_after / 3
 
     def require_redis_url(self) -> str:
         if not self.redis_url:

@@ -10,19 +10,21 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, UploadFile
 from pydantic import ValidationError
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.job import Job
 
 from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
-from lrpseg.pipeline import ParamsError, check_image, resolve_params
+from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
 from service.deps import (
+    JobSlotsDep,
     MetricsDep,
     Principal,
     PrincipalDep,
@@ -32,12 +34,17 @@ from service.deps import (
     SettingsDep,
     StoreDep,
 )
+from service.callbacks import check_callback_url, new_delivery_id
 from service.errors import ApiError, params_error
 from service.metrics import ServiceMetrics
+from service.ratelimit import JobSlots
 from service.settings import Settings
 from service.store import Inputs, Store, Upload
 
 TASK = "workers.tasks.process_job"
+ON_SUCCESS = "workers.callbacks.on_job_success"
+ON_FAILURE = "workers.callbacks.on_job_failure"
+CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 STATUS_TITLES = {400: "Bad image", 413: "Image too large", 415: "Unsupported image type", 422: "Invalid image"}
 
@@ -53,13 +60,22 @@ class Intake:
     metrics: ServiceMetrics
     request_id: str
     principal: Principal
+    slots: JobSlots | None = None  # per-key job limit (None: unlimited)
 
     def accept(
-        self, image: UploadFile, ground_truth: UploadFile | None, params: str | None, idempotency_key: str | None
+        self,
+        image: UploadFile,
+        ground_truth: UploadFile | None,
+        params: str | None,
+        idempotency_key: str | None,
+        callback_url: str | None = None,
+        job_url: Callable[[str], str] | None = None,
     ) -> str:
-        """Validate, store and enqueue; the job id (an earlier one for an Idempotency-Key replay)."""
+        """Validate, store and enqueue; the job id (an earlier one for an Idempotency-Key replay).
+        With `callback_url`, the job's end is POSTed there (`job_url` gives the link it carries)."""
         settings = self.settings
         try:
+            callback_url = self.check_callback_url(callback_url)
             parsed = parse_params(params)
             upload = read_upload(image, "image", settings.max_upload_bytes)
             truth = read_upload(ground_truth, "ground_truth", settings.max_upload_bytes)
@@ -71,7 +87,7 @@ class Intake:
                     self.store,
                     self.principal,
                     idempotency_key,
-                    fingerprint(params, inputs),
+                    fingerprint(params if callback_url is None else f"{params or ''}\0{callback_url}", inputs),
                     job_id,
                     settings.result_ttl,
                 )
@@ -79,7 +95,9 @@ class Intake:
                     return earlier  # a replay: the first request's job, whatever state it is in
             try:
                 check_capacity(self.queue, settings)
-                info, resolved = validate(self.registry, settings, parsed, upload, truth)
+                checked = check_submission(self.registry, settings, parsed, upload, truth)
+                info, resolved = checked.info, checked.params
+                reserve_slot(self.slots, self.principal, job_id, settings)
             except ApiError:
                 if idempotency_key is not None:  # nothing was created under the key: free it
                     self.store.release_idempotency_key(self.principal.id, idempotency_key)
@@ -87,19 +105,88 @@ class Intake:
         except ApiError as exc:
             self.metrics.rejected.labels(exc.code).inc()
             raise
-        enqueue(
-            self.queue,
-            self.store,
-            settings,
-            info,
-            resolved,
-            inputs,
-            job_id=job_id,
-            request_id=self.request_id,
-            principal=self.principal,
-        )
+        try:
+            enqueue(
+                self.queue,
+                self.store,
+                settings,
+                info,
+                resolved,
+                inputs,
+                job_id=job_id,
+                request_id=self.request_id,
+                principal=self.principal,
+                batch_key=batch_key(resolved, checked.shape),
+                callback=None if callback_url is None else callback_meta(callback_url, job_id, job_url, settings),
+            )
+        except BaseException:
+            if self.slots is not None:  # not queued: give the key its slot back
+                self.slots.release(self.principal.id, job_id)
+            raise
         self.metrics.submitted.labels(info.id).inc()
         return job_id
+
+    def check_callback_url(self, url: str | None) -> str | None:
+        s = self.settings
+        return check_callback_url(url, s.callback_allowed_hosts, s.callback_secret, s.callback_require_https)
+
+    def check_many(self, items: list[Item], params: str | None) -> list[Prepared]:
+        """Validate every image of a batch before anything is stored (the first bad one is a 4xx
+        naming its index and file name), then take the key's job slots for all or none."""
+        settings = self.settings
+        try:
+            parsed = parse_params(params)
+            check_capacity(self.queue, settings, incoming=len(items))
+            prepared = []
+            for index, item in enumerate(items):
+                try:
+                    checked = check_submission(
+                        self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth
+                    )
+                except ApiError as exc:
+                    raise in_batch(exc, index, item.name) from None
+                prepared.append(Prepared(new_job_id(), item, checked))
+            reserved: list[str] = []
+            try:
+                for item in prepared:
+                    reserve_slot(self.slots, self.principal, item.job_id, settings)
+                    reserved.append(item.job_id)
+            except ApiError:
+                self.release_slots(reserved)
+                raise
+        except ApiError as exc:
+            self.metrics.rejected.labels(exc.code).inc()
+            raise
+        return prepared
+
+    def release_slots(self, job_ids: list[str]) -> None:
+        if self.slots is not None:
+            for job_id in job_ids:
+                self.slots.release(self.principal.id, job_id)
+
+    def enqueue_many(self, prepared: list[Prepared], *, batch_id: str, hooks: bool) -> None:
+        """Queue checked batch items as ordinary jobs (`hooks`: count their ends for the batch callback)."""
+        for n, item in enumerate(prepared):
+            checked = item.checked
+            try:
+                enqueue(
+                    self.queue,
+                    self.store,
+                    self.settings,
+                    checked.info,
+                    checked.params,
+                    item.item.inputs,
+                    job_id=item.job_id,
+                    request_id=self.request_id,
+                    principal=self.principal,
+                    batch_key=batch_key(checked.params, checked.shape),
+                    batch_id=batch_id,
+                    hooks=hooks,
+                )
+            except BaseException:
+                self.release_slots([p.job_id for p in prepared[n:]])
+                raise
+            self.metrics.submitted.labels(checked.info.id).inc()
 
 
 async def get_intake(
@@ -110,8 +197,9 @@ async def get_intake(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     principal: PrincipalDep,
+    slots: JobSlotsDep,
 ) -> Intake:
-    return Intake(settings, registry, queue, store, metrics, request_id, principal)
+    return Intake(settings, registry, queue, store, metrics, request_id, principal, slots)
 
 
 IntakeDep = Annotated[Intake, Depends(get_intake)]
@@ -169,10 +257,27 @@ def resolve_model(registry: Registry, params: JobParams) -> ModelInfo:
         raise _invalid("params.model", str(exc)) from None
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A valid submission: its model, the params with defaults resolved, the decoded image's (C, H, W)."""
+
+    info: ModelInfo
+    params: JobParams
+    shape: tuple[int, int, int]
+
+
 def validate(
     registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
 ) -> tuple[ModelInfo, JobParams]:
     """The model, and the params with defaults resolved; ApiError on anything wrong."""
+    checked = check_submission(registry, settings, params, image, gt)
+    return checked.info, checked.params
+
+
+def check_submission(
+    registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
+) -> Checked:
+    """`validate`, also giving the decoded image's shape (what workers group batches by)."""
     info = resolve_model(registry, params)
     try:
         params = resolve_params(params, info)
@@ -187,11 +292,26 @@ def validate(
                 )
     except ParamsError as exc:
         raise _invalid(exc.field, str(exc)) from None
-    return info, params
+    return Checked(info, params, (decoded.channels, decoded.height, decoded.width))
 
 
-def check_capacity(queue: Queue, settings: Settings) -> None:
-    if queue.count >= settings.max_queue:
+def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, settings: Settings) -> None:
+    """Take one of the key's `max_jobs_per_key` slots for this job, or 429."""
+    if slots is None:
+        return
+    ok, count = slots.reserve(principal.id, job_id)
+    if not ok:
+        raise ApiError(
+            429,
+            "Too many jobs",
+            f"key {principal.id!r} has {count} unfinished jobs; the limit is {settings.max_jobs_per_key}",
+            code="too-many-jobs",
+            headers={"Retry-After": str(settings.retry_after)},
+        )
+
+
+def check_capacity(queue: Queue, settings: Settings, incoming: int = 1) -> None:
+    if queue.count + incoming > settings.max_queue:
         raise ApiError(
             503,
             "Queue full",
@@ -245,7 +365,22 @@ def enqueue(
     job_id: str,
     request_id: str,
     principal: Principal,
+    batch_key: str | None = None,
+    callback: dict[str, Any] | None = None,
+    batch_id: str | None = None,
+    hooks: bool = False,
 ) -> Job:
+    """Queue the job; `batch_key` (lrpseg.pipeline.batch_key) lets a worker batch it with equal-keyed ones.
+    `callback` (callback_meta) and `batch_id` go into its meta; jobs with a callback (or `hooks`)
+    get RQ end callbacks that record the delivery (workers.callbacks)."""
+    meta: dict[str, Any] = {}
+    if callback is not None:
+        meta["callback"] = callback
+    if batch_id is not None:
+        meta["batch_id"] = batch_id
+    ends = callback is not None or hooks
+    if ends:  # the end hooks may run in any process (a worker, or the API reaping a lost job)
+        meta["hooks"] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)
     store.put_inputs(job_id, inputs, ttl=settings.result_ttl)
     return queue.enqueue_call(
@@ -258,5 +393,53 @@ def enqueue(
         failure_ttl=settings.failure_ttl,
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         description=f"lrpseg {info.id}",
-        meta={"request_id": request_id, "owner": principal.id, "model": info.id, "stage": "queued", "fraction": 0.0},
+        meta={
+            "request_id": request_id,
+            "owner": principal.id,
+            "model": info.id,
+            "stage": "queued",
+            "fraction": 0.0,
+            "batch_key": batch_key,
+            **meta,
+        },
+        on_success=Callback(ON_SUCCESS, timeout=CALLBACK_HOOK_TIMEOUT) if ends else None,
+        on_failure=Callback(ON_FAILURE, timeout=CALLBACK_HOOK_TIMEOUT) if ends else None,
     )
+
+
+def callback_meta(url: str, job_id: str, job_url: Callable[[str], str] | None, settings: Settings) -> dict[str, Any]:
+    """What a job's meta keeps about its callback: where, the delivery id, the link the body carries."""
+    return {
+        "url": url,
+        "delivery_id": new_delivery_id(),
+        "job_url": job_url(job_id) if job_url is not None else None,
+        "max_attempts": settings.callback_attempts,
+    }
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a batch: its name (file name in the request or the zip) and its uploads."""
+
+    name: str
+    inputs: Inputs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch item that passed validation, with the job id it will be queued under."""
+
+    job_id: str
+    item: Item
+    checked: Checked
+
+
+def in_batch(exc: ApiError, index: int, name: str) -> ApiError:
+    """An image's error, re-addressed to the batch item (`images[3]`) and naming its file."""
+    where = f"images[{index}]"
+    errors = [
+        FieldError(field=where if e.field == "image" else f"{where}.{e.field}", message=e.message)
+        for e in exc.errors or []
+    ]
+    detail = f"{where} ({name}): {exc.detail}"
+    return ApiError(exc.status, exc.title, detail, code=exc.code, headers=exc.headers, errors=errors or None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from schemas.jobs import JobError, JobLinks, JobState, JobView, Progress
+from service.callbacks import Deliveries
 from service.deps import Principal
 from service.errors import ApiError
 from service.store import Store
@@ -82,7 +84,10 @@ def with_urls(result: dict[str, Any], job_id: str, artifact_url: ArtifactUrlFor)
     return result
 
 
-def job_view(job: Job, queue: Queue, self_url: UrlFor, artifact_url: ArtifactUrlFor) -> JobView:
+def job_view(
+    job: Job, queue: Queue, self_url: UrlFor, artifact_url: ArtifactUrlFor, *, store: Store | None = None
+) -> JobView:
+    """The job as the API shows it; with `store`, also its callback's delivery status."""
     meta = job.meta or {}
     state = state_of(job)
     view: dict[str, Any] = {
@@ -108,6 +113,12 @@ def job_view(job: Job, queue: Queue, self_url: UrlFor, artifact_url: ArtifactUrl
             )
     elif state is JobState.failed:
         view["error"] = error_of(job, meta)
+    if meta.get("batch_id"):
+        view["batch_id"] = meta["batch_id"]
+    callback = meta.get("callback")
+    if store is not None and isinstance(callback, dict) and callback.get("delivery_id"):
+        deliveries = Deliveries(store.connection, store.prefix)
+        view["callback"] = deliveries.status(callback["delivery_id"], callback["url"], callback.get("max_attempts"))
     return JobView.model_validate(view)
 
 
@@ -115,4 +126,11 @@ def wait_for_end(connection: Redis, job_id: str, seconds: float) -> None:
     """Block until the job has a result (finished or failed) or `seconds` pass."""
     if seconds <= 0:
         return
-    connection.xread({Result.get_key(job_id): "0-0"}, block=max(1, int(seconds * 1000)))
+    # One XREAD blocks at most 80 % of the client's socket timeout (that timeout is what makes a
+    # dead Redis a quick 503 instead of a hung request).
+    socket_timeout = connection.connection_pool.connection_kwargs.get("socket_timeout")
+    chunk = seconds if socket_timeout is None else 0.8 * float(socket_timeout)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if connection.xread({Result.get_key(job_id): "0-0"}, block=max(1, int(min(left, chunk) * 1000))):
+            return

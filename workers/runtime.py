@@ -91,6 +91,18 @@ class WorkerRuntime:
         self.announce()
         threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True).start()
 
+    def resume(self) -> None:
+        """After `stop()` (a worker loop that ended on a Redis error): heartbeat again."""
+        self._stop.clear()
+        self.start_heartbeat()
+        self.start_deliveries()
+
+    def start_deliveries(self) -> None:
+        """The callback deliverer (workers.callbacks) as a thread of this process, until stop()."""
+        from workers import callbacks
+
+        callbacks.start_thread(self.connection, self.settings, self._stop)
+
     def stop_if_orphaned(self) -> None:
         """Under `lrpseg serve`, a worker whose parent died asks itself to stop (warm)."""
         parent = self.settings.parent_pid
@@ -133,6 +145,7 @@ def start(
     runtime.preload()
     if heartbeat:
         runtime.start_heartbeat()
+        runtime.start_deliveries()
     else:
         runtime.announce()
     _current = runtime

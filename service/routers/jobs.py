@@ -11,8 +11,8 @@ from rq import Queue
 from schemas.jobs import JobAccepted, JobLinks, JobState, JobView
 from schemas.params import Artifact
 from schemas.problems import Problem
-from service import views
-from service.deps import PrincipalDep, QueueDep, RedisDep, SettingsDep, StoreDep
+from service import recovery, views
+from service.deps import PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
 from service.errors import ApiError
 from service.settings import Settings
 from service.submission import IntakeDep
@@ -43,6 +43,13 @@ ParamsPart = Annotated[
             "contentMediaType": "application/json",
             "contentSchema": {"$ref": "#/components/schemas/JobParams"},
         },
+    ),
+]
+CallbackUrl = Annotated[
+    str | None,
+    Form(
+        description="optional http(s) URL POSTed (signed, retried) when the job ends; see docs/interop.md",
+        examples=["https://ris.example.org/hooks/lrpseg"],
     ),
 ]
 IdempotencyKey = Annotated[
@@ -88,8 +95,9 @@ def submit_job(
     ground_truth: TruthPart = None,
     params: ParamsPart = None,
     idempotency_key: IdempotencyKey = None,
+    callback_url: CallbackUrl = None,
 ) -> JSONResponse:
-    job_id = intake.accept(image, ground_truth, params, idempotency_key)
+    job_id = intake.accept(image, ground_truth, params, idempotency_key, callback_url, _self_url(request))
     return _accepted_response(request, intake.queue, intake.settings, job_id)
 
 
@@ -107,15 +115,16 @@ def explain(
     ground_truth: TruthPart = None,
     params: ParamsPart = None,
     idempotency_key: IdempotencyKey = None,
+    callback_url: CallbackUrl = None,
     wait: Annotated[float, Query(ge=0, description="seconds to wait for the result")] = 10.0,
 ) -> Any:
     settings = intake.settings
     if wait > settings.max_wait:
         raise ApiError(422, "Invalid request", f"wait must be <= {settings.max_wait:g} seconds", code="invalid-wait")
-    job_id = intake.accept(image, ground_truth, params, idempotency_key)
+    job_id = intake.accept(image, ground_truth, params, idempotency_key, callback_url, _self_url(request))
     views.wait_for_end(redis, job_id, wait)
     job = views.fetch_job(redis, intake.store, job_id, intake.principal)
-    view = views.job_view(job, intake.queue, _self_url(request), _artifact_url(request))
+    view = views.job_view(job, intake.queue, _self_url(request), _artifact_url(request), store=intake.store)
     if view.status in (JobState.queued, JobState.started):
         return _accepted_response(request, intake.queue, settings, job_id)
     return _view_response(view)
@@ -130,9 +139,13 @@ def get_job(
     store: StoreDep,
     principal: PrincipalDep,
     settings: SettingsDep,
+    stats: StatsDep,
 ) -> JSONResponse:
     job = views.fetch_job(redis, store, job_id, principal)
-    view = views.job_view(job, queue, _self_url(request), _artifact_url(request))
+    # A started job whose worker stopped renewing its claim is resolved here and now, even
+    # if no worker is left to run the clean-up (docs/operations.md).
+    job = recovery.reap_if_abandoned(job, queue, store, stats, settings.maintenance_interval)
+    view = views.job_view(job, queue, _self_url(request), _artifact_url(request), store=store)
     running = view.status in (JobState.queued, JobState.started)
     return _view_response(view, {"Retry-After": str(settings.retry_after)} if running else None)
 

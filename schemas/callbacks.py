@@ -1,0 +1,60 @@
+"""Callback delivery status as job and batch views show it, and the bodies that are POSTed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class CallbackState(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class CallbackStatus(BaseModel):
+    """Where the completion callback stands: pending until a 2xx answer, failed after the last attempt."""
+
+    delivery_id: str = Field(description="also sent as X-Lrpseg-Delivery: the same on every retry (dedupe on it)")
+    url: str
+    status: CallbackState
+    attempts: int = Field(ge=0, description="attempts started so far")
+    max_attempts: int | None = None
+    last_status_code: int | None = Field(None, description="HTTP status of the last answer; null if none came")
+    last_error: str | None = Field(None, description="why the last attempt failed (timeout, connection, HTTP 500)")
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class CallbackLinks(BaseModel):
+    self: str
+    archive: str | None = None
+
+
+class JobEndedEvent(BaseModel):
+    """Body of a `job.ended` callback (X-Lrpseg-Event: job.ended)."""
+
+    event: str = "job.ended"
+    delivery_id: str
+    job_id: str
+    batch_id: str | None = None
+    status: str = Field(description="finished or failed")
+    model: str | None = None
+    request_id: str | None = None
+    error: dict[str, str] | None = Field(None, description="{code, detail} of a failed job")
+    links: CallbackLinks = Field(description="self: the job (GET it for the result and artifact links)")
+
+
+class BatchEndedEvent(BaseModel):
+    """Body of a `batch.ended` callback: every job of the batch has ended."""
+
+    event: str = "batch.ended"
+    delivery_id: str
+    batch_id: str
+    status: str = Field(description="finished (all jobs finished), partial (some failed) or failed (all failed)")
+    total: int
+    counts: dict[str, int]
+    links: CallbackLinks = Field(description="self: the batch; archive: the zip of all results")

@@ -1,0 +1,205 @@
+"""Callback side of the workers: the job-end hook that records a delivery, and the deliverer.
+
+The hook runs in RQ's job callbacks (`on_success` / `on_failure`, registered at enqueue for
+jobs that need one; RQ also runs `on_failure` for a job whose worker died), so it only writes
+one Redis record: a worker never waits on somebody else's HTTP server. The deliverer is a
+thread in every worker process that claims due records (with a lease), POSTs them with a
+short timeout and reschedules failures with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+from redis import Redis
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+import lrpseg
+from service import callbacks
+from service.callbacks import Deliveries, Delivery
+from service.settings import Settings
+from service.store import Store
+
+log = logging.getLogger("lrpseg.callbacks")
+
+ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+UNMARKED_GRACE = 10.0  # s: send anyway if RQ still has not marked the job ended by then
+POSTPONE = 0.05  # s: re-check interval while RQ marks the job ended
+
+
+# ---- job-end hook (RQ callbacks) ---------------------------------------------------------------
+
+
+def on_job_success(job: Job, connection: Redis, result: Any) -> None:
+    job_ended(job, connection, "finished")
+
+
+def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
+    if isinstance(exc, AbandonedJobError) and job.retries_left:
+        return  # its worker died; RQ queues it again, so it has not ended
+    job_ended(job, connection, "failed", worker_lost=isinstance(exc, AbandonedJobError))
+
+
+def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = False) -> None:
+    """Record the job's completion callback (and its batch's, if it was the last). Never raises:
+    an exception in an RQ success callback would fail a job that worked."""
+    try:
+        meta = job.get_meta(refresh=True) or {}
+        hooks = meta.get("hooks") or {}
+        prefix, ttl = str(hooks.get("prefix", "lrpseg")), int(hooks.get("ttl", 86400))
+        if Store(connection, prefix).is_deleted(job.id):
+            return  # the caller deleted it: nothing to tell
+        deliveries = Deliveries(connection, prefix)
+        callback = meta.get("callback")
+        if isinstance(callback, dict) and callback.get("url"):
+            error = meta.get("error") if status == "failed" else None
+            if status == "failed" and not isinstance(error, dict):
+                error = {"code": "worker_lost" if worker_lost else "internal", "detail": "the job failed"}
+            body = {
+                "event": "job.ended",
+                "delivery_id": callback["delivery_id"],
+                "job_id": job.id,
+                "batch_id": meta.get("batch_id"),
+                "status": status,
+                "model": meta.get("model"),
+                "request_id": meta.get("request_id"),
+                "error": error,
+                "links": {"self": callback.get("job_url") or ""},
+            }
+            deliveries.schedule(
+                callback["delivery_id"],
+                callback["url"],
+                body,
+                subject=f"job:{job.id}",
+                event="job.ended",
+                ttl=ttl,
+                wait_for=job.id,
+            )
+        if meta.get("batch_id"):
+            from service.batches import Batches
+
+            Batches(connection, prefix).job_ended(meta["batch_id"], job.id, deliveries, ttl)
+    except Exception:  # noqa: BLE001 - see the docstring; the record is missing, say so
+        log.exception("could not record the callback of job %s", job.id)
+
+
+# ---- the deliverer ------------------------------------------------------------------------------------
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): base, 2 base, 4 base, ... <= cap."""
+    return min(cap, base * 2.0 ** (attempt - 1))
+
+
+class Deliverer:
+    """Sends due deliveries of one Redis; any number of them may run against the same Redis."""
+
+    def __init__(self, connection: Redis, settings: Settings, *, client: httpx.Client | None = None) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.deliveries = Deliveries(connection, settings.key_prefix)
+        self.client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.callback_timeout),
+            follow_redirects=False,  # a redirect could point anywhere: not followed, counts as a failure
+            trust_env=False,  # no proxy from the environment: callbacks go where the allow-list says
+            headers={"User-Agent": f"lrpseg/{lrpseg.__version__}"},
+        )
+        secret = settings.callback_secret
+        self.secret = secret.get_secret_value() if secret is not None else None
+
+    def run_once(self, limit: int = 16) -> int:
+        """Send what is due now; the number of deliveries claimed."""
+        s = self.settings
+        claimed = self.deliveries.claim(limit, s.callback_lease, s.callback_attempts)
+        for delivery in claimed:
+            self.send(delivery)
+        return len(claimed)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+                due = self.deliveries.next_due()
+            except Exception:  # noqa: BLE001 - Redis blips: try again after a pause
+                log.warning("callback deliverer could not reach Redis")
+                due = None
+            wait = self.settings.callback_poll if due is None else due - time.time()
+            stop.wait(min(self.settings.callback_poll, max(0.0, wait)))
+
+    def send(self, delivery: Delivery) -> None:
+        if self._not_marked_ended(delivery):
+            self.deliveries.postpone(delivery, time.time() + POSTPONE)
+            return
+        s = self.settings
+        if self.secret is None:  # the worker lacks the secret the API accepted the URL with
+            self._settle_failure(delivery, None, "this worker has no callback_secret; the callback cannot be signed")
+            return
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            callbacks.SIGNATURE_HEADER: callbacks.sign(self.secret, timestamp, delivery.body),
+            callbacks.TIMESTAMP_HEADER: timestamp,
+            callbacks.DELIVERY_HEADER: delivery.id,
+            callbacks.EVENT_HEADER: delivery.event,
+        }
+        status: int | None = None
+        try:
+            with self.client.stream("POST", delivery.url, content=delivery.body, headers=headers) as response:
+                status = response.status_code
+        except httpx.TimeoutException:
+            error = f"no answer within {s.callback_timeout:g} s"
+        except httpx.HTTPError as exc:
+            error = f"request failed ({type(exc).__name__})"
+        else:
+            if 200 <= status < 300:
+                self.deliveries.settle(delivery, "delivered", status_code=status, error=None)
+                log.info("callback %s delivered (attempt %d)", delivery.id, delivery.attempts)
+                return
+            error = f"HTTP {status}"
+        self._settle_failure(delivery, status, error)
+
+    def _settle_failure(self, delivery: Delivery, status: int | None, error: str) -> None:
+        s = self.settings
+        if delivery.attempts >= s.callback_attempts:
+            self.deliveries.settle(delivery, "failed", status_code=status, error=error)
+            log.warning("callback %s failed after %d attempts: %s", delivery.id, delivery.attempts, error)
+            return
+        delay = backoff(delivery.attempts, s.callback_base_delay, s.callback_max_delay)
+        self.deliveries.settle(delivery, "retry", status_code=status, error=error, next_at=time.time() + delay)
+        log.info("callback %s attempt %d failed (%s); next in %.1f s", delivery.id, delivery.attempts, error, delay)
+
+    def _not_marked_ended(self, delivery: Delivery) -> bool:
+        """True while RQ has not yet stored the end of the job the delivery waits for (the hook
+        runs just before that), so a receiver that GETs the job at once sees its result."""
+        if not delivery.wait_for or time.time() - delivery.created > UNMARKED_GRACE:
+            return False
+        try:
+            job = Job.fetch(delivery.wait_for, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return False
+        return job.get_status(refresh=False) not in ENDED
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def start_thread(connection: Redis, settings: Settings, stop: threading.Event) -> threading.Thread:
+    """The deliverer as a daemon thread of this process, until `stop` is set."""
+    deliverer = Deliverer(connection, settings)
+
+    def loop() -> None:
+        try:
+            deliverer.run(stop)
+        finally:
+            deliverer.close()
+
+    thread = threading.Thread(target=loop, name="lrpseg-callbacks", daemon=True)
+    thread.start()
+    return thread
