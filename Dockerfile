@@ -26,7 +26,8 @@ COPY schemas ./schemas
 RUN pip install --no-deps . && rm -rf build
 
 USER lrpseg
-ENV LRPSEG_HOST=0.0.0.0 \
-    LRPSEG_PORT=8000
+# The API binds all interfaces by its command line only: workers from this image never see a
+# non-loopback host, and the API refuses to start there without API keys (docs/security.md).
+ENV LRPSEG_PORT=8000
 EXPOSE 8000
-CMD ["lrpseg", "api"]
+CMD ["lrpseg", "api", "--host", "0.0.0.0"]

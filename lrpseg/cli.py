@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("service.serve_api", "run only the HTTP API"),
     "worker": ("workers.cli", "run only an RQ worker"),
     "explain": ("service.client", "submit an image to a running service and save the artifacts"),
+    "keys": ("service.auth", "make an API key (printed once) and the line that configures its hash"),
 }
 
 

@@ -1,7 +1,9 @@
 """Job request parameters: the `params` JSON part of a job submission.
 
 Every model forbids unknown fields, so a typo ("mask" for "masks") is a 422 naming
-the field instead of being silently ignored.
+the field instead of being silently ignored. Every number, list, dict and string is bounded
+and NaN/infinity are refused (docs/security.md): absurd values are a 422 here, never work
+for a worker.
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_NAME = 200  # module names, model references, class names
+MAX_RULES = 256  # per-layer overrides (the shipped U-Net has ~40 layers)
+MAX_COORD = 1 << 20  # box coordinates; images are far smaller (max_side)
+MAX_CLASS = 4096
+MAX_FRAME = 1 << 16
+MAX_FACTOR = 1e6  # ε, γ, α, β, z-box bounds
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Task(StrEnum):
@@ -59,19 +70,19 @@ class Artifact(StrEnum):
 
 class EpsilonRule(Strict):
     rule: Literal["epsilon"]
-    epsilon: float = Field(0.25, gt=0, description="stabiliser ε")
+    epsilon: float = Field(0.25, gt=0, le=MAX_FACTOR, description="stabiliser ε")
     relative: bool = Field(True, description="ε × RMS of the layer's pre-activations (seed 001)")
 
 
 class GammaRule(Strict):
     rule: Literal["gamma"]
-    gamma: float = Field(0.25, ge=0)
+    gamma: float = Field(0.25, ge=0, le=MAX_FACTOR)
 
 
 class AlphaBetaRule(Strict):
     rule: Literal["alpha-beta"]
-    alpha: float = Field(2.0, ge=1)
-    beta: float = Field(1.0, ge=0)
+    alpha: float = Field(2.0, ge=1, le=MAX_FACTOR)
+    beta: float = Field(1.0, ge=0, le=MAX_FACTOR)
 
     @model_validator(mode="after")
     def _conservative(self) -> AlphaBetaRule:
@@ -82,8 +93,10 @@ class AlphaBetaRule(Strict):
 
 class ZBoxRule(Strict):
     rule: Literal["z-box"]
-    low: float | None = Field(None, description="lower input bound; default: the model's z^B bounds")
-    high: float | None = None
+    low: float | None = Field(
+        None, ge=-MAX_FACTOR, le=MAX_FACTOR, description="lower input bound; default: the model's z^B bounds"
+    )
+    high: float | None = Field(None, ge=-MAX_FACTOR, le=MAX_FACTOR)
 
     @model_validator(mode="after")
     def _ordered(self) -> ZBoxRule:
@@ -103,8 +116,9 @@ RuleSpec = Annotated[EpsilonRule | GammaRule | AlphaBetaRule | ZBoxRule | PlainR
 
 class LrpParams(Strict):
     composite: Composite = Composite.ours
-    rules: dict[str, RuleSpec] | None = Field(
+    rules: dict[Name, RuleSpec] | None = Field(
         None,
+        max_length=MAX_RULES,
         description="per-layer overrides: module name (as in model.named_modules()) -> rule; "
         "layers not named keep the composite's rule",
         examples=[{"encoders.0.0": {"rule": "z-box"}, "head": {"rule": "epsilon", "epsilon": 0.1}}],
@@ -117,10 +131,10 @@ class LrpParams(Strict):
 class Box(Strict):
     """A pixel rectangle [x0, x1) × [y0, y1) in input coordinates."""
 
-    x0: int = Field(ge=0)
-    y0: int = Field(ge=0)
-    x1: int = Field(gt=0)
-    y1: int = Field(gt=0)
+    x0: int = Field(ge=0, le=MAX_COORD)
+    y0: int = Field(ge=0, le=MAX_COORD)
+    x1: int = Field(gt=0, le=MAX_COORD)
+    y1: int = Field(gt=0, le=MAX_COORD)
 
     @model_validator(mode="after")
     def _ordered(self) -> Box:
@@ -135,7 +149,7 @@ class Target(Strict):
         description="class: the pixels predicted as `cls`; region / region-normalized: `cls` inside `region` "
         "(seed 003's A and its per-location normalised variant); all: every class's prediction",
     )
-    cls: int | str | None = Field(
+    cls: Annotated[int, Field(le=MAX_CLASS)] | Name | None = Field(
         None, description="class index or name; default: the first non-background class (classifiers: predicted)"
     )
     region: list[Box] | None = Field(None, min_length=1, max_length=64)
@@ -154,7 +168,7 @@ class Target(Strict):
 
 class Visualisation(Strict):
     threshold: float = Field(
-        50.0, ge=0, description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|"
+        50.0, ge=0, le=100, description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|"
     )
     threshold_mode: Literal["percentile", "fraction"] = "percentile"
     transfer: Literal["log", "linear"] = "log"
@@ -173,6 +187,7 @@ class JobParams(Strict):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {},
@@ -189,17 +204,17 @@ class JobParams(Strict):
         },
     )
 
-    model: str | None = Field(None, description="model reference name@version (or name); default: registry default")
+    model: Name | None = Field(None, description="model reference name@version (or name); default: registry default")
     task: Task = Task.explain
     method: Method = Method.lrp
     lrp: LrpParams = LrpParams()
-    cam_layer: str | None = Field(None, description="module name for the CAM methods; default: the engine's choice")
+    cam_layer: Name | None = Field(None, description="module name for the CAM methods; default: the engine's choice")
     target: Target = Target()
     masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=3)
     visualisation: Visualisation = Visualisation()
-    artifacts: list[Artifact] | None = Field(None, description="which artifacts to produce; default: all that apply")
+    artifacts: list[Artifact] | None = Field(None, max_length=len(Artifact), description="which artifacts to produce; default: all that apply")
     resize: bool = Field(False, description="resize to a classifier's fixed input size instead of rejecting")
-    frame: int | None = Field(None, ge=0, description="frame of a multi-frame DICOM")
+    frame: int | None = Field(None, ge=0, le=MAX_FRAME, description="frame of a multi-frame DICOM")
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

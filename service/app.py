@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -13,8 +15,11 @@ from rq.serializers import JSONSerializer
 import lrpseg
 from lrpseg.registry import Registry, default_registry
 from service import errors
+from service.auth import KeyStore, is_loopback
+from service.deps import get_principal
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
+from service.ratelimit import JobSlots, RateLimiter
 from service.routers import health, jobs, models
 from service.settings import Settings, get_settings
 from service.stats import Stats
@@ -52,10 +57,40 @@ def create_app(
     app.state.stats = stats
     app.state.metrics = metrics
     app.state.registry = registry if registry is not None else default_registry()  # fails early without models
+    app.state.keys = KeyStore.from_settings(settings)
+    app.state.rate_limiter = RateLimiter(redis, settings.key_prefix, settings.rate_limit, settings.rate_burst)
+    app.state.job_slots = JobSlots(redis, settings.key_prefix, settings.max_jobs_per_key)
+    _warn_if_open(settings, app.state.keys)
 
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)  # slack for multipart framing
-    app.add_middleware(RequestContext, metrics=metrics)
+    if settings.cors_origins:  # off by default: browsers on other origins get no CORS headers
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID", *RATE_HEADERS],
+        )
+    app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
     for router in (jobs.router, models.router, health.router):
-        app.include_router(router)
+        app.include_router(router, dependencies=V1_AUTH if router.prefix.startswith("/v1") else None)
     return app
+
+
+log = logging.getLogger("lrpseg.service")
+V1_AUTH = [Depends(get_principal)]  # every /v1 router: a key (when auth is on) and a rate-limit token
+RATE_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+
+
+def _warn_if_open(settings: Settings, keys: KeyStore) -> None:
+    if keys.required:
+        log.info("API keys required: %d configured", len(keys.keys))
+    elif settings.auth == "off" and not is_loopback(settings.host):
+        log.warning(
+            "AUTHENTICATION IS OFF (LRPSEG_AUTH=off) and the API listens on %s: anyone who can reach it "
+            "can submit and read every job",
+            settings.host,
+        )
+    else:
+        log.warning("authentication is off: no API keys configured; the API listens on %s only", settings.host)

@@ -52,8 +52,8 @@ class ServiceMetrics:
         )
         self.latency = Histogram(
             "lrpseg_http_request_duration_seconds",
-            "HTTP latency",
-            ["route"],
+            "HTTP latency by route template and status class (2xx, 4xx, 5xx)",
+            ["route", "status_class"],
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
@@ -68,7 +68,7 @@ class ServiceMetrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self.latency.labels(route, f"{status // 100}xx").observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

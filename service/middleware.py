@@ -1,4 +1,4 @@
-"""Request ids in and out, and request counters, as one plain ASGI middleware (cheap)."""
+"""Request ids in and out, request counters and the access log, as one plain ASGI middleware (cheap)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import logs
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE
 from service.metrics import ServiceMetrics
 
@@ -28,16 +29,19 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(scope["headers"])
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        token = logs.request_id_var.set(request_id)
         start = time.perf_counter()
         status = 500
 
@@ -47,13 +51,21 @@ class RequestContext:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                present = {k.lower() for k, _ in headers}
+                for name, value in state.get("rate_headers", {}).items():  # set by get_principal
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
                 message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.observe_request(scope["method"], _route_of(scope), status, time.perf_counter() - start)
+            seconds, route = time.perf_counter() - start, _route_of(scope)
+            self.metrics.observe_request(scope["method"], route, status, seconds)
+            if self.access_log:
+                logs.access(scope["method"], route, status, seconds, state.get("principal"))
+            logs.request_id_var.reset(token)
 
 
 class BodyLimit:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import lrpseg
 from lrpseg.registry import Registry
 from schemas.health import Check, Health, Readiness
-from service.deps import MetricsDep, RedisDep, RegistryDep, SettingsDep, StatsDep
+from service.deps import MetricsDep, RedisDep, RegistryDep, SettingsDep, StatsDep, metrics_access
 from service.stats import WorkerInfo
 
 router = APIRouter(tags=["health"])
@@ -59,6 +59,11 @@ def _readiness(checks: dict[str, Check]) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[Depends(metrics_access)],  # open unless LRPSEG_METRICS_AUTH
+)
 def metrics(service_metrics: MetricsDep) -> Response:
     return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
