@@ -17,6 +17,7 @@ from lrpseg.registry import Registry, default_registry
 from service import errors
 from service.auth import KeyStore, is_loopback
 from service.deps import get_principal
+from service.connection import api_redis
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
 from service.ratelimit import JobSlots, RateLimiter
@@ -37,7 +38,7 @@ def create_app(
     settings: Settings | None = None, *, registry: Registry | None = None, connection: Redis | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
-    redis = connection if connection is not None else Redis.from_url(settings.require_redis_url())
+    redis = connection if connection is not None else api_redis(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.problems import FieldError, Problem
@@ -99,6 +101,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, ApiError(exc.status_code, title, str(exc.detail), headers=headers))
 
 
+async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Redis down or too slow: the request may be retried; redis-py reconnects on its own."""
+    log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    retry_after = getattr(getattr(request.app.state, "settings", None), "retry_after", 1)
+    error = ApiError(
+        503,
+        "Service unavailable",
+        "the job store (Redis) is not reachable; try again shortly",
+        code="store-unavailable",
+        headers={"Retry-After": str(max(1, retry_after))},
+    )
+    return problem_response(request, error)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Log the type and where, never the request's content.
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
@@ -109,4 +125,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for redis_error in (RedisConnectionError, RedisTimeoutError):
+        app.add_exception_handler(redis_error, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -23,7 +23,7 @@ from service.embedded import EmbeddedRedis, start_embedded
 from service.settings import Settings
 
 log = logging.getLogger("lrpseg.serve")
-GRACE_SECONDS = 15.0
+GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +75,8 @@ def start_workers(settings: Settings, redis_url: str) -> list[subprocess.Popen[b
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM: each worker finishes its job (RQ's warm stop); after `grace` s, SIGKILL. A job
+    killed that way is re-queued (or failed as worker_lost) once its claim lapses."""
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # one orderly cleanup; it is bounded by the grace period
-        stop_workers(procs)
+        stop_workers(procs, settings.shutdown_grace)
         if embedded is not None:
             embedded.stop()
     return 0

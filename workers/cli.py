@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
+
+from redis import Redis
+from redis.exceptions import RedisError
 
 from service.settings import Settings
-from workers.worker import build_worker
+from workers.worker import ModelWorker, build_worker
+
+log = logging.getLogger("lrpseg.worker")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,5 +48,49 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = build_worker(settings)
-    worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level.upper())
-    return 0
+    return work_until_stopped(worker, burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level)
+
+
+def work_until_stopped(worker: ModelWorker, *, burst: bool, max_jobs: int | None, logging_level: str) -> int:
+    """RQ's loop survives Redis outages while it waits for jobs, but quits on one between or
+    inside jobs (and may then raise from its teardown). Start it again once Redis answers, with
+    the same loaded models, until a stop is asked for (SIGTERM/SIGINT) or the work is done."""
+    done = 0
+    while True:
+        try:
+            left = None if max_jobs is None else max_jobs - done
+            worker.work(burst=burst, max_jobs=left, logging_level=logging_level.upper())
+        except RedisError as exc:
+            log.warning("worker loop ended on %s", type(exc).__name__)
+        done += worker.jobs_done
+        if worker.stopping or burst or (max_jobs is not None and done >= max_jobs):
+            return 0
+        log.warning("worker loop ended unexpectedly; waiting for Redis to start again")
+        if not wait_for_redis(worker.connection):
+            return 0
+        for cleanup in (worker.unsubscribe, worker.register_death):  # what its teardown may have missed
+            try:
+                cleanup()
+            except RedisError:
+                pass
+        worker = ModelWorker(worker.queues, rt=worker.runtime, connection=worker.connection)
+        worker.runtime.resume()
+
+
+def wait_for_redis(connection: Redis, max_wait: float = 5.0) -> bool:
+    """Ping with backoff until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                connection.ping()
+                return True
+            except RedisError:
+                stop.wait(delay)
+                delay = min(2 * delay, max_wait)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -18,7 +18,7 @@ from lrpseg.io import DecodedImage, decode_image
 from lrpseg.pipeline import PipelineResult, check_image, resolve_params, run_job
 from schemas.params import JobParams
 from schemas.results import JobResult
-from workers import runtime
+from workers import faults, runtime
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
@@ -92,6 +92,8 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     """A code and a message safe to show the caller (no traceback, no data)."""
     if isinstance(exc, JobTimeoutException):
         return "timeout", "the job ran past its time limit"
+    if faults.is_out_of_memory(exc):  # the worker frees the device's cache and serves on
+        return "out_of_memory", "the device ran out of memory for this job; try a smaller image or fewer masks"
     if isinstance(exc, JobCancelled):
         return "cancelled", "the job was deleted while it ran"
     if isinstance(exc, InputsMissing):
