@@ -7,7 +7,9 @@ the defaults). The result is JSON-safe (no NaN: undefined numbers are None).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -416,6 +418,16 @@ def forward_batch(
 def batch_params(params: JobParams) -> dict[str, Any]:
     """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
     return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
+
+
+def batch_key(params: JobParams, shape: tuple[int, int, int]) -> str | None:
+    """Equal keys: jobs that can share one forward + LRP pass (same model, pass params and image
+    (C, H, W)); None for jobs a batch would not speed up (region-normalized LRP, CAM baselines).
+    `params` must be resolved (`resolve_params`), so the model id and class are explicit."""
+    if not (one_pass(params) or params.task.value == "segment"):
+        return None
+    text = json.dumps({"pass": batch_params(params), "shape": list(shape)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def finish(

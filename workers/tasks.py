@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
+from torch import nn
 
 from lrpseg.io import DecodedImage, decode_image
-from lrpseg.pipeline import PipelineResult, check_image, resolve_params, run_job
+from lrpseg.pipeline import PipelineResult, check_image, finish, resolve_params, run_job
+from lrpseg.registry import ModelInfo
 from schemas.params import JobParams
 from schemas.results import JobResult
-from workers import faults, runtime
+from workers import batching, faults, runtime
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
@@ -45,9 +49,21 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
+@dataclass
+class Loaded:
+    """A job's inputs, decoded and checked against its model: what the pipeline takes."""
+
+    info: ModelInfo
+    model: nn.Module
+    params: JobParams
+    image: DecodedImage
+    truth: np.ndarray | None
+    decode_ms: float
+
+
+def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> Loaded:
+    """Inputs from the store, decoded; the model; the params resolved against it (errors name the input)."""
     start = time.perf_counter()
-    reporter("decode", 0.02)
     inputs = rt.store.get_inputs(job_id)
     if inputs is None:
         raise InputsMissing(f"the inputs of job {job_id} are gone (expired or deleted)")
@@ -59,9 +75,24 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
     if inputs.ground_truth is not None:
         gt = inputs.ground_truth
         truth = _decode(gt.data, gt.filename, gt.content_type, rt, None).array.max(axis=0) > 0
-    decode_s = time.perf_counter() - start
+    return Loaded(info, model, params, image, truth, (time.perf_counter() - start) * 1000)
 
-    out: PipelineResult = run_job(model, info, image, params, truth, progress=reporter, device=rt.device)
+
+def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
+    batched = batching.take(job_id)  # this job's share of a batch pass the worker ran before it
+    start = time.perf_counter()
+    if batched is None:
+        reporter("decode", 0.02)
+        loaded = load(rt, job_id, params)
+        start, before_ms = time.perf_counter(), loaded.decode_ms
+        out: PipelineResult = run_job(
+            loaded.model, loaded.info, loaded.image, loaded.params, loaded.truth, progress=reporter, device=rt.device
+        )
+    else:
+        loaded, forwarded = batched.loaded, batched.forwarded
+        before_ms = loaded.decode_ms + sum(forwarded.ms.values())
+        out = finish(loaded.info, loaded.image, loaded.params, forwarded, loaded.truth, progress=reporter)
+    info = loaded.info
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
@@ -72,9 +103,10 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         raise JobCancelled(job_id)
 
     timings = result["timings"]
-    timings["decode"] = round(decode_s * 1000, 3)
-    timings["total"] = round((time.perf_counter() - start) * 1000, 3)
-    rt.stats.observe_stages(info.id, {k: v / 1000 for k, v in timings.items() if v is not None})
+    timings["decode"] = round(loaded.decode_ms, 3)
+    timings["total"] = round(before_ms + (time.perf_counter() - start) * 1000, 3)
+    stages = {k: v / 1000 for k, v in timings.items() if v is not None and k != "batch_size"}
+    rt.stats.observe_stages(info.id, stages)
     reporter("done", 1.0)
     return result
 

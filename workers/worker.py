@@ -9,13 +9,15 @@ from rq import Queue, SimpleWorker
 from rq.executions import Execution
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 from rq.utils import now
+from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from lrpseg.registry import Registry
 from service import recovery
 from service.settings import Settings
-from workers import faults, runtime
+from workers import batching, faults, runtime, tasks
 
 
 def _no_retry_for_errors(job: Job, exc_type: type[BaseException], exc: BaseException, tb: TracebackType) -> bool:
@@ -93,6 +95,58 @@ class ModelWorker(SimpleWorker):
     def handle_warm_shutdown_request(self) -> None:
         self.stopping = True
         super().handle_warm_shutdown_request()
+
+    # ---- batching (workers/batching.py) ------------------------------------------------
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """A job with a batch key takes compatible queued jobs along (batch_max); each member
+        then runs its own RQ lifecycle (perform_job), finishing from its share of one pass."""
+        key = (job.meta or {}).get("batch_key")
+        limit = self.runtime.settings.batch_max - 1
+        if not key or limit < 1:
+            super().execute_job(job, queue)
+            return
+        members = self.claim_batch(job, queue, key, limit)
+        if len(members) == 1:
+            self.perform_job(job, queue, members[0].execution)
+        else:
+            self.run_batch(members, queue)
+        self.set_state(WorkerStatus.IDLE)
+
+    def claim_batch(self, job: Job, queue: Queue, key: str, limit: int) -> list[batching.Member]:
+        """The dequeued job's execution (as SimpleWorker makes it) and its claimed companions."""
+        execution = self.prepare_execution(job)
+        members = [batching.Member(job, execution), *batching.claim(self, queue, key, limit)]
+        if len(members) > 1:  # started for the pass like its companions: a DELETE meanwhile only marks it
+            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        return members
+
+    def run_batch(self, members: list[batching.Member], queue: Queue) -> None:
+        """The shared pass under the members' shortest timeout (if it fails, each runs alone), then
+        every member's own run. Claims are renewed until each member's run takes over."""
+        settings = self.runtime.settings
+        ids = [m.job.id for m in members]
+        keepers = {m.job.id: faults.ClaimKeeper(self, m.job, m.execution, settings.claim_renewal) for m in members}
+        for keeper in keepers.values():
+            keeper.__enter__()
+        try:
+            timeout = min(m.job.timeout or queue.DEFAULT_TIMEOUT for m in members)
+            try:
+                with self.death_penalty_class(timeout, JobTimeoutException, job_id=members[0].job.id):
+                    size = batching.run_pass(self.runtime, members, tasks.load)
+                self.log.info("Worker %s: batch of %d jobs shared one pass (%d claimed)", self.name, size, len(ids))
+            except Exception as exc:  # noqa: BLE001 - the members run alone and meet their own errors
+                batching.forget(ids)
+                reason = type(exc).__name__
+                self.log.warning("Worker %s: a batch pass failed (%s); its jobs run one by one", self.name, reason)
+            for member in members:
+                keepers.pop(member.job.id).__exit__(None, None, None)
+                self.perform_job(member.job, queue, member.execution)
+                self.heartbeat()
+        finally:
+            for keeper in keepers.values():
+                keeper.__exit__(None, None, None)
+            batching.forget(ids)
 
 
 def build_worker(
