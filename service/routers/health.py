@@ -30,14 +30,14 @@ def readyz(redis: RedisDep, stats: StatsDep, registry: RegistryDep, settings: Se
         checks["redis"] = Check(ok=True, detail="reachable")
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["redis"] = Check(ok=False, detail=f"unreachable: {type(exc).__name__}")
-        return _readiness(checks)
+        return _readiness(checks, settings.retry_after)
     workers = stats.live_workers(settings.worker_max_age)
     checks["workers"] = Check(ok=bool(workers), detail=f"{len(workers)} alive" if workers else "no worker alive")
     try:
         checks["models"] = _models_check(registry, workers)
     except Exception as exc:  # noqa: BLE001
         checks["models"] = Check(ok=False, detail=f"registry failed: {type(exc).__name__}")
-    return _readiness(checks)
+    return _readiness(checks, settings.retry_after)
 
 
 def _models_check(registry: Registry, workers: list[WorkerInfo]) -> Check:
@@ -54,9 +54,11 @@ def _models_check(registry: Registry, workers: list[WorkerInfo]) -> Check:
     return Check(ok=True, detail=f"{len(loaded & wanted)} of {len(wanted)} models loaded")
 
 
-def _readiness(checks: dict[str, Check]) -> JSONResponse:
+def _readiness(checks: dict[str, Check], retry_after: int) -> JSONResponse:
     body = Readiness(ready=all(c.ok for c in checks.values()), checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+    if body.ready:
+        return JSONResponse(body.model_dump())
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": str(retry_after)})
 
 
 @router.get(
