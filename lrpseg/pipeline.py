@@ -388,8 +388,9 @@ def forward_batch(
     shape = (images[0].channels, images[0].height, images[0].width)
     for image in images:
         check_image(params, info, image.channels, image.height, image.width)
-        if (image.channels, image.height, image.width) != shape:
-            raise ValueError(f"a batch needs images of one size: {shape} and {(image.channels, image.height, image.width)}")
+        other = (image.channels, image.height, image.width)
+        if other != shape:
+            raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {other}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     clock = Clock(device, progress)
     clock.start("forward")

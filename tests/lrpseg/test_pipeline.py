@@ -238,7 +238,11 @@ def test_a_batch_equals_its_jobs_one_by_one(unet, shared: dict) -> None:
         images.append(decode_image(factories.png_bytes(image)))
         truths.append(truth if seed != 1 else None)
     # the tail (masks, visualisation, artifacts) is each job's own
-    per_job = [{}, {"masks": ["gmm"], "artifacts": ["relevance.npy", "mask-gmm.png"]}, {"visualisation": {"threshold": 90}}]
+    per_job = [
+        {},
+        {"masks": ["gmm"], "artifacts": ["relevance.npy", "mask-gmm.png"]},
+        {"visualisation": {"threshold": 90}},
+    ]
     if shared.get("task") == "segment":
         per_job = [{}, {"artifacts": ["segmentation.png"]}, {}]
     job_params = [params(**shared, **extra) for extra in per_job]
