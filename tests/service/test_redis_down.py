@@ -43,7 +43,7 @@ def test_redis_restart_503s_then_recovers_without_losing_accepted_jobs(
     server.start()
     factories.write_models(tmp_path / "models")
     settings = settings.model_copy(
-        update={"redis_url": server.url, "redis_timeout": 2.0, "job_lost_after": 3, "maintenance_interval": 1}
+        update={"redis_url": server.url, "redis_timeout": 1.0, "job_lost_after": 3, "maintenance_interval": 1}
     )
     client = TestClient(create_app(settings, registry=registry))  # the app's own client, not the fixture's
     worker = start_worker(worker_env(server.url, tmp_path / "models", job_lost_after=3, maintenance_interval=1))
@@ -57,6 +57,16 @@ def test_redis_restart_503s_then_recovers_without_losing_accepted_jobs(
             accepted.append(response.json()["job_id"])
         pending = [j for j in accepted if job_in(client, j, "queued", "started")]
         assert pending, "the worker finished everything before Redis stopped; nothing was at stake"
+
+        # A hung Redis (accepts connections, never answers) costs a request redis_timeout, not forever.
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            assert_unavailable(client.get(f"/v1/jobs/{accepted[0]}"), "GET /v1/jobs/{id} with Redis hung")
+            assert time.monotonic() - start < settings.redis_timeout + 3
+            assert client.get("/healthz").status_code == 200
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
 
         server.stop(signal.SIGTERM)
         start = time.monotonic()

@@ -116,7 +116,7 @@ def test_sigkilled_worker_job_without_retries_fails_as_worker_lost_even_with_no_
         view = wait_for(lambda: job_in(client, job_id, "failed"), 30, "the job to fail as worker_lost", interval=0.25)
         lost_after = time.monotonic() - killed_at
         assert view["error"]["code"] == "worker_lost" and "worker" in view["error"]["detail"]
-        assert LOST_AFTER - 1 <= lost_after <= LOST_AFTER + 5
+        assert LOST_AFTER - 1.5 <= lost_after <= LOST_AFTER + 5  # not before its claim lapsed, soon after
         store = Store(redis_conn, fault_settings.key_prefix)
         assert store.get_inputs(job_id) is None  # the upload (patient data) went with the failure
     finally:
