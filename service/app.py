@@ -16,12 +16,12 @@ import lrpseg
 from lrpseg.registry import Registry, default_registry
 from service import errors
 from service.auth import KeyStore, is_loopback
-from service.deps import get_principal
 from service.connection import api_redis
+from service.deps import get_principal
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
 from service.ratelimit import JobSlots, RateLimiter
-from service.routers import health, jobs, models, viewer
+from service.routers import batches, health, jobs, models, viewer
 from service.settings import Settings, get_settings
 from service.stats import Stats
 from service.store import Store
@@ -74,7 +74,7 @@ def create_app(
             expose_headers=["Location", "Retry-After", "X-Request-ID", *RATE_HEADERS],
         )
     app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
-    for router in (jobs.router, models.router, health.router, viewer.router):
+    for router in (jobs.router, batches.router, models.router, health.router, viewer.router):
         app.include_router(router, dependencies=V1_AUTH if router.prefix.startswith("/v1") else None)
     return app
 
@@ -95,3 +95,4 @@ def _warn_if_open(settings: Settings, keys: KeyStore) -> None:
         )
     else:
         log.warning("authentication is off: no API keys configured; the API listens on %s only", settings.host)
+

@@ -84,7 +84,7 @@ def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = F
         if meta.get("batch_id"):
             from service.batches import Batches
 
-            Batches(connection, prefix).job_ended(meta["batch_id"], job.id, deliveries, ttl)
+            Batches(connection, prefix).job_ended(meta["batch_id"], job.id, status, deliveries, ttl)
     except Exception:  # noqa: BLE001 - see the docstring; the record is missing, say so
         log.exception("could not record the callback of job %s", job.id)
 
