@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "lrpseg.apiKey";
 const POLL_MS = 250;
 const POLL_LIMIT_MS = 15 * 60 * 1000;
+const SETUP_ERROR = "Cannot load the models:";
 
 const state = {
   models: [],
@@ -58,6 +59,7 @@ async function api(path, options = {}) {
 
 async function loadModels() {
   const body = await (await api("/v1/models")).json();
+  if ($("form-error").textContent.startsWith(SETUP_ERROR)) $("form-error").textContent = "";
   state.models = body.models;
   const select = $("model");
   select.replaceChildren();
@@ -746,7 +748,7 @@ function wire() {
 }
 
 function showSetupError(error) {
-  $("form-error").textContent = `Cannot load the models: ${error.message}`;
+  $("form-error").textContent = `${SETUP_ERROR} ${error.message}`;
 }
 
 wire();

@@ -40,6 +40,7 @@ from lrpseg.registry import Registry
 from lrpseg.render.colors import diverging_lut
 from service import samples
 from service.app import create_app
+from service.auth import hash_key
 from service.routers.viewer import CONTENT_SECURITY_POLICY
 from service.settings import Settings
 from tests.service import factories
@@ -52,6 +53,13 @@ CHROMIUM_ARGS = [
 SAMPLE = samples.SAMPLES_DIR / "crack-1.png"
 SAMPLE_TRUTH = samples.SAMPLES_DIR / "crack-1-truth.png"
 REPO = Path(__file__).resolve().parents[2]
+API_KEY = "lrpseg_viewer-test-key"
+
+
+@pytest.fixture
+def keyed_settings(settings: Settings) -> Settings:
+    """The test settings with one API key required."""
+    return Settings(**{**settings.model_dump(), "auth": "on", "api_keys": f"viewer:{hash_key(API_KEY)}"})
 
 
 # ---- over plain HTTP -------------------------------------------------------------------
@@ -73,6 +81,21 @@ def test_page_is_served_with_a_same_origin_csp(client: TestClient, path: str) ->
     html = response.text
     assert '<script type="module" src="/static/viewer.js">' in html
     assert "http://" not in html and "https://" not in html  # no CDN, nothing from the internet
+
+
+def test_page_opens_without_a_key_but_preview_needs_one(
+    make_client: Callable[[Settings], TestClient], keyed_settings: Settings
+) -> None:
+    client = make_client(keyed_settings)
+    for path in ("/", "/viewer", "/static/viewer.js", "/static/samples/index.json", "/viewer/colors.json"):
+        assert client.get(path).status_code == 200, path  # the page must load to ask for the key
+    assert client.get("/v1/models").status_code == 401
+    files = {"image": ("s.png", SAMPLE.read_bytes(), "image/png")}
+    response = client.post("/viewer/preview", files=files)
+    assert response.status_code == 401 and response.headers["content-type"] == "application/problem+json"
+    assert client.post("/viewer/preview", files=files, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/viewer/preview", files=files, headers={"X-API-Key": API_KEY}).status_code == 200
+    assert client.post("/viewer/preview", files=files, headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
 
 
 def test_static_assets_have_their_media_types(client: TestClient) -> None:
@@ -199,9 +222,26 @@ def redis_url_of(connection: redis.Redis) -> str:
 
 
 @pytest.fixture
-def live_server(redis_conn: redis.Redis, registry: Registry, settings: Settings) -> Iterator[str]:
-    """The app on a free loopback port, served by uvicorn in a thread."""
-    app = create_app(settings, registry=registry, connection=redis_conn)
+def serve(redis_conn: redis.Redis, registry: Registry) -> Iterator[Callable[[Settings], str]]:
+    """Start the app on a free loopback port, served by uvicorn in a thread; its base URL."""
+    stops: list[Callable[[], None]] = []
+
+    def start(settings: Settings) -> str:
+        url, stop = start_server(create_app(settings, registry=registry, connection=redis_conn))
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in stops:
+        stop()
+
+
+@pytest.fixture
+def live_server(serve: Callable[[Settings], str], settings: Settings) -> str:
+    return serve(settings)
+
+
+def start_server(app: Any) -> tuple[str, Callable[[], None]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -212,10 +252,13 @@ def live_server(redis_conn: redis.Redis, registry: Registry, settings: Settings)
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 @pytest.fixture
@@ -295,7 +338,7 @@ def assert_close_pixels(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 
 def wait_rendered(page: Any, before: int) -> int:
-    page.wait_for_function(f"Number(document.getElementById('results').dataset.rendered || 0) > {before}")
+    page.wait_for_function("(n) => Number(document.getElementById('results').dataset.rendered || 0) > n", arg=before)
     return int(page.get_attribute("#results", "data-rendered"))
 
 
@@ -325,28 +368,39 @@ def value_at(obj: Any, path: str) -> Any:
 @requires_chromium
 @pytest.mark.slow
 def test_viewer_end_to_end_in_chromium(
-    browser: Any, live_server: str, worker_process: subprocess.Popen, tmp_path: Path
+    browser: Any,
+    serve: Callable[[Settings], str],
+    keyed_settings: Settings,
+    worker_process: subprocess.Popen,
+    tmp_path: Path,
 ) -> None:
+    live_server = serve(keyed_settings)  # API keys required: the page must send the one typed in
+    key = {"X-API-Key": API_KEY}
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     log = PageLog(page)
     page.goto(f"{live_server}/")
     page.wait_for_selector("body[data-ready=true]")
-    assert page.locator("#model option").count() == 2  # the test registry's two models
-    assert page.input_value("#model") == factories.SEGMENTER
-    page.fill("#api-key", "viewer-test-key")
+    assert "Unauthorized" in page.text_content("#form-error")  # no key yet: the page says so
+    assert page.locator("#model option").count() == 0
+    log.errors.clear()  # the browser reports the 401 on the console; that one was expected
     keyed_from = len(log.requests)  # every API call from now on carries the key
+    page.fill("#api-key", API_KEY)
+    page.keyboard.press("Tab")  # change -> the models are loaded again, now with the key
+    page.wait_for_function("() => document.querySelectorAll('#model option').length === 2")  # the test registry's two
+    assert page.input_value("#model") == factories.SEGMENTER
+    assert page.text_content("#form-error") == ""
 
     # Upload through the file pickers, as a person would: image and its ground truth.
     page.set_input_files("#image-file", str(SAMPLE))
     page.set_input_files("#truth-file", str(SAMPLE_TRUTH))
-    page.wait_for_function("document.getElementById('input-canvas').width === 128")
+    page.wait_for_function("() => document.getElementById('input-canvas').width === 128")
     assert np.array_equal(canvas_rgb(page, "input-canvas")[..., 0], np.asarray(Image.open(SAMPLE)))
     page.click("#submit")
     job_id = wait_for_result(page, worker_process)
     assert "Finished" in page.text_content("#progress-text")
     assert not log.errors, log.errors
 
-    job = httpx.get(f"{live_server}/v1/jobs/{job_id}").json()
+    job = httpx.get(f"{live_server}/v1/jobs/{job_id}", headers=key).json()
     assert job["status"] == "finished"
     result = job["result"]
     assert result["ground_truth"] is not None and "pr-curve.png" in job["links"]["artifacts"]
@@ -369,14 +423,14 @@ def test_viewer_end_to_end_in_chromium(
             assert text == str(value), path
 
     # What the browser drew is what lrpseg.render draws for the same threshold.
-    rel2d = np.load(io.BytesIO(httpx.get(job["links"]["artifacts"]["relevance.npy"]).content)).sum(0, dtype=np.float64)
+    rel2d = np.load(io.BytesIO(httpx.get(job["links"]["artifacts"]["relevance.npy"], headers=key).content)).sum(0, dtype=np.float64)
     image = np.asarray(Image.open(SAMPLE))
     vis = result["params"]["visualisation"]
     assert (vis["threshold"], vis["threshold_mode"], vis["transfer"]) == (50.0, "percentile", "log")
     before = canvas_rgb(page, "heatmap-canvas")
     assert_close_pixels(before, render.relevance_rgb(rel2d, percentile=50.0), "heatmap at p50")
     assert_close_pixels(canvas_rgb(page, "overlay-canvas"), render.overlay_rgb(image, rel2d, percentile=50.0), "overlay at p50")
-    server_png = factories.decode_png(httpx.get(job["links"]["artifacts"]["relevance.png"]).content)
+    server_png = factories.decode_png(httpx.get(job["links"]["artifacts"]["relevance.png"], headers=key).content)
     assert_close_pixels(before, server_png, "heatmap vs the job's relevance.png")
 
     # Move the threshold slider with the keyboard: 40 steps of 0.5 -> the 70th percentile.
@@ -423,7 +477,7 @@ def test_viewer_end_to_end_in_chromium(
     assert [page.input_value(f"#{k}") for k in ("x0", "y0", "x1", "y1")] == ["20", "30", "61", "71"]
     assert page.input_value("#target-kind") == "region"
     page.click("#submit")
-    region_job = httpx.get(f"{live_server}/v1/jobs/{wait_for_result(page, worker_process, job_id)}").json()
+    region_job = httpx.get(f"{live_server}/v1/jobs/{wait_for_result(page, worker_process, job_id)}", headers=key).json()
     target = region_job["result"]["params"]["target"]
     assert target["kind"] == "region" and target["region"] == [{"x0": 20, "y0": 30, "x1": 61, "y1": 71}]
     assert region_job["result"]["explanation"]["target"].startswith("region")
@@ -431,8 +485,8 @@ def test_viewer_end_to_end_in_chromium(
     # Everything came from this server; the key typed in was sent on every API call.
     assert log.foreign(live_server) == []
     api_calls = [r for r in log.requests[keyed_from:] if urlparse(r.url).path.startswith(("/v1/", "/viewer/preview"))]
-    assert api_calls and all(r.headers.get("x-api-key") == "viewer-test-key" for r in api_calls)
-    assert page.evaluate("sessionStorage.getItem('lrpseg.apiKey')") == "viewer-test-key"
+    assert api_calls and all(r.headers.get("x-api-key") == API_KEY for r in api_calls)
+    assert page.evaluate("sessionStorage.getItem('lrpseg.apiKey')") == API_KEY
     assert not log.errors, log.errors
     page.close()
 
