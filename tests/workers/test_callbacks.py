@@ -1,0 +1,171 @@
+"""The deliverer's guarantees: leases (a deliverer that dies mid-send does not lose the
+delivery), the end hooks for lost workers, and the thread inside a real worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from service import callbacks
+from service.callbacks import Deliveries
+from service.settings import Settings
+from tests.service import factories
+from tests.service.receiver import running_receiver
+from workers import callbacks as deliver
+
+SECRET = "worker-side-secret"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "callback_allowed_hosts": ["127.0.0.1"],
+            "callback_secret": SecretStr(SECRET),
+            "callback_attempts": 3,
+            "callback_base_delay": 0.1,
+            "callback_timeout": 0.3,
+            "callback_lease": 0.6,
+            "callback_poll": 0.05,
+        }
+    )
+
+
+def submit(client: TestClient, url: str) -> str:
+    image, _ = factories.defect_image(64)
+    response = client.post(
+        "/v1/jobs",
+        files={"image": ("a.png", factories.png_bytes(image), "image/png")},
+        data={"params": '{"task": "segment"}', "callback_url": url},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def delivery_id_of(redis_conn: redis.Redis, job_id: str) -> str:
+    job = Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer)
+    return job.meta["callback"]["delivery_id"]
+
+
+def test_a_deliverer_that_dies_mid_send_loses_its_lease_not_the_delivery(
+    client: TestClient, work: Callable[[], bool], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    with running_receiver([200]) as receiver:
+        job_id = submit(client, receiver.url)
+        assert work()
+        deliveries = Deliveries(redis_conn, settings.key_prefix)
+        dead = deliveries.claim(10, settings.callback_lease, settings.callback_attempts)  # claimed, never sent
+        assert [d.id for d in dead] == [delivery_id_of(redis_conn, job_id)]
+
+        survivor = deliver.Deliverer(redis_conn, settings)
+        assert survivor.run_once() == 0  # still leased to the dead one
+        time.sleep(settings.callback_lease + 0.1)
+        assert survivor.run_once() == 1  # the lease ran out: delivered again, same id
+        survivor.close()
+        got = receiver.wait_for(1, timeout=5)
+    assert got[0].headers["x-lrpseg-delivery"] == dead[0].id
+    assert json.loads(got[0].body)["job_id"] == job_id
+    status = deliveries.status(dead[0].id, receiver.url)
+    assert status.status == "delivered" and status.attempts == 2  # the lost attempt counts
+    # The dead deliverer waking up late cannot overwrite the outcome: its lease token is stale.
+    assert not deliveries.settle(dead[0], "failed", status_code=None, error="late")
+    assert deliveries.status(dead[0].id, receiver.url).status == "delivered"
+
+
+def test_a_delivery_whose_deliverers_keep_dying_ends_failed(
+    client: TestClient, work: Callable[[], bool], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    job_id = submit(client, "http://127.0.0.1:9/never-called")
+    assert work()
+    deliveries = Deliveries(redis_conn, settings.key_prefix)
+    delivery_id = delivery_id_of(redis_conn, job_id)
+    for _ in range(settings.callback_attempts):
+        now = time.time() + 3600 * _  # jump past each lease instead of sleeping
+        assert [d.id for d in deliveries.claim(10, settings.callback_lease, settings.callback_attempts, now)] == [
+            delivery_id
+        ]
+    assert deliveries.claim(10, settings.callback_lease, settings.callback_attempts, time.time() + 10**5) == []
+    status = deliveries.status(delivery_id, "")
+    assert status.status == "failed" and status.attempts == 3 and "deliverer stopped" in status.last_error
+
+
+def test_lost_worker_hook_reports_worker_lost_only_when_no_retry_is_left(
+    client: TestClient, redis_conn: redis.Redis, settings: Settings
+) -> None:
+    job_id = submit(client, "http://127.0.0.1:9/hook")
+    job = Job.fetch(job_id, connection=redis_conn, serializer=JSONSerializer)
+    deliveries = Deliveries(redis_conn, settings.key_prefix)
+    delivery_id = job.meta["callback"]["delivery_id"]
+
+    job.retries_left = 1  # RQ will run it again: it has not ended
+    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
+    assert not redis_conn.exists(deliveries.key(delivery_id))
+
+    job.retries_left = 0
+    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
+    body = json.loads(redis_conn.hget(deliveries.key(delivery_id), "body"))
+    assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"
+    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)  # again: still one
+    assert redis_conn.zcard(deliveries.due_key) == 1
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    assert [deliver.backoff(n, 2.0, 20.0) for n in range(1, 6)] == [2.0, 4.0, 8.0, 16.0, 20.0]
+
+
+@pytest.mark.slow
+def test_a_worker_process_delivers_callbacks_from_its_own_thread(
+    client: TestClient, redis_conn: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """`python -m lrpseg.cli worker`: the job runs, and the process's deliverer POSTs the callback."""
+    factories.write_models(tmp_path / "models")
+    kwargs = redis_conn.connection_pool.connection_kwargs
+    url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"}
+    env.update(
+        {
+            "LRPSEG_REDIS_URL": url,
+            "LRPSEG_QUEUE_NAME": settings.queue_name,
+            "LRPSEG_KEY_PREFIX": settings.key_prefix,
+            "LRPSEG_MODELS_DIR": str(tmp_path / "models"),
+            "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
+            "LRPSEG_DEVICE": "cpu",
+            "LRPSEG_TORCH_THREADS": "1",
+            "LRPSEG_LOG_LEVEL": "warning",
+            "LRPSEG_CALLBACK_SECRET": SECRET,
+            "LRPSEG_CALLBACK_POLL": "0.1",
+        }
+    )
+    with running_receiver([503, 200]) as receiver:
+        job_id = submit(client, receiver.url)
+        proc = subprocess.Popen([sys.executable, "-m", "lrpseg.cli", "worker"], env=env, cwd=tmp_path)
+        try:
+            got = receiver.wait_for(2, timeout=90)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert len(got) == 2, "the worker process did not deliver (and retry) the callback"
+    for request in got:
+        timestamp = request.headers["x-lrpseg-timestamp"]
+        assert callbacks.verify(SECRET, timestamp, request.body, request.headers["x-lrpseg-signature"])
+    assert json.loads(got[1].body)["job_id"] == job_id and json.loads(got[1].body)["status"] == "finished"
+    view = client.get(f"/v1/jobs/{job_id}").json()
+    assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 2
