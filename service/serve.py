@@ -89,6 +89,17 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECO
             proc.wait()
 
 
+def with_loopback_callbacks(settings: Settings) -> Settings:
+    """The embedded default (one machine, no REDIS_URL): with a callback secret set and no
+    allow-list, callbacks may go to this machine's loopback (docs/interop.md)."""
+    if settings.callback_secret is None or settings.callback_allowed_hosts:
+        return settings
+    return settings.model_copy(update={"callback_allowed_hosts": list(LOOPBACK_HOSTS)})
+
+
+LOOPBACK_HOSTS = ("127.0.0.0/8", "::1/128", "localhost")
+
+
 class Shutdown(Exception):
     """SIGINT/SIGTERM: leave the serving loop and clean up."""
 
@@ -110,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if not settings.redis_url:
             embedded = start_embedded(settings.data_dir)
             settings = settings.model_copy(update={"redis_url": embedded.url})
+            settings = with_loopback_callbacks(settings)
         procs = start_workers(settings, settings.require_redis_url())
         from service.app import create_app
 

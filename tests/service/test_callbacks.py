@@ -256,3 +256,16 @@ def test_allowed_hosts_setting_from_the_environment(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="needs callback_secret"):
         Settings()
 
+
+
+def test_the_embedded_default_allows_loopback_callbacks_once_a_secret_is_set() -> None:
+    from service.serve import with_loopback_callbacks
+
+    assert with_loopback_callbacks(Settings()).callback_allowed_hosts == []  # no secret: callbacks stay off
+    on = with_loopback_callbacks(Settings(callback_secret="x"))
+    for url in ("http://127.0.0.1:9000/h", "http://localhost/h", "http://[::1]:8080/h"):
+        assert callbacks.check_callback_url(url, on.callback_allowed_hosts, on.callback_secret) == url
+    with pytest.raises(Exception, match="not in this server"):
+        callbacks.check_callback_url("http://10.0.0.1/h", on.callback_allowed_hosts, on.callback_secret)
+    listed = Settings(callback_secret="x", callback_allowed_hosts="ris.example.org")
+    assert with_loopback_callbacks(listed).callback_allowed_hosts == ["ris.example.org"]  # the operator's list wins
