@@ -63,10 +63,49 @@ def decode_png(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
     return DecodedImage.build(array, raw, format="png", bit_depth=depth)
 
 
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic); not C4/C8/CC (tables).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_header(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the first start-of-frame segment, or None if there is none to read.
+
+    Read before Pillow opens the file: Pillow refuses images above its own pixel limit
+    with DecompressionBombError, which is no ImageDecodeError, and we want our limits to
+    answer first, the same way for every format.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return height, width
+        if marker == 0xDA or length < 2:  # scan data follows: no frame header before it
+            return None
+        pos += 2 + length
+    return None
+
+
 def decode_jpeg(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
+    declared = jpeg_header(data)
+    if declared is not None and declared[0] > 0:  # height 0 (DNL) is sized by the decoder
+        limits.check(*declared, "JPEG image")
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(413, "too_many_pixels", f"JPEG image is too large: {exc}") from exc
     except _PIL_ERRORS as exc:
         raise ImageDecodeError(400, "jpeg_corrupt", "JPEG header is malformed") from exc
     limits.check(height, width, "JPEG image")

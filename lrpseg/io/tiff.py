@@ -31,7 +31,9 @@ def decode_tiff(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
         raise ImageDecodeError(400, "tiff_malformed", "TIFF header or directory is malformed") from exc
     with tif:
         try:
-            pages = [page for page in tif.pages if not page.is_reduced]
+            pages = _full_pages(tif)
+        except ImageDecodeError:
+            raise
         except _READ_ERRORS as exc:
             raise ImageDecodeError(400, "tiff_malformed", "TIFF image directory is malformed") from exc
         if not pages:
@@ -52,6 +54,26 @@ def decode_tiff(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
         array, raw, format="tiff", bit_depth=page.bitspersample,
         frame=index if multi else None, frames=len(pages),
     )
+
+
+MAX_PAGES = 4096
+
+
+def _full_pages(tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
+    """The full-resolution pages, read one directory at a time with two guards: tifffile
+    follows a directory chain that loops back on itself forever (each lap a new page object),
+    and a chain of millions of tiny directories would cost as much; both end here."""
+    seen: set[int] = set()
+    pages = []
+    for index, page in enumerate(tif.pages):
+        if index >= MAX_PAGES:
+            raise ImageDecodeError(413, "too_many_pages", f"TIFF has more than {MAX_PAGES} pages")
+        if page.offset in seen:
+            raise ImageDecodeError(400, "tiff_malformed", "TIFF page directories loop back on themselves")
+        seen.add(page.offset)
+        if not page.is_reduced:
+            pages.append(page)
+    return pages
 
 
 def _check_compression(page: tifffile.TiffPage) -> None:
