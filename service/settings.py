@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per worker; default torch's")
     preload: Literal["all", "default"] = "all"
+    deterministic: bool = Field(True, description="CUDA: deterministic cuDNN/cuBLAS kernels (docs/interop.md)")
     worker_name: str | None = None
     parent_pid: int | None = Field(None, description="set by `lrpseg serve`: a worker whose parent dies stops")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's announcements")

@@ -28,6 +28,20 @@ from service.store import Store
 log = logging.getLogger("lrpseg.worker")
 
 
+def deterministic_kernels(device: torch.device) -> None:
+    """On CUDA, ask for run-to-run identical kernels (docs/interop.md): cuDNN's deterministic
+    algorithms without autotuning, cuBLAS with a fixed workspace, and torch's deterministic mode
+    (warn_only: an op without a deterministic CUDA kernel warns instead of failing the job).
+    Before the first CUDA call, since cuBLAS reads its workspace setting once. CPU kernels are
+    already deterministic for a fixed thread count and batch size; nothing is changed there."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,6 +156,8 @@ def start(
         device=pick_device(settings.device),
         name=name or settings.worker_name or f"{socket.gethostname()}.{os.getpid()}",
     )
+    if settings.deterministic:
+        deterministic_kernels(runtime.device)
     runtime.preload()
     if heartbeat:
         runtime.start_heartbeat()

@@ -8,6 +8,7 @@ every artifact, relevance.npy included.
 from __future__ import annotations
 
 import io
+import os
 import json
 from collections.abc import Callable
 from typing import Any
@@ -67,3 +68,24 @@ def test_same_input_gives_byte_identical_results(
         assert data == second_artifacts[name], f"{name} differs between two runs of the same job"
     relevance = np.load(io.BytesIO(first_artifacts["relevance.npy"]))
     assert relevance.dtype == np.float32 and np.abs(relevance).sum() > 0  # a real map, not an empty one
+
+
+def test_deterministic_kernels_are_asked_for_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The switches a CUDA worker sets before its first CUDA call (no GPU needed to set them)."""
+    import torch
+
+    from workers.runtime import deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    mode = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        deterministic_kernels(torch.device("cpu"))
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        deterministic_kernels(torch.device("cuda", 0))
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+        torch.use_deterministic_algorithms(mode[0], warn_only=mode[1])
