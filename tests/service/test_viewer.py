@@ -395,9 +395,17 @@ def test_viewer_end_to_end_in_chromium(
     page.set_input_files("#truth-file", str(SAMPLE_TRUTH))
     page.wait_for_function("() => document.getElementById('input-canvas').width === 128")
     assert np.array_equal(canvas_rgb(page, "input-canvas")[..., 0], np.asarray(Image.open(SAMPLE)))
+    page.evaluate(
+        """() => { window.progressSeen = [];
+            new MutationObserver(() => window.progressSeen.push(document.getElementById('progress-text').textContent))
+                .observe(document.getElementById('progress-text'), {childList: true, characterData: true, subtree: true}); }"""
+    )
     page.click("#submit")
     job_id = wait_for_result(page, worker_process)
     assert "Finished" in page.text_content("#progress-text")
+    seen = page.evaluate("() => window.progressSeen")
+    assert seen[0] == "Uploading…" and any(t.startswith(("Queued", "Running: ")) for t in seen), seen
+    assert page.get_attribute("#progress-text", "aria-live") == "polite"
     assert not log.errors, log.errors
 
     job = httpx.get(f"{live_server}/v1/jobs/{job_id}", headers=key).json()
@@ -488,6 +496,79 @@ def test_viewer_end_to_end_in_chromium(
     assert api_calls and all(r.headers.get("x-api-key") == API_KEY for r in api_calls)
     assert page.evaluate("sessionStorage.getItem('lrpseg.apiKey')") == API_KEY
     assert not log.errors, log.errors
+    page.close()
+
+
+@requires_chromium
+@pytest.mark.slow
+def test_sample_picker_and_a_dropped_dicom(
+    browser: Any, live_server: str, worker_process: subprocess.Popen
+) -> None:
+    """A shipped sample from the list; then a DICOM file dropped on the drop zone, run as a job."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    log = PageLog(page)
+    page.goto(f"{live_server}/viewer")
+    page.wait_for_selector("body[data-ready=true]")
+    entry = json.loads(page.locator("#sample option").nth(3).get_attribute("value"))
+    page.select_option("#sample", index=3)
+    page.wait_for_function("(name) => document.getElementById('image-note').textContent.startsWith(name + ': 128')", arg=entry["image"])
+    shown = canvas_rgb(page, "input-canvas")[..., 0]
+    assert np.array_equal(shown, np.asarray(Image.open(samples.SAMPLES_DIR / entry["image"])))
+    assert entry["ground_truth"] in page.text_content("#truth-note")
+
+    # The drop zone works from the keyboard too: Enter opens the file chooser.
+    # (Whether Chromium then shows its dialog depends on its pop-up policy, so the test watches the click.)
+    page.evaluate("() => document.getElementById('image-file').addEventListener('click', (e) => { e.preventDefault(); window.chooserOpened = true; })")
+    page.focus("#drop-zone")
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => window.chooserOpened") is True
+
+    dicom = Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes()
+    transfer = page.evaluate_handle(
+        """(bytes) => { const dt = new DataTransfer();
+            dt.items.add(new File([Uint8Array.from(bytes)], 'CT_small.dcm', {type: 'application/dicom'}));
+            return dt; }""",
+        list(dicom),
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    page.wait_for_function("() => document.getElementById('image-note').textContent.includes('128×128')")
+    assert page.text_content("#truth-note") == ""  # the sample's ground truth does not belong to this image
+    page.uncheck("#mask-gmm")
+    page.click("#submit")
+    job_id = wait_for_result(page, worker_process)
+    job = httpx.get(f"{live_server}/v1/jobs/{job_id}").json()
+    assert job["result"]["input"]["dicom"] is True
+    assert job["result"]["params"]["masks"] == ["simple", "bmm"]
+    assert {"seg.dcm", "relevance.dcm"} <= set(job["links"]["artifacts"])
+    names = page.eval_on_selector_all("#download-list a", "els => els.map(a => a.textContent)")
+    assert "seg.dcm" in names and "relevance.dcm" in names
+    assert page.locator("#mask-figures img").count() == 2
+    assert log.foreign(live_server) == [] and not log.errors, log.errors
+    page.close()
+
+
+@requires_chromium
+@pytest.mark.slow
+def test_every_control_is_labelled(browser: Any, live_server: str) -> None:
+    page = browser.new_page()
+    page.goto(f"{live_server}/")
+    page.wait_for_selector("body[data-ready=true]")
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, canvas, img, progress')].filter((e) => {
+            if (e.tagName === 'IMG') return !e.alt;
+            if (e.tagName === 'CANVAS') return e.getAttribute('role') !== 'img' || !e.getAttribute('aria-label');
+            if (e.tagName === 'BUTTON') return !e.textContent.trim();
+            return !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby');
+        }).map((e) => e.id || e.outerHTML.slice(0, 80))"""
+    )
+    assert unlabelled == []
+    # Tab reaches the controls in order, starting with the skip link, and focus is drawn.
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip-link"
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "api-key"
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
     page.close()
 
 
