@@ -476,7 +476,8 @@ function renderHeatmap() {
   const heat = $("heatmap-canvas");
   heat.width = rel.width;
   heat.height = rel.height;
-  heat.getContext("2d").putImageData(new ImageData(R.colorize(values, state.colors.lut), rel.width, rel.height), 0, 0);
+  const colours = R.colorize(values, state.colors.lut);
+  heat.getContext("2d").putImageData(new ImageData(colours, rel.width, rel.height), 0, 0);
   const threshold = options.mode === "linear" ? "linear scale" : `log scale, |R| < ${fmt(tau)} shown as 0`;
   heat.setAttribute("aria-label", `Relevance heatmap, ${threshold}; red positive, blue negative`);
   $("scale-note").textContent = `(max |R| ${fmt(peak)}; ${threshold})`;
@@ -485,7 +486,8 @@ function renderHeatmap() {
   if (p && p.width === rel.width && p.height === rel.height) {
     over.width = rel.width;
     over.height = rel.height;
-    over.getContext("2d").putImageData(new ImageData(R.overlay(values, p.rgba, state.colors.lut), rel.width, rel.height), 0, 0);
+    const blended = R.overlay(values, p.rgba, state.colors.lut, 0.5, colours);
+    over.getContext("2d").putImageData(new ImageData(blended, rel.width, rel.height), 0, 0);
     over.dataset.source = "browser";
   } else if (rel.serverOverlay) { // the model saw a resized image: show the job's own overlay
     drawBlob(over, rel.serverOverlay);
@@ -493,7 +495,17 @@ function renderHeatmap() {
   }
   over.setAttribute("aria-label", `Relevance over the input, ${threshold}`);
   drawTicks(peak, tau, options.mode);
+  heat.dataset.view = JSON.stringify(options); // what is drawn now (the tests wait for it)
   $("results").dataset.rendered = String(Number($("results").dataset.rendered || 0) + 1);
+}
+
+let renderPending = false;
+
+/** Slider moves come faster than a large map renders: draw once per frame, with the latest value. */
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; renderHeatmap(); });
 }
 
 function drawColorbar() {
@@ -737,7 +749,7 @@ function wire() {
   for (const id of ["task", "method", "target-kind", "threshold-mode"]) $(id).addEventListener("change", syncForm);
   $("job-form").addEventListener("submit", submit);
 
-  $("view-threshold").addEventListener("input", () => { syncSlider(); renderHeatmap(); });
+  $("view-threshold").addEventListener("input", () => { syncSlider(); scheduleRender(); });
   $("view-mode").addEventListener("change", () => {
     setSliderRange($("view-mode").value, $("view-mode").value === "percentile" ? 50 : 0.05);
     syncSlider();

@@ -470,12 +470,14 @@ def test_viewer_end_to_end_in_chromium(
 
     # Move the threshold slider with the keyboard: PageUp twice (10 % of the range each), then
     # ArrowRight and ArrowLeft (one step of 0.5 each) -> the 70th percentile.
-    rendered = int(page.get_attribute("#results", "data-rendered"))
     page.focus("#view-threshold")
     for key_name in ("PageUp", "PageUp", "ArrowRight", "ArrowLeft"):
         page.keyboard.press(key_name)
-    rendered = wait_rendered(page, rendered + 3)
     assert page.input_value("#view-threshold") == "70"
+    page.wait_for_function(
+        "() => document.getElementById('heatmap-canvas').dataset.view === JSON.stringify({mode: 'log', percentile: 70})"
+    )
+    rendered = int(page.get_attribute("#results", "data-rendered"))
     after = canvas_rgb(page, "heatmap-canvas")
     assert (after != before).any(axis=2).mean() > 0.05, "the heatmap did not change"
     assert_close_pixels(after, render.relevance_rgb(rel2d, percentile=70.0), "heatmap at p70")
