@@ -10,6 +10,7 @@ Layout (prefix `lrpseg` by default):
                                     attempts, last_status, last_error, next_at, delivered_at, lease
   {p}:callbacks:due           zset  delivery id -> when its next attempt is due (unix s)
   {p}:callbacks:leased        zset  delivery id -> when its current claim runs out
+  {p}:callbacks:wake          list  at most one id: wakes a sleeping deliverer (BRPOP) at once
 
 Delivery is at least once: a deliverer that dies mid-send loses its lease, and the record
 goes out again after `callback_lease` s with the same delivery id (receivers dedupe on
@@ -252,6 +253,7 @@ class Deliveries:
         self.prefix = prefix
         self.due_key = f"{prefix}:callbacks:due"
         self.leased_key = f"{prefix}:callbacks:leased"
+        self.wake_key = f"{prefix}:callbacks:wake"  # a list of at most one token: "something is due now"
         self._claim = connection.register_script(_CLAIM)
         self._settle = connection.register_script(_SETTLE)
 
@@ -289,8 +291,15 @@ class Deliveries:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, ttl)
             pipe.zadd(self.due_key, {delivery_id: now})
+            pipe.lpush(self.wake_key, delivery_id)
+            pipe.ltrim(self.wake_key, 0, 0)
             pipe.execute()
         return True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, or until a new delivery is scheduled (a deliverer wakes at once)."""
+        if seconds >= 0.01:  # BRPOP's 0 would mean forever
+            self.connection.brpop([self.wake_key], timeout=seconds)
 
     def claim(self, limit: int, lease: float, max_attempts: int, now: float | None = None) -> list[Delivery]:
         now = time.time() if now is None else now

@@ -30,7 +30,7 @@ log = logging.getLogger("lrpseg.callbacks")
 
 ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 UNMARKED_GRACE = 10.0  # s: send anyway if RQ still has not marked the job ended by then
-POSTPONE = 0.05  # s: re-check interval while RQ marks the job ended
+POSTPONE = 0.01  # s: re-check interval while RQ marks the job ended (a few ms after the hook)
 
 
 # ---- job-end hook (RQ callbacks) ---------------------------------------------------------------
@@ -127,11 +127,11 @@ class Deliverer:
                 if self.run_once():
                     continue
                 due = self.deliveries.next_due()
+                wait = self.settings.callback_poll if due is None else due - time.time()
+                self.deliveries.wait(min(self.settings.callback_poll, max(0.0, wait)))
             except Exception:  # noqa: BLE001 - Redis blips: try again after a pause
                 log.warning("callback deliverer could not reach Redis")
-                due = None
-            wait = self.settings.callback_poll if due is None else due - time.time()
-            stop.wait(min(self.settings.callback_poll, max(0.0, wait)))
+                stop.wait(self.settings.callback_poll)
 
     def send(self, delivery: Delivery) -> None:
         if self._not_marked_ended(delivery):

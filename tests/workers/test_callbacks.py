@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,27 @@ def test_lost_worker_hook_reports_worker_lost_only_when_no_retry_is_left(
     assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"
     deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)  # again: still one
     assert redis_conn.zcard(deliveries.due_key) == 1
+
+
+def test_a_sleeping_deliverer_wakes_when_a_job_ends(
+    client: TestClient, work: Callable[[], bool], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    """Deliverers block on a wake list, not a poll: the callback leaves within ms of the job's
+    end even with a 5 s poll."""
+    settings = settings.model_copy(update={"callback_poll": 5.0, "callback_lease": 10.0})
+    with running_receiver([200]) as receiver:
+        stop = threading.Event()
+        thread = deliver.start_thread(redis_conn, settings, stop)
+        try:
+            time.sleep(0.3)  # asleep in BRPOP by now
+            submit(client, receiver.url)
+            assert work()
+            ended = time.monotonic()
+            got = receiver.wait_for(1, timeout=4)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    assert got and got[0].at - ended < 1.0, "the deliverer slept through the poll instead of waking"
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
