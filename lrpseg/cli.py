@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from pydantic import ValidationError
+
 # subcommand -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lrpseg.training.cli", "train the shipped models on generated data"),
@@ -27,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     cmd_parser = argparse.ArgumentParser(prog=f"lrpseg {args.command}", description=COMMANDS[args.command][1])
     module.add_arguments(cmd_parser)
-    return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)
+    parsed = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(parsed) or 0)
+    except ValidationError as exc:  # Settings refused the environment: say what, without a traceback
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"lrpseg {args.command}: invalid settings\n{problems}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

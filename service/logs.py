@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -38,6 +40,17 @@ class ContextFilter(logging.Filter):
         if getattr(record, "job_id", None) is None:
             record.job_id = job_id
         return True
+
+
+@contextmanager
+def job_context(job_id: str, request_id: str | None) -> Iterator[None]:
+    """Stamp the log lines of this job's run (a worker's `perform_job`) with its ids."""
+    tokens = job_id_var.set(job_id), request_id_var.set(request_id if isinstance(request_id, str) else None)
+    try:
+        yield
+    finally:
+        job_id_var.reset(tokens[0])
+        request_id_var.reset(tokens[1])
 
 
 def _current_rq_job() -> tuple[str | None, str | None]:
@@ -90,6 +103,10 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # httpx/httpcore log every request's full URL, query string included, at INFO/DEBUG
+    # (callbacks, the client): a URL may carry a token.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return handler
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
+from service import logs
 from service.embedded import EmbeddedRedis, start_embedded
 from service.settings import Settings
 
@@ -110,7 +111,7 @@ def _shutdown(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     # uvicorn handles the signals while it serves, then re-raises them: ours turn that into
     # an exception here instead of the default SIGTERM death, so the cleanup below runs.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
 
         log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(procs))
         uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,  # ours (service.logs.access) names the route template, not the URL
+            log_config=None,  # uvicorn's loggers go through logs.configure's handler
         )
     except Shutdown:
         pass

@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from service import logs
 from service.settings import Settings
 
 
@@ -25,6 +26,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    logs.configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
         print(
             "lrpseg api: set REDIS_URL (or run `lrpseg serve`, which embeds Redis)",
@@ -42,11 +44,17 @@ def run(args: argparse.Namespace) -> int:
             workers=args.processes,
             log_level=settings.log_level,
             access_log=False,
+            log_config=None,
         )
         return 0
     from service.app import create_app
 
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # ours (service.logs.access) names the route template, not the URL
+        log_config=None,  # uvicorn's loggers go through logs.configure's handler
     )
     return 0

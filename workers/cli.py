@@ -11,6 +11,7 @@ import threading
 from redis import Redis
 from redis.exceptions import RedisError
 
+from service import logs
 from service.settings import Settings
 from workers.worker import ModelWorker, build_worker
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     worker = build_worker(settings)
     return work_until_stopped(worker, burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level)
 

@@ -15,7 +15,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from lrpseg.registry import Registry
-from service import recovery
+from service import logs, recovery
 from service.settings import Settings
 from workers import batching, faults, runtime, tasks
 
@@ -65,7 +65,8 @@ class ModelWorker(SimpleWorker):
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         settings = self.runtime.settings
-        with faults.ClaimKeeper(self, job, execution, settings.claim_renewal, tick=self.reap_lost_jobs):
+        claim = faults.ClaimKeeper(self, job, execution, settings.claim_renewal, tick=self.reap_lost_jobs)
+        with logs.job_context(job.id, (job.meta or {}).get("request_id")), claim:  # ids on every log line
             ok = super().perform_job(job, queue, execution)
         self.jobs_done += 1
         if not ok and faults.failed_for_memory(job):
