@@ -141,6 +141,7 @@ def test_a_sleeping_deliverer_wakes_when_a_job_ends(
             got = receiver.wait_for(1, timeout=4)
         finally:
             stop.set()
+            redis_conn.lpush(Deliveries(redis_conn, settings.key_prefix).wake_key, "stop")  # out of its 5 s BRPOP
             thread.join(timeout=10)
     assert got and got[0].at - ended < 1.0, "the deliverer slept through the poll instead of waking"
 
