@@ -372,6 +372,7 @@ async function showResult(view) {
     names.has("overlay.png") ? artifactBlob(view, "overlay.png") : null,
     names.has("pr-curve.png") ? artifactBlob(view, "pr-curve.png") : null,
   ]);
+  $("fig-segmentation").hidden = !segmentation; // classifiers have none
   if (segmentation) await drawSegmentation(segmentation, result);
   if (npy) {
     const summed = R.sumChannels(R.parseNpy(await npy.arrayBuffer()));

@@ -196,6 +196,7 @@ def test_preview_keeps_the_pixel_limits(make_client: Callable[[Settings], TestCl
 
 def test_shipped_samples_match_the_generator_and_decode(client: TestClient) -> None:
     assert samples.differences() == [], "regenerate with: .venv/bin/python -m service.samples"
+    assert samples.main(["--check"]) == 0
     index = client.get("/static/samples/index.json").json()
     assert [s["name"] for s in index] == [s.name for s in samples.SAMPLES]
     for entry in index:
