@@ -26,9 +26,20 @@ class QueueCollector(Collector):
         depth.add_metric(["started"], self.queue.started_job_registry.count)
         depth.add_metric(["failed"], self.queue.failed_job_registry.count)
         yield depth
+        live = self.stats.live_workers(self.worker_max_age)
         workers = GaugeMetricFamily("lrpseg_workers", "workers seen within their heartbeat interval")
-        workers.add_metric([], len(self.stats.live_workers(self.worker_max_age)))
+        workers.add_metric([], len(live))
         yield workers
+        memory = GaugeMetricFamily(
+            "lrpseg_worker_device_memory_bytes",
+            "CUDA memory of each worker's process at its last heartbeat (absent on CPU)",
+            labels=["worker", "device", "kind"],
+        )
+        for worker in live:
+            for kind, value in sorted(worker.device_memory.items()):
+                memory.add_metric([worker.name, worker.device, kind], value)
+        if memory.samples:  # CPU-only deployments have no such series at all
+            yield memory
         jobs = CounterMetricFamily("lrpseg_jobs", "jobs ended, by outcome and model", labels=["status", "model"])
         for (status, model), count in sorted(self.stats.job_counts().items()):
             jobs.add_metric([status, model], count)

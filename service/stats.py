@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -35,6 +35,8 @@ class WorkerInfo:
     models: list[str]
     device: str
     errors: dict[str, str]
+    # bytes, on CUDA only: torch.cuda.memory_allocated / max_memory_allocated at the heartbeat
+    device_memory: dict[str, int] = field(default_factory=dict)
 
 
 class Stats:
@@ -61,6 +63,8 @@ class Stats:
 
     def announce_worker(self, info: WorkerInfo) -> None:
         payload = {"seen": info.seen, "models": info.models, "device": info.device, "errors": info.errors}
+        if info.device_memory:
+            payload["device_memory"] = info.device_memory
         self.connection.hset(self.workers_key, info.name, json.dumps(payload))
 
     def retire_worker(self, name: str) -> None:
@@ -95,7 +99,10 @@ class Stats:
             if now - float(data["seen"]) > max_age:
                 stale.append(name)
                 continue
-            live.append(WorkerInfo(name.decode(), data["seen"], data["models"], data["device"], data["errors"]))
+            memory = {str(k): int(v) for k, v in (data.get("device_memory") or {}).items()}
+            live.append(
+                WorkerInfo(name.decode(), data["seen"], data["models"], data["device"], data["errors"], memory)
+            )
         if stale:
             self.connection.hdel(self.workers_key, *stale)
         return sorted(live, key=lambda w: w.name)

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from redis import Redis
@@ -40,6 +40,17 @@ def deterministic_kernels(device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def device_memory(device: torch.device) -> dict[str, int]:
+    """What the caching allocator holds for this process on a CUDA device; {} elsewhere."""
+    if device.type != "cuda":
+        return {}
+    return {
+        "allocated": int(torch.cuda.memory_allocated(device)),
+        "max_allocated": int(torch.cuda.max_memory_allocated(device)),
+        "reserved": int(torch.cuda.memory_reserved(device)),
+    }
 
 
 def pick_device(name: str) -> torch.device:
@@ -87,9 +98,8 @@ class WorkerRuntime:
         return info, self.registry.load(info.id, device=str(self.device))
 
     def announce(self) -> None:
-        self.stats.announce_worker(
-            WorkerInfo(self.name, time.time(), sorted(self.loaded), str(self.device), dict(self.errors))
-        )
+        info = WorkerInfo(self.name, time.time(), sorted(self.loaded), str(self.device), dict(self.errors))
+        self.stats.announce_worker(replace(info, device_memory=device_memory(self.device)))
 
     def start_heartbeat(self) -> None:
         """Re-announce every `worker_heartbeat` seconds, also while a job runs."""
