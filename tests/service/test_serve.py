@@ -97,3 +97,42 @@ def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     assert (tmp_path / "var" / "redis.db").exists()  # the embedded Redis saved on the way out
+
+
+def test_serve_starts_a_new_worker_when_one_is_killed(tmp_path: Path) -> None:
+    factories.write_models(tmp_path / "models")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LRPSEG_REDIS_URL")}
+    env.update(
+        {
+            "LRPSEG_MODELS_DIR": str(tmp_path / "models"),
+            "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
+            "LRPSEG_DATA_DIR": str(tmp_path / "var"),
+            "LRPSEG_TORCH_THREADS": "1",
+            "LRPSEG_LOG_LEVEL": "warning",
+            "LRPSEG_PRELOAD": "default",
+        }
+    )
+    command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc)
+        (first,) = psutil.Process(proc.pid).children()
+        first.kill()  # SIGKILL, as the kernel's OOM killer would
+        first.wait(timeout=10)
+
+        def replaced() -> list[psutil.Process]:
+            return [c for c in psutil.Process(proc.pid).children() if c.pid != first.pid and c.is_running()]
+
+        deadline = time.monotonic() + 30
+        while not replaced() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(replaced()) == 1, "serve did not start another worker"
+        image = factories.png_bytes(factories.defect_image(64)[0])
+        files = {"image": ("part.png", image, "image/png")}
+        response = httpx.post(url + "/v1/explain", params={"wait": 60}, files=files, timeout=90)
+        assert response.status_code == 200 and response.json()["status"] == "finished", response.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
