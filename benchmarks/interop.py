@@ -98,7 +98,9 @@ def intake(client: TestClient, images: list[bytes], connection: redis.Redis, set
     return out
 
 
-def callback_latency(client: TestClient, connection: redis.Redis, settings: Settings, jobs: int, size: int) -> list[float]:
+def callback_latency(
+    client: TestClient, connection: redis.Redis, settings: Settings, jobs: int, size: int
+) -> list[float]:
     arrivals: dict[str, float] = {}
 
     class Handler(BaseHTTPRequestHandler):

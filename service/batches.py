@@ -54,11 +54,15 @@ STORED_SUFFIXES = (".png", ".dcm")  # already compressed: stored, not deflated, 
 
 
 def _limit(detail: str, field: str) -> ApiError:
-    return ApiError(413, "Batch too large", detail, code="batch-too-large", errors=[FieldError(field=field, message=detail)])
+    return ApiError(
+        413, "Batch too large", detail, code="batch-too-large", errors=[FieldError(field=field, message=detail)]
+    )
 
 
 def _invalid(detail: str, field: str, status: int = 422) -> ApiError:
-    return ApiError(status, "Invalid batch", detail, code="invalid-batch", errors=[FieldError(field=field, message=detail)])
+    return ApiError(
+        status, "Invalid batch", detail, code="invalid-batch", errors=[FieldError(field=field, message=detail)]
+    )
 
 
 # ---- reading the request --------------------------------------------------------------------
@@ -310,9 +314,7 @@ class Loaded:
     jobs: list[Job | None]
 
 
-def load(
-    record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]
-) -> Loaded:
+def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]) -> Loaded:
     ids = [item["job_id"] for item in record.items]
     jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
     items = []
@@ -337,7 +339,9 @@ def load(
                 links=ItemLinks(self=job_url(item["job_id"])),
             )
         )
-    jobs = [None if it.status in (ItemState.deleted, ItemState.expired) else j for it, j in zip(items, jobs, strict=True)]
+    jobs = [
+        None if it.status in (ItemState.deleted, ItemState.expired) else j for it, j in zip(items, jobs, strict=True)
+    ]
     return Loaded(record, items, jobs)
 
 
@@ -380,9 +384,7 @@ def folder_of(item: BatchItem) -> str:
     return f"{item.index:04d}-{safe[:80]}"
 
 
-def write_archive(
-    loaded: Loaded, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
-) -> IO[bytes]:
+def write_archive(loaded: Loaded, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor) -> IO[bytes]:
     """A zip of the ended batch: batch.json (this view), and per item its folder with
     result.json and every artifact (finished), or error.json (failed, expired, deleted)."""
     out = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - handed to the response
@@ -396,7 +398,9 @@ def write_archive(
                 archive.writestr(f"{folder}/error.json", json.dumps(error, indent=2))
                 continue
             # exactly the `result` of GET /v1/jobs/{id}
-            result = JobResult.model_validate(views.with_urls(result, item.job_id, artifact_url)).model_dump(mode="json")
+            result = JobResult.model_validate(views.with_urls(result, item.job_id, artifact_url)).model_dump(
+                mode="json"
+            )
             archive.writestr(f"{folder}/result.json", json.dumps(result, indent=2))
             for name in store.artifact_names(item.job_id):
                 data = store.get_artifact(item.job_id, name)

@@ -60,9 +60,7 @@ def submit_batch(
 ) -> JSONResponse:
     settings = intake.settings
     if (not images) == (archive is None):
-        raise ApiError(
-            422, "Invalid batch", "send either `images` parts or one `archive` zip", code="invalid-batch"
-        )
+        raise ApiError(422, "Invalid batch", "send either `images` parts or one `archive` zip", code="invalid-batch")
     callback = intake.check_callback_url(callback_url)
     items = batch_ops.read_parts(images, settings) if images else batch_ops.read_archive(archive, settings)  # type: ignore[arg-type]
     prepared = intake.check_many(items, params)

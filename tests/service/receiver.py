@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -19,12 +20,14 @@ class Received:
     at: float  # time.monotonic() on arrival
     headers: dict[str, str]
     body: bytes
+    probe: Any = None  # what the receiver's probe saw on arrival (e.g. the job's status)
 
 
 @dataclass
 class Receiver:
     statuses: list[int]
     delay: float = 0.0  # seconds to sleep before answering (longer than the timeout: never answers)
+    probe: Callable[[bytes], Any] | None = None  # called with the body on arrival, like a receiver's GET
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -34,8 +37,9 @@ class Receiver:
         self._arrived = threading.Condition(self._lock)
 
     def record(self, headers: dict[str, str], body: bytes) -> int:
+        seen = self.probe(body) if self.probe is not None else None
         with self._arrived:
-            self.requests.append(Received(time.monotonic(), headers, body))
+            self.requests.append(Received(time.monotonic(), headers, body, seen))
             status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
             self._arrived.notify_all()
         return status
@@ -48,8 +52,10 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver(statuses: list[int], delay: float = 0.0) -> Iterator[Receiver]:
-    receiver = Receiver(statuses, delay)
+def running_receiver(
+    statuses: list[int], delay: float = 0.0, probe: Callable[[bytes], Any] | None = None
+) -> Iterator[Receiver]:
+    receiver = Receiver(statuses, delay, probe)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming

@@ -50,7 +50,9 @@ def post_archive(client: TestClient, data: bytes, params: dict | None = None, **
     return client.post("/v1/batches", files={"archive": ("batch.zip", data, "application/zip")}, data=fields)
 
 
-def single_result(client: TestClient, work: Callable[[], bool], image: bytes, truth: bytes | None) -> tuple[bytes, bytes]:
+def single_result(
+    client: TestClient, work: Callable[[], bool], image: bytes, truth: bytes | None
+) -> tuple[bytes, bytes]:
     files = {"image": ("x.png", image, "image/png")}
     if truth is not None:
         files["ground_truth"] = ("x.gt.png", truth, "image/png")
@@ -191,7 +193,7 @@ def test_unsafe_or_invalid_archives_are_rejected_before_reading(
     if infos == "symlink":
         link = zipfile.ZipInfo("link.png")
         link.create_system = 3
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         extra.append((link, b"/etc/passwd"))
     data = zip_bytes(members or {"locked.png": b"x"} if infos == "encrypted" else members, infos=extra)
     if infos == "encrypted":  # zipfile cannot write encrypted members: set the flag in the directory
@@ -300,7 +302,9 @@ def test_batch_callback_fires_once_when_every_job_ended(
     image, _ = image_and_truth(1)
     files = [("images", (f"{n}.png", image, "image/png")) for n in "abc"]
     with running_receiver([200]) as receiver:
-        response = client.post("/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": receiver.url})
+        response = client.post(
+            "/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": receiver.url}
+        )
         assert response.status_code == 202, response.text
         accepted = response.json()
         Store(redis_conn, settings.key_prefix).delete_inputs(accepted["items"][2]["job_id"])
@@ -316,7 +320,9 @@ def test_batch_callback_fires_once_when_every_job_ended(
             thread.join(timeout=10)
         assert len(receiver.requests) == 1
     request = got[0]
-    assert callbacks.verify(secret, request.headers["x-lrpseg-timestamp"], request.body, request.headers["x-lrpseg-signature"])
+    assert callbacks.verify(
+        secret, request.headers["x-lrpseg-timestamp"], request.body, request.headers["x-lrpseg-signature"]
+    )
     body: dict[str, Any] = json.loads(request.body)
     assert body["event"] == "batch.ended" and body["batch_id"] == accepted["batch_id"]
     assert body["status"] == "partial" and body["counts"] == {"finished": 2, "failed": 1} and body["total"] == 3

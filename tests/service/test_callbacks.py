@@ -257,7 +257,6 @@ def test_allowed_hosts_setting_from_the_environment(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
-
 def test_the_embedded_default_allows_loopback_callbacks_once_a_secret_is_set() -> None:
     from service.serve import with_loopback_callbacks
 

@@ -8,8 +8,8 @@ every artifact, relevance.npy included.
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +47,10 @@ def run_once(client: TestClient, work: Callable[[], bool], files: dict, params: 
     "params",
     [
         {},  # LRP "ours", all three masks (GMM's k-means included), every artifact
-        {"lrp": {"composite": "epsilon-gamma-box"}, "target": {"kind": "region", "region": [{"x0": 8, "y0": 8, "x1": 40, "y1": 40}]}},
+        {
+            "lrp": {"composite": "epsilon-gamma-box"},
+            "target": {"kind": "region", "region": [{"x0": 8, "y0": 8, "x1": 40, "y1": 40}]},
+        },
         {"method": "seg-hires-grad-cam"},
     ],
     ids=["ours", "epsilon-gamma-box-region", "seg-hires-grad-cam"],

@@ -130,7 +130,12 @@ def test_a_sleeping_deliverer_wakes_when_a_job_ends(
     """Deliverers block on a wake list, not a poll: the callback leaves within ms of the job's
     end even with a 5 s poll."""
     settings = settings.model_copy(update={"callback_poll": 5.0, "callback_lease": 10.0})
-    with running_receiver([200]) as receiver:
+
+    def status_on_arrival(body: bytes) -> str:  # what a receiver that GETs the job at once would see
+        job = Job.fetch(json.loads(body)["job_id"], connection=redis_conn, serializer=JSONSerializer)
+        return job.get_status(refresh=False).value
+
+    with running_receiver([200], probe=status_on_arrival) as receiver:
         stop = threading.Event()
         thread = deliver.start_thread(redis_conn, settings, stop)
         try:
@@ -144,6 +149,32 @@ def test_a_sleeping_deliverer_wakes_when_a_job_ends(
             redis_conn.lpush(Deliveries(redis_conn, settings.key_prefix).wake_key, "stop")  # out of its 5 s BRPOP
             thread.join(timeout=10)
     assert got and got[0].at - ended < 1.0, "the deliverer slept through the poll instead of waking"
+    assert got[0].probe == "finished"  # sent only once RQ had stored the job's end
+
+
+def test_a_delivery_waits_uncounted_until_rq_stored_the_job_end(
+    client: TestClient, work: Callable[[], bool], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    """The hook runs just before RQ stores the end: until the job reads as ended, a claimed
+    delivery is handed back without counting an attempt."""
+    with running_receiver([200]) as receiver:
+        job_id = submit(client, receiver.url)  # queued: RQ has not ended it
+        deliveries = Deliveries(redis_conn, settings.key_prefix)
+        delivery_id = delivery_id_of(redis_conn, job_id)
+        body = {"event": "job.ended", "delivery_id": delivery_id, "job_id": job_id}
+        assert deliveries.schedule(
+            delivery_id, receiver.url, body, subject=f"job:{job_id}", event="job.ended", ttl=60, wait_for=job_id
+        )
+        deliverer = deliver.Deliverer(redis_conn, settings)
+        assert deliverer.run_once() == 1 and receiver.requests == []
+        status = deliveries.status(delivery_id, receiver.url)
+        assert status.status == "pending" and status.attempts == 0
+        assert work()  # now it has ended (the job's own hook finds the record there: one delivery)
+        time.sleep(deliver.POSTPONE + 0.01)
+        assert deliverer.run_once() == 1
+        deliverer.close()
+        assert len(receiver.wait_for(1, timeout=5)) == 1
+    assert deliveries.status(delivery_id, receiver.url).attempts == 1
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
