@@ -57,9 +57,7 @@ def abandoned_handler(store: Store, stats: Stats) -> ExceptionHandler:
     return handle
 
 
-def clean_queue(
-    queue: Queue, handlers: list[Any], lock_ttl: int, after: Callable[[], None] | None = None
-) -> bool:
+def clean_queue(queue: Queue, handlers: list[Any], lock_ttl: int, after: Callable[[], None] | None = None) -> bool:
     """RQ's registry clean-up for one queue under a short lock; False if another process holds it."""
     if not queue.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=max(1, lock_ttl)):
         return False

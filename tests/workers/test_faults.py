@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.workers.processes import job_in, redis_url_of, start_worker, stop, wait_for, worker_env
 from workers import tasks
+from workers.worker import build_worker
 
 LOST_AFTER, MAINTENANCE = 3, 1  # seconds, instead of the defaults' 30 and 10
 
@@ -121,6 +123,39 @@ def test_sigkilled_worker_job_without_retries_fails_as_worker_lost_even_with_no_
         assert store.get_inputs(job_id) is None  # the upload (patient data) went with the failure
     finally:
         stop(worker)
+
+
+def test_a_live_worker_keeps_its_claim_on_a_job_longer_than_job_lost_after(
+    make_client: Callable[[Settings], TestClient],
+    fault_settings: Settings,
+    redis_conn: redis.Redis,
+    registry: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim is renewed while the job runs: readers (which clean up expired claims) never see it lost."""
+    client = make_client(fault_settings)
+    _sizes(monkeypatch, {48: lambda: time.sleep(LOST_AFTER + 2)})
+    job_id = submit(client, small_png(48), {"masks": []}).json()["job_id"]
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        reader = make_client(fault_settings)
+        while not done.is_set():
+            seen.append(reader.get(f"/v1/jobs/{job_id}").json()["status"])
+            time.sleep(0.2)
+
+    poller = threading.Thread(target=read, daemon=True)
+    poller.start()
+    worker = build_worker(fault_settings, connection=redis_conn, registry=registry, heartbeat=False)
+    try:
+        assert worker.work(burst=True, logging_level="WARNING")
+    finally:
+        done.set()
+        poller.join(timeout=5)
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+    assert "started" in seen and "queued" not in seen[seen.index("started") :], seen
+    assert client.app.state.queue.fetch_job(job_id).retries_left == 1  # never taken for lost
 
 
 def _sizes(monkeypatch: pytest.MonkeyPatch, effects: dict[int, Callable[[], Any]]) -> None:
