@@ -29,9 +29,13 @@ class CallbackStatus(BaseModel):
     delivered_at: datetime | None = None
 
 
-class CallbackLinks(BaseModel):
+class JobEventLinks(BaseModel):
     self: str
-    archive: str | None = None
+
+
+class BatchEventLinks(BaseModel):
+    self: str
+    archive: str
 
 
 class JobEndedEvent(BaseModel):
@@ -45,7 +49,7 @@ class JobEndedEvent(BaseModel):
     model: str | None = None
     request_id: str | None = None
     error: dict[str, str] | None = Field(None, description="{code, detail} of a failed job")
-    links: CallbackLinks = Field(description="self: the job (GET it for the result and artifact links)")
+    links: JobEventLinks = Field(description="self: the job (GET it for the result and artifact links)")
 
 
 class BatchEndedEvent(BaseModel):
@@ -57,4 +61,4 @@ class BatchEndedEvent(BaseModel):
     status: str = Field(description="finished (all jobs finished), partial (some failed) or failed (all failed)")
     total: int
     counts: dict[str, int]
-    links: CallbackLinks = Field(description="self: the batch; archive: the zip of all results")
+    links: BatchEventLinks = Field(description="self: the batch; archive: the zip of all results")

@@ -20,6 +20,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from schemas.callbacks import BatchEndedEvent
 from service import callbacks
 from service.deps import Principal, get_principal
 from service.settings import Settings
@@ -327,6 +328,7 @@ def test_batch_callback_fires_once_when_every_job_ended(
     assert body["event"] == "batch.ended" and body["batch_id"] == accepted["batch_id"]
     assert body["status"] == "partial" and body["counts"] == {"finished": 2, "failed": 1} and body["total"] == 3
     assert body["links"] == accepted["links"]
+    assert BatchEndedEvent.model_validate(body).model_dump(mode="json") == body  # the documented schema, exactly
     view = client.get(accepted["links"]["self"]).json()
     assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 1
     assert view["status"] == "partial"

@@ -18,6 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from schemas.callbacks import JobEndedEvent
 from service import callbacks
 from service.settings import Settings
 from service.store import Store
@@ -107,6 +108,7 @@ def test_callback_retried_with_backoff_signed_then_delivered(
     assert bodies[0] == bodies[1] == bodies[2]  # the same body each time; only the timestamp is fresh
     body = bodies[0]
     assert body["event"] == "job.ended" and body["job_id"] == job_id and body["status"] == "finished"
+    assert JobEndedEvent.model_validate(body).model_dump(mode="json") == body  # the documented schema, exactly
     assert body["error"] is None and body["links"]["self"] == location
     ids = {r.headers["x-lrpseg-delivery"] for r in got}
     assert ids == {body["delivery_id"]} and {r.headers["x-lrpseg-event"] for r in got} == {"job.ended"}
