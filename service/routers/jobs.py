@@ -12,7 +12,7 @@ from schemas.jobs import JobAccepted, JobLinks, JobState, JobView
 from schemas.params import Artifact
 from schemas.problems import Problem
 from service import recovery, views
-from service.deps import PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
+from service.deps import JobSlotsDep, PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
 from service.errors import ApiError
 from service.settings import Settings
 from service.submission import IntakeDep
@@ -185,10 +185,13 @@ def get_artifact(
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})
-def delete_job(job_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep) -> Response:
+def delete_job(
+    job_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep, slots: JobSlotsDep
+) -> Response:
     """Delete the job, its input and artifacts. A running job stops at its next stage."""
     job = views.fetch_job(redis, store, job_id, principal)
     store.mark_deleted(job_id)
     if views.state_of(job) is not JobState.started:
         job.delete()  # a started job is removed by its worker when it notices
+        slots.release(principal.id, job_id)  # a started one holds its slot until it stops
     return Response(status_code=204)
