@@ -57,6 +57,7 @@ def test_redis_persists_and_never_evicts(compose: dict[str, Any]) -> None:
     flags = dict(zip(command[1::2], command[2::2]))
     assert flags["--maxmemory-policy"] == "noeviction"
     assert flags["--appendonly"] == "yes"
+    assert flags["--appendfsync"] == "always"
     volume = redis["volumes"][0].split(":")
     assert volume[0] in compose["volumes"] and volume[1] == "/data"
     assert "healthcheck" in redis
