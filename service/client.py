@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: <image stem>-lrpseg)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("LRPSEG_API_KEY"),
+        help="API key sent as X-API-Key (default: LRPSEG_API_KEY); needed when the service requires keys",
+    )
 
 
 def load_params(raw: str | None, model: str | None) -> dict[str, Any]:
@@ -121,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path(f"{args.image.stem}-lrpseg")
     try:
         params = load_params(args.params, args.model)
-        with httpx.Client(base_url=args.url, timeout=30.0) as client:
+        headers = {"X-API-Key": args.api_key} if args.api_key else {}
+        with httpx.Client(base_url=args.url, timeout=30.0, headers=headers) as client:
             location = submit(client, args.image, params, args.ground_truth)
             view = wait(client, location, args.timeout, show=not args.quiet)
             if view["status"] != "finished":

@@ -99,10 +99,14 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
     root.addHandler(handler)
     root.setLevel(level.upper())
     # uvicorn and RQ install their own handlers unless one is already there; send theirs to ours.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq.job"):
+    for name in ("uvicorn", "uvicorn.error", "rq.worker", "rq.job"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # uvicorn's access line has the full URL, query string included: ours (`access`) replaces it.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
     # httpx/httpcore log every request's full URL, query string included, at INFO/DEBUG
     # (callbacks, the client): a URL may carry a token.
     for name in ("httpx", "httpcore"):

@@ -7,6 +7,7 @@ import os
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from service import logs
 from service.settings import Settings
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         # Several processes need an import string; they read the settings from the environment.
         os.environ.update({"LRPSEG_REDIS_URL": settings.require_redis_url()})
         uvicorn.run(
-            "service.app:create_app",
+            "service.serve_api:process_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -58,3 +59,13 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's loggers go through logs.configure's handler
     )
     return 0
+
+
+def process_app() -> FastAPI:
+    """The app of one of uvicorn's worker processes (`--processes N`): each is a fresh
+    interpreter, so it sets up our logging before building the app from the environment."""
+    from service.app import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

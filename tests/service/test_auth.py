@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from lrpseg import cli
+from lrpseg.registry import Registry
+from service import client as explain_client
+from service.app import create_app
 from service.auth import hash_key, new_key
 from service.settings import Settings
 from tests.service import factories
@@ -251,3 +258,44 @@ def test_keys_new_prints_a_working_key_once(
     assert client.get("/v1/models", headers=as_(key)).status_code == 200
     assert cli.main(["keys", "new", "no spaces"]) == 2
     assert cli.main(["keys", "new", "anonymous"]) == 2
+
+
+def test_lrpseg_explain_sends_its_key(
+    settings: Settings,
+    registry: Registry,
+    redis_conn: redis.Redis,
+    work: Callable[[], bool],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CLI client against a real HTTP server that requires keys: refused without, served with."""
+    app = create_app(with_keys(settings), registry=registry, connection=redis_conn)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    image = tmp_path / "part.png"
+    image.write_bytes(factories.png_bytes(factories.defect_image(64)[0]))
+    parser = argparse.ArgumentParser()
+    explain_client.add_arguments(parser)
+    try:
+        monkeypatch.delenv("LRPSEG_API_KEY", raising=False)
+        assert explain_client.run(parser.parse_args([str(image), "--url", url, "--quiet"])) == 1
+        monkeypatch.setenv("LRPSEG_API_KEY", ALICE)
+        parser = argparse.ArgumentParser()
+        explain_client.add_arguments(parser)  # the default is read when the parser is built
+        args = parser.parse_args([str(image), "--url", url, "--quiet", "--out", str(tmp_path / "out")])
+        result: dict[str, int] = {}
+        thread = threading.Thread(target=lambda: result.update(rc=explain_client.run(args)))
+        thread.start()
+        while not redis_conn.llen("rq:queue:lrpseg-test"):  # the client submitted; now run it
+            assert time.monotonic() < deadline + 30 and thread.is_alive()
+            time.sleep(0.02)
+        assert work()
+        thread.join(60)
+        assert result["rc"] == 0 and (tmp_path / "out" / "result.json").exists()
+    finally:
+        server.should_exit = True
