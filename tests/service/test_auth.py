@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,3 +301,29 @@ def test_lrpseg_explain_sends_its_key(
         assert result["rc"] == 0 and (tmp_path / "out" / "result.json").exists()
     finally:
         server.should_exit = True
+
+
+def test_redis_holds_no_pickle_and_everything_expires(
+    keyed: TestClient, work: Callable[[], bool], png: bytes, redis_conn: redis.Redis, settings: Settings
+) -> None:
+    """Job data crossing Redis is JSON; inputs go when a job ends; results, artifacts, failures and
+    records carry TTLs no longer than their settings (failures short)."""
+    fine = submit(keyed, png, headers=as_(ALICE)).json()["job_id"]
+    lost = submit(keyed, png, headers=as_(ALICE)).json()["job_id"]
+    redis_conn.delete(f"lrpseg-test:input:{lost}")
+    assert work()
+    for job_id in (fine, lost):
+        data = redis_conn.hget(f"rq:job:{job_id}", "data")
+        payload = zlib.decompress(data) if data[:1] == b"\x78" else data  # RQ may zlib-compress it
+        assert payload[:1] != b"\x80"  # a pickle starts with its protocol opcode
+        assert json.loads(payload)  # the JSON serializer's [func, instance, args, kwargs]
+    for key in redis_conn.scan_iter(count=1000):
+        value = redis_conn.dump(key) or b""
+        assert b"\x80\x04\x95" not in value and b"\x80\x05\x95" not in value, key  # pickle protocol 4/5 frames
+    assert not redis_conn.exists(f"lrpseg-test:input:{fine}") and not redis_conn.exists(f"lrpseg-test:input:{lost}")
+    ttl = redis_conn.ttl
+    assert 0 < ttl(f"lrpseg-test:artifacts:{fine}") <= settings.result_ttl
+    assert 0 < ttl(f"rq:job:{fine}") <= settings.result_ttl
+    assert 0 < ttl(f"rq:job:{lost}") <= settings.failure_ttl
+    for job_id in (fine, lost):
+        assert 0 < ttl(f"lrpseg-test:record:{job_id}") <= settings.tombstone_ttl
