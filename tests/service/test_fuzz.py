@@ -1,6 +1,7 @@
 """Property-based fuzz of the whole OpenAPI (schemathesis) against the app in-process, real Redis:
-no 5xx (but a documented 503: /readyz with no worker here), and every 4xx is problem+json. Auth on (a valid key) and off; schema-conforming
-(positive) and schema-violating (negative) requests; a bounded number of examples per operation.
+no 5xx (but a documented 503: /readyz with no worker here), and every 4xx is problem+json.
+Auth on (a valid key) and off; schema-conforming (positive) and schema-violating (negative)
+requests; a bounded number of examples per operation.
 """
 
 from __future__ import annotations

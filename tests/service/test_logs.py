@@ -102,7 +102,7 @@ def test_a_whole_job_logs_ids_but_no_patient_data_keys_or_pixels(
             assert spelling not in text
 
     worker_lines = [e for e in lines if e["logger"].startswith(("rq.", "lrpseg.worker"))]
-    assert worker_lines and any(e["job_id"] == job_id for e in worker_lines), "\n".join(json.dumps(e) for e in worker_lines)
+    assert worker_lines and any(e["job_id"] == job_id for e in worker_lines), [e["message"] for e in worker_lines]
     assert all(e["request_id"] == "trace-logs-1" for e in worker_lines if e["job_id"] == job_id)
     access = [e for e in lines if e["logger"] == "lrpseg.access"]
     submitted = next(e for e in access if e["request_id"] == "trace-logs-1")
