@@ -354,7 +354,7 @@ def close(a: Any, b: Any, path: str = "") -> list[str]:
 def test_worker_batched_batch_results_match_single_ones_to_rounding(
     make_client: Callable[[Settings], TestClient], settings: Settings, redis_conn: redis.Redis, registry: Any
 ) -> None:
-    """With worker batching on (the default batch_max), a batch's equal-shaped images share one
+    """With worker batching on (batch_max > 1), a batch's equal-shaped images share one
     forward + LRP pass: CPU kernels round differently for N > 1, so results equal single runs
     to ~1e-6 of max |R|, not byte for byte (docs/interop.md)."""
     from workers.worker import build_worker

@@ -27,6 +27,12 @@ from workers import batching
 from workers.worker import ModelWorker, build_worker
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Batching is off by default (bit-identical results); these tests turn it on."""
+    return settings.model_copy(update={"batch_max": 4})
+
+
 def png(seed: int, size: int = 64) -> bytes:
     return factories.png_bytes(factories.defect_image(size, seed=seed)[0])
 
