@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # Batches and callbacks (docs/interop.md)
     max_batch_images: int = Field(64, gt=0, description="images in one POST /v1/batches")
     max_archive_members: int = Field(256, gt=0, description="entries a batch zip may list (checked before reading)")
-    max_archive_bytes: int = Field(512 * 1024 * 1024, gt=0, description="total uncompressed size of a batch zip")
+    max_archive_bytes: int = Field(128 * 1024 * 1024, gt=0, description="total uncompressed size of a batch zip")
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated hosts callbacks may go to: names, *.suffix, IPs, CIDRs; empty = callbacks off",
