@@ -151,16 +151,6 @@ class KeyStore:
         return found
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 # ---- `lrpseg keys` -----------------------------------------------------------------
 
 

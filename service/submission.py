@@ -266,18 +266,11 @@ class Checked:
     shape: tuple[int, int, int]
 
 
-def validate(
-    registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
-) -> tuple[ModelInfo, JobParams]:
-    """The model, and the params with defaults resolved; ApiError on anything wrong."""
-    checked = check_submission(registry, settings, params, image, gt)
-    return checked.info, checked.params
-
-
 def check_submission(
     registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
 ) -> Checked:
-    """`validate`, also giving the decoded image's shape (what workers group batches by)."""
+    """The model, the params with defaults resolved and the decoded image's shape (what workers
+    group batches by); ApiError on anything wrong."""
     info = resolve_model(registry, params)
     try:
         params = resolve_params(params, info)

@@ -2,7 +2,7 @@
 
 Jobs carry a `batch_key` in their meta (`lrpseg.pipeline.batch_key`: model, the params the
 pass reads, image (C, H, W)), set at submission. When a worker dequeues a job with a key, it
-looks at the next `SCAN_FACTOR * batch_max` queued ids and claims up to `batch_max - 1` with
+looks at the next `SCAN_FACTOR * (batch_max - 1)` queued ids and claims up to `batch_max - 1` with
 the same key. A claim is one Redis transaction (WATCH the queue, then MULTI: LREM from the
 queue + an RQ Execution in the StartedJobRegistry + status started), so a job is either still
 queued or started by exactly one worker: if that worker dies, RQ's abandoned-job clean-up
