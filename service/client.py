@@ -118,8 +118,10 @@ def summary(result: dict[str, Any]) -> str:
     for name, m in result.get("masks", {}).items():
         iou = (m.get("vs_ground_truth") or m.get("vs_model") or {}).get("iou")
         lines.append(f"mask {name:<5} {m['pixels']} px" + ("" if iou is None else f", IoU {iou:.3f}"))
-    t = result["timings"]
-    lines.append("timings   " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items() if v is not None))
+    t = dict(result["timings"])
+    batch = t.pop("batch_size", 1)
+    line = ", ".join(f"{k} {v:.1f} ms" for k, v in t.items() if v is not None)
+    lines.append("timings   " + line + (f" (a batch of {batch})" if batch > 1 else ""))
     return "\n".join(lines)
 
 

@@ -32,3 +32,11 @@ def test_unreachable_service_is_a_message_not_a_traceback(tmp_path: Path, capsys
     args = parser.parse_args([str(tmp_path / "x.png"), "--url", f"http://127.0.0.1:{port}", "--quiet"])
     assert client.run(args) == 1
     assert capsys.readouterr().err.startswith("lrpseg explain: ")
+
+
+def test_summary_prints_times_in_ms_and_the_batch_size_as_a_count() -> None:
+    result = {"model": {"id": "m@1"}, "timings": {"forward": 12.0, "lrp": 30.5, "total": 50.0, "batch_size": 4}}
+    line = client.summary(result).splitlines()[-1]
+    assert line == "timings   forward 12.0 ms, lrp 30.5 ms, total 50.0 ms (a batch of 4)"
+    result["timings"]["batch_size"] = 1
+    assert "batch" not in client.summary(result)
