@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from service import logs
+from service.auth import is_loopback
 from service.embedded import EmbeddedRedis, start_embedded
 from service.settings import Settings
 
@@ -124,8 +125,18 @@ class WorkerPool:
 
 def with_loopback_callbacks(settings: Settings) -> Settings:
     """The embedded default (one machine, no REDIS_URL): with a callback secret set and no
-    allow-list, callbacks may go to this machine's loopback (docs/interop.md)."""
+    allow-list, callbacks may go to this machine's loopback (docs/interop.md). Only while the
+    API itself listens on loopback: reachable from other machines, it would let any caller
+    make the workers POST to this machine's private services (SSRF), so callbacks stay off
+    until the operator lists the hosts."""
     if settings.callback_secret is None or settings.callback_allowed_hosts:
+        return settings
+    if not is_loopback(settings.host):
+        log.warning(
+            "callbacks are off: the API listens on %s, so loopback callbacks are not allowed by default; "
+            "set LRPSEG_CALLBACK_ALLOWED_HOSTS",
+            settings.host,
+        )
         return settings
     return settings.model_copy(update={"callback_allowed_hosts": list(LOOPBACK_HOSTS)})
 
