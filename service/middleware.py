@@ -68,28 +68,65 @@ class RequestContext:
             logs.request_id_var.reset(token)
 
 
+class BodyTooLarge(Exception):
+    """Raised from `receive` once a body without (or beyond) its Content-Length passes the limit."""
+
+
 class BodyLimit:
-    """413 before parsing when Content-Length already says the body is too big."""
+    """413 before parsing when Content-Length already says the body is too big, and 413 as soon
+    as the bytes received pass the limit (chunked uploads declare no length): `receive` counts
+    them and raises `BodyTooLarge`; whatever the app answers after that (FastAPI turns a failed
+    body read into a 400) is replaced by the 413, unless the response has already started."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                await _too_large(scope, send, int(length), self.max_bytes)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _too_large(scope, send, f"the request body is {int(length)} bytes; the limit is {self.max_bytes}")
+            return
+        received, exceeded, started = 0, False, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # the app's answer to the cut-off body; the 413 goes out below instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTooLarge:
+            if started:
+                raise
+        if exceeded and not started:
+            await _too_large(scope, send, f"the request body is over the limit of {self.max_bytes} bytes")
 
 
-async def _too_large(scope: Scope, send: Send, length: int, limit: int) -> None:
+async def _too_large(scope: Scope, send: Send, detail: str) -> None:
     body = {
         "type": PROBLEM_TYPE + "payload-too-large",
         "title": "Payload too large",
         "status": 413,
-        "detail": f"the request body is {length} bytes; the limit is {limit}",
+        "detail": detail,
         "instance": scope["path"],
         "request_id": scope.get("state", {}).get("request_id"),
     }

@@ -10,8 +10,10 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -370,3 +372,34 @@ def test_oversize_upload_is_413_and_the_next_job_still_runs(
     location = submit(client, png).headers["location"]
     assert work()
     assert client.get(location).json()["status"] == "finished"
+
+
+def chunked(client: TestClient, files: Any, data: dict, block: int = 64 * 1024) -> httpx.Response:
+    """POST /v1/jobs with a multipart body sent chunked: no Content-Length for the limit to read."""
+    encoded = httpx.Request("POST", "http://testserver/v1/jobs", files=files, data=data)
+    body = encoded.read()
+
+    def blocks() -> Iterator[bytes]:
+        for start in range(0, len(body), block):
+            yield body[start : start + block]
+
+    headers = {"Content-Type": encoded.headers["content-type"]}
+    return client.post("/v1/jobs", content=blocks(), headers=headers)
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_a_small_one_runs(
+    make_client: Callable[[Settings], TestClient], settings: Settings, png: bytes, work: Callable[[], bool], redis_conn
+) -> None:
+    client = make_client(settings.model_copy(update={"max_upload_bytes": 64 * 1024}))  # body limit: + 1 MiB
+    # every part is under max_upload_bytes: only the body's total is over, and only counting sees it
+    files = [("image", ("image.png", png, "image/png"))]
+    files += [("extra", (f"{n}.bin", b"\x00" * (60 * 1024), "application/octet-stream")) for n in range(40)]
+    big = chunked(client, files, {})
+    assert "content-length" not in big.request.headers and big.request.headers["transfer-encoding"] == "chunked"
+    body = problem(big, 413)
+    assert body["type"].endswith("payload-too-large") and str(64 * 1024 + 1024 * 1024) in body["detail"]
+    assert redis_conn.llen(QUEUE_KEY) == 0
+    small = chunked(client, {"image": ("image.png", png, "image/png")}, {"params": "{}"}, block=1024)
+    assert small.status_code == 202, small.text
+    assert work()
+    assert client.get(small.headers["location"]).json()["status"] == "finished"
