@@ -12,8 +12,9 @@ bounded by the declared size, so a zip bomb costs no more than the limits allow.
 Layout (prefix `lrpseg` by default):
   {p}:batch:{id}        hash  owner, created, expires, state (live|deleted), items (json),
                               callback_url, delivery_id, self_url, archive_url
-  {p}:batch:{id}:ended  hash  job id -> finished|failed, written by the jobs' end hooks
-                              (only for batches with a callback: they decide when it fires)
+  {p}:batch:{id}:ended  hash  job id -> finished|failed|deleted, written by the jobs' end hooks
+                              and by DELETE of a job that had not run (only for batches with a
+                              callback: they decide when it fires)
 """
 
 from __future__ import annotations
@@ -280,6 +281,17 @@ class Batches:
             ttl=ttl,
             wait_for=job_id,  # the last job: RQ marks it ended just after this hook
         )
+
+
+def job_deleted(job: Job, connection: Redis) -> None:
+    """A batch job deleted before it ran: no end hook will run for it, so count it as ended
+    ("deleted") here, or the batch callback would wait for it forever."""
+    meta = job.meta or {}
+    hooks = meta.get("hooks") or {}
+    if not meta.get("batch_id") or not hooks:  # not in a batch, or its batch has no callback
+        return
+    prefix, ttl = str(hooks.get("prefix", "lrpseg")), int(hooks.get("ttl", 86400))
+    Batches(connection, prefix).job_ended(meta["batch_id"], job.id, "deleted", Deliveries(connection, prefix), ttl)
 
 
 def batch_state_of_ended(finished: int, total: int) -> BatchState:

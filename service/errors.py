@@ -47,6 +47,11 @@ class ApiError(Exception):
         self.errors = errors
 
 
+def retry_later(status: int, title: str, detail: str, code: str, retry_after: int) -> ApiError:
+    """A refusal the caller should repeat later (429, 503, 409 not ready), with `Retry-After` seconds."""
+    return ApiError(status, title, detail, code=code, headers={"Retry-After": str(retry_after)})
+
+
 def field_errors(errors: Iterable[Any], prefix: Sequence[str | int] = ()) -> list[FieldError]:
     """Pydantic error dicts -> FieldError with dotted paths ('params.target.cls')."""
     out = []
@@ -105,12 +110,12 @@ async def _redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Redis down or too slow: the request may be retried; redis-py reconnects on its own."""
     log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     retry_after = getattr(getattr(request.app.state, "settings", None), "retry_after", 1)
-    error = ApiError(
+    error = retry_later(
         503,
         "Service unavailable",
         "the job store (Redis) is not reachable; try again shortly",
-        code="store-unavailable",
-        headers={"Retry-After": str(max(1, retry_after))},
+        "store-unavailable",
+        max(1, retry_after),
     )
     return problem_response(request, error)
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, UploadFile
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
@@ -35,7 +36,7 @@ from service.deps import (
     StoreDep,
 )
 from service.callbacks import check_callback_url, new_delivery_id
-from service.errors import ApiError, params_error
+from service.errors import ApiError, params_error, retry_later
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots
 from service.settings import Settings
@@ -122,6 +123,11 @@ class Intake:
         except BaseException:
             if self.slots is not None:  # not queued: give the key its slot back
                 self.slots.release(self.principal.id, job_id)
+            if idempotency_key is not None:  # and the Idempotency-Key: a retry must create the job
+                try:
+                    self.store.release_idempotency_key(self.principal.id, idempotency_key)
+                except RedisError:  # Redis is what failed: the key expires with result_ttl
+                    pass
             raise
         self.metrics.submitted.labels(info.id).inc()
         return job_id
@@ -294,23 +300,19 @@ def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, sett
         return
     ok, count = slots.reserve(principal.id, job_id)
     if not ok:
-        raise ApiError(
+        raise retry_later(
             429,
             "Too many jobs",
             f"key {principal.id!r} has {count} unfinished jobs; the limit is {settings.max_jobs_per_key}",
-            code="too-many-jobs",
-            headers={"Retry-After": str(settings.retry_after)},
+            "too-many-jobs",
+            settings.retry_after,
         )
 
 
 def check_capacity(queue: Queue, settings: Settings, incoming: int = 1) -> None:
     if queue.count + incoming > settings.max_queue:
-        raise ApiError(
-            503,
-            "Queue full",
-            f"{queue.count} jobs are waiting; try again later",
-            code="queue-full",
-            headers={"Retry-After": str(settings.retry_after)},
+        raise retry_later(
+            503, "Queue full", f"{queue.count} jobs are waiting; try again later", "queue-full", settings.retry_after
         )
 
 

@@ -53,11 +53,10 @@ def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = F
         meta = job.get_meta(refresh=True) or {}
         hooks = meta.get("hooks") or {}
         prefix, ttl = str(hooks.get("prefix", "lrpseg")), int(hooks.get("ttl", 86400))
-        if Store(connection, prefix).is_deleted(job.id):
-            return  # the caller deleted it: nothing to tell
+        deleted = Store(connection, prefix).is_deleted(job.id)  # by the caller: no job callback; its batch counts it
         deliveries = Deliveries(connection, prefix)
         callback = meta.get("callback")
-        if isinstance(callback, dict) and callback.get("url"):
+        if not deleted and isinstance(callback, dict) and callback.get("url"):
             error = meta.get("error") if status == "failed" else None
             if status == "failed" and not isinstance(error, dict):
                 error = {"code": "worker_lost" if worker_lost else "internal", "detail": "the job failed"}
@@ -84,7 +83,9 @@ def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = F
         if meta.get("batch_id"):
             from service.batches import Batches
 
-            Batches(connection, prefix).job_ended(meta["batch_id"], job.id, status, deliveries, ttl)
+            Batches(connection, prefix).job_ended(
+                meta["batch_id"], job.id, "deleted" if deleted else status, deliveries, ttl
+            )
     except Exception:  # noqa: BLE001 - see the docstring; the record is missing, say so
         log.exception("could not record the callback of job %s", job.id)
 

@@ -14,7 +14,7 @@ from service import batches as batch_ops
 from service.batches import Batches, BatchRecord
 from service.callbacks import Deliveries, new_delivery_id
 from service.deps import PrincipalDep, RedisDep, SettingsDep, StoreDep
-from service.errors import ApiError
+from service.errors import ApiError, retry_later
 from service.routers.jobs import PROBLEM, SUBMIT_ERRORS, CallbackUrl, ParamsPart, _artifact_url, _self_url
 from service.submission import IntakeDep
 
@@ -102,11 +102,13 @@ def submit_batch(
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-def _load(
-    request: Request, batch_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep
-) -> batch_ops.Loaded:
+def _view(
+    request: Request, batch_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep, settings: SettingsDep
+) -> tuple[batch_ops.Loaded, BatchView]:
+    """The batch's items with their jobs, and its view (404/410 as `fetch_batch`)."""
     record = batch_ops.fetch_batch(Batches(redis, store.prefix), batch_id, principal)
-    return batch_ops.load(record, redis, store, _self_url(request))
+    loaded = batch_ops.load(record, redis, store, _self_url(request))
+    return loaded, batch_ops.batch_view(loaded, Deliveries(redis, store.prefix), settings.callback_attempts)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchView, responses={404: PROBLEM, 410: PROBLEM}, name="get_batch")
@@ -118,8 +120,7 @@ def get_batch(
     principal: PrincipalDep,
     settings: SettingsDep,
 ) -> JSONResponse:
-    loaded = _load(request, batch_id, redis, store, principal)
-    view = batch_ops.batch_view(loaded, Deliveries(redis, store.prefix), settings.callback_attempts)
+    _, view = _view(request, batch_id, redis, store, principal, settings)
     headers = None if batch_ops.ended(view) else {"Retry-After": str(settings.retry_after)}
     return JSONResponse(view.model_dump(mode="json"), headers=headers)
 
@@ -144,16 +145,15 @@ def get_batch_archive(
     principal: PrincipalDep,
     settings: SettingsDep,
 ) -> StreamingResponse:
-    loaded = _load(request, batch_id, redis, store, principal)
-    view = batch_ops.batch_view(loaded, Deliveries(redis, store.prefix), settings.callback_attempts)
+    loaded, view = _view(request, batch_id, redis, store, principal, settings)
     if not batch_ops.ended(view):
         running = sum(view.counts.get(s, 0) for s in ("queued", "started"))
-        raise ApiError(
+        raise retry_later(
             409,
             "Not ready",
             f"batch {batch_id}: {running} of {view.total} jobs have not ended",
-            code="batch-not-ended",
-            headers={"Retry-After": str(settings.retry_after)},
+            "batch-not-ended",
+            settings.retry_after,
         )
     file = batch_ops.write_archive(loaded, view, store, _artifact_url(request))
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}.zip"', "Cache-Control": "private"}

@@ -11,9 +11,10 @@ from rq import Queue
 from schemas.jobs import JobAccepted, JobLinks, JobState, JobView
 from schemas.params import Artifact
 from schemas.problems import Problem
+from service import batches as batch_ops
 from service import recovery, views
 from service.deps import JobSlotsDep, PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
-from service.errors import ApiError
+from service.errors import ApiError, retry_later
 from service.settings import Settings
 from service.submission import IntakeDep
 
@@ -169,13 +170,7 @@ def get_artifact(
         raise ApiError(404, "Not found", f"no artifact named {name!r}", code="artifact-not-found")
     state = views.state_of(job)
     if state is not JobState.finished:
-        raise ApiError(
-            409,
-            "Not ready",
-            f"job {job_id} is {state.value}",
-            code="job-not-finished",
-            headers={"Retry-After": str(settings.retry_after)},
-        )
+        raise retry_later(409, "Not ready", f"job {job_id} is {state.value}", "job-not-finished", settings.retry_after)
     data = store.get_artifact(job_id, name)
     if data is None:
         raise ApiError(404, "Not found", f"job {job_id} has no artifact {name!r}", code="artifact-not-found")
@@ -191,7 +186,10 @@ def delete_job(
     """Delete the job, its input and artifacts. A running job stops at its next stage."""
     job = views.fetch_job(redis, store, job_id, principal)
     store.mark_deleted(job_id)
-    if views.state_of(job) is not JobState.started:
+    state = views.state_of(job)
+    if state is not JobState.started:
         job.delete()  # a started job is removed by its worker when it notices
         slots.release(principal.id, job_id)  # a started one holds its slot until it stops
+        if state not in (JobState.finished, JobState.failed):  # it never ran, so no end hook will
+            batch_ops.job_deleted(job, redis)
     return Response(status_code=204)

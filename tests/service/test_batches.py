@@ -336,6 +336,61 @@ def test_batch_callback_fires_once_when_every_job_ended(
     assert [j["result"]["timings"]["batch_size"] for j in finished] == [2, 2]  # they did share a pass
 
 
+@pytest.mark.parametrize("deleted", ["queued", "started"])
+def test_a_deleted_job_still_lets_the_batch_end_and_call_back_once(
+    make_client: Callable[[Settings], TestClient],
+    settings: Settings,
+    redis_conn: redis.Redis,
+    registry: Any,
+    deleted: str,
+) -> None:
+    """DELETE of a queued job runs no RQ hook: the delete itself counts it as ended for the batch.
+    A started one is marked deleted and ended by its worker: its hook counts it (no job callback)."""
+    from workers.worker import build_worker
+
+    secret = "batch-secret"
+    settings = settings.model_copy(
+        update={
+            "callback_allowed_hosts": ["127.0.0.1"],
+            "callback_secret": SecretStr(secret),
+            "callback_poll": 0.05,
+            "callback_timeout": 1.0,
+        }
+    )
+    client = make_client(settings)
+    image, _ = image_and_truth(2)
+    files = [("images", (f"{n}.png", image, "image/png")) for n in "abc"]
+    with running_receiver([200]) as receiver:
+        response = client.post(
+            "/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": receiver.url}
+        )
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        if deleted == "queued":
+            assert client.delete(accepted["items"][1]["links"]["self"]).status_code == 204
+        else:  # what DELETE does to a started job: the tombstone, which its worker then sees
+            Store(redis_conn, settings.key_prefix).mark_deleted(accepted["items"][1]["job_id"])
+        build_worker(settings, connection=redis_conn, registry=registry, heartbeat=False).work(
+            burst=True, logging_level="WARNING"
+        )
+        stop = threading.Event()
+        thread = deliver.start_thread(redis_conn, settings, stop)
+        try:
+            got = receiver.wait_for(1, timeout=10)
+            time.sleep(0.3)  # a second callback would arrive by now
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+        assert len(receiver.requests) == 1
+    body: dict[str, Any] = json.loads(got[0].body)
+    assert body["event"] == "batch.ended" and body["batch_id"] == accepted["batch_id"]
+    assert body["status"] == "partial" and body["total"] == 3
+    assert body["counts"] == {"finished": 2, "failed": 0, "deleted": 1}
+    view = client.get(accepted["links"]["self"]).json()
+    assert view["status"] == "partial" and view["counts"] == {"finished": 2, "deleted": 1}
+    assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 1
+
+
 def close(a: Any, b: Any, path: str = "") -> list[str]:
     """Where two result JSONs differ beyond float rounding (sizes of compressed PNGs aside)."""
     if isinstance(a, dict) and isinstance(b, dict):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
 
@@ -242,3 +243,27 @@ def test_a_rejected_request_does_not_burn_its_idempotency_key(client: TestClient
     assert submit(client, sample[0], {"target": {"cls": "crack"}}, headers=key).status_code == 422
     assert submit(client, sample[0], {"target": {"cls": "crack"}}, headers=key).status_code == 422
     assert submit(client, sample[0], {"target": {"cls": "defect"}}, headers=key).status_code == 202
+
+
+def test_a_failed_enqueue_frees_its_idempotency_key(
+    client: TestClient, work: Callable[[], bool], sample: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.store import Store
+
+    put_inputs, calls = Store.put_inputs, []
+
+    def fail_once(self: Store, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Redis went away")
+        put_inputs(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "put_inputs", fail_once)
+    key = {"Idempotency-Key": "flaky-redis"}
+    failed = submit(client, sample[0], {"masks": ["gmm"]}, headers=key)
+    assert failed.status_code == 503 and failed.headers["content-type"] == "application/problem+json"
+    retry = submit(client, sample[0], {"masks": ["gmm"]}, headers=key)
+    assert retry.status_code == 202, retry.text
+    assert work()
+    view = client.get(retry.headers["location"])
+    assert view.status_code == 200 and view.json()["status"] == "finished"
