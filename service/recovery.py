@@ -6,9 +6,14 @@ expired entry's job back to the queue (retries left) or to the failed registry. 
 that clean-up every `maintenance_interval` s; the API runs it too when a client reads a job
 whose claim has expired, so a lost job is resolved even when no worker is left to clean up.
 
-Two differences from RQ's own `Worker.clean_registries`:
+Differences from RQ's own `Worker.clean_registries`:
 - RQ's clean-up lock lives 899 s: a worker killed while holding it would stop all clean-ups
-  for 15 minutes. Ours expires after `maintenance_interval` s.
+  for 15 minutes. Ours expires after `maintenance_interval` s, and holds a token so a holder
+  whose lock expired (and was taken by another process) never deletes the other's lock.
+- The clean-up also runs off the main thread (the API's thread pool, ClaimKeeper's thread).
+  RQ runs a lost job's `on_failure` hook (the worker_lost callback) under SIGALRM, which only
+  the main thread may set: there it would fail and the callback be lost. Off the main thread
+  the hook's timeout is a timer instead (`ThreadTimerPenalty`).
 - `abandoned_handler` records why (job.meta.error = worker_lost) and deletes the job's inputs
   (patient data) as soon as the job has failed for good.
 """
@@ -16,15 +21,26 @@ Two differences from RQ's own `Worker.clean_registries`:
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from redis import Redis
 from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
-from rq.registry import clean_registries
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ReadyJobRegistry,
+    StartedJobRegistry,
+)
+from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty
 
 from service.stats import Stats
 from service.store import Store
@@ -57,16 +73,64 @@ def abandoned_handler(store: Store, stats: Stats) -> ExceptionHandler:
     return handle
 
 
+class ThreadTimerPenalty(TimerDeathPenalty):
+    """RQ's TimerDeathPenalty (raises the timeout in the calling thread from a timer) without its
+    constructor's side effect: that one rewrites the exception class's `__init__` for the whole
+    process, which would change the message of every later job timeout."""
+
+    def __init__(self, timeout: int, exception: type[BaseException] = Exception, **kwargs: Any) -> None:
+        BaseDeathPenalty.__init__(self, timeout, exception, **kwargs)
+        self._target_thread_id = threading.current_thread().ident
+        self._timer = None
+
+
+def death_penalty() -> type[BaseDeathPenalty] | None:
+    """The penalty for hooks run by the clean-up: RQ's default (SIGALRM) on the main thread, a timer elsewhere."""
+    return None if threading.current_thread() is threading.main_thread() else ThreadTimerPenalty
+
+
+def clean_registries(queue: Queue, handlers: list[Any]) -> None:
+    """`rq.registry.clean_registries`, with the started registry's hooks run under `death_penalty()`."""
+    kwargs: dict[str, Any] = {
+        "name": queue.name,
+        "connection": queue.connection,
+        "job_class": queue.job_class,
+        "serializer": queue.serializer,
+    }
+    FinishedJobRegistry(**kwargs).cleanup()
+    StartedJobRegistry(**kwargs, death_penalty_class=death_penalty()).cleanup(exception_handlers=handlers)
+    for registry in (FailedJobRegistry, DeferredJobRegistry, ReadyJobRegistry):
+        registry(**kwargs).cleanup()
+    for rate_limit_registry in RateLimitRegistry.all(queue.connection):
+        rate_limit_registry.cleanup()
+
+
+# Deletes the lock only if it still holds our token (it may have expired and been taken by another).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def acquire_lock(connection: Redis, key: str, ttl: int) -> str | None:
+    """Take `key` for `ttl` s; the token that releases it, or None if another process holds it."""
+    token = uuid.uuid4().hex
+    return token if connection.set(key, token, nx=True, ex=max(1, ttl)) else None
+
+
+def release_lock(connection: Redis, key: str, token: str) -> bool:
+    """Release `key` if it is still ours; False if it expired (and may now be another's)."""
+    return bool(connection.eval(_RELEASE, 1, key, token))
+
+
 def clean_queue(queue: Queue, handlers: list[Any], lock_ttl: int, after: Callable[[], None] | None = None) -> bool:
     """RQ's registry clean-up for one queue under a short lock; False if another process holds it."""
-    if not queue.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=max(1, lock_ttl)):
+    token = acquire_lock(queue.connection, queue.registry_cleaning_key, lock_ttl)
+    if token is None:
         return False
     try:
         clean_registries(queue, handlers)
         if after is not None:
             after()
     finally:
-        queue.release_maintenance_lock()
+        release_lock(queue.connection, queue.registry_cleaning_key, token)
     return True
 
 

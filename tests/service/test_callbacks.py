@@ -18,6 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from lrpseg.registry import Registry
 from schemas.callbacks import JobEndedEvent
 from service import callbacks
 from service.settings import Settings
@@ -25,6 +26,7 @@ from service.store import Store
 from tests.service import factories
 from tests.service.receiver import Received, running_receiver
 from workers import callbacks as deliver
+from workers.worker import build_worker
 
 SECRET = "s3cret-for-tests"
 BASE_DELAY = 0.4
@@ -157,6 +159,40 @@ def test_failed_job_sends_its_error(
     body = check_signature(got[0])
     assert body["status"] == "failed" and body["error"]["code"] == "inputs_missing"
     assert view["status"] == "failed" and view["callback"]["last_status_code"] == 204
+
+
+def test_a_job_whose_worker_died_sends_worker_lost_when_a_reader_resolves_it(
+    make_client: Callable[[Settings], TestClient], redis_conn: redis.Redis, registry: Registry, settings: Settings
+) -> None:
+    """GET /v1/jobs/{id} resolves the lost job in a thread-pool thread: RQ runs the job's on_failure
+    hook there too, and it must record the worker_lost callback (SIGALRM only works on the main thread)."""
+    settings = settings.model_copy(update={"job_retries": 0})
+    client = make_client(settings)
+    assert threading.current_thread() is threading.main_thread()
+    with running_receiver([204]) as receiver:
+        response = post_job(client, receiver.url)
+        job_id, location = response.json()["job_id"], response.headers["location"]
+        # A worker takes the job as it does to run it, then dies: nobody renews its claim.
+        queue = client.app.state.queue
+        worker = build_worker(settings, connection=redis_conn, registry=registry, heartbeat=False)
+        job, _ = queue.dequeue_any([queue], None, connection=redis_conn, serializer=queue.serializer)
+        assert job.id == job_id
+        worker.prepare_execution(job)
+        worker.prepare_job_execution(job)
+        assert client.get(location).json()["status"] == "started"
+        key = queue.started_job_registry.key  # job_lost_after s later: the claim has lapsed
+        redis_conn.zadd(key, {member: time.time() - 1 for member in redis_conn.zrange(key, 0, -1)}, xx=True)
+
+        view = client.get(location).json()
+        assert view["status"] == "failed" and view["error"]["code"] == "worker_lost"
+        assert view["callback"] is not None and view["callback"]["status"] == "pending"
+        with deliverer(redis_conn, settings):
+            got = receiver.wait_for(1, timeout=10)
+            view = wait_for_callback_status(client, location, "delivered")
+    assert got, "the worker_lost callback was never recorded"
+    body = check_signature(got[0])
+    assert body["job_id"] == job_id and body["status"] == "failed" and body["error"]["code"] == "worker_lost"
+    assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 1
 
 
 def test_jobs_without_callback_have_none(client: TestClient, work: Callable[[], bool]) -> None:

@@ -21,6 +21,7 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
+from service import recovery
 from service.settings import Settings
 from service.store import Store
 from tests.service import factories
@@ -123,6 +124,28 @@ def test_sigkilled_worker_job_without_retries_fails_as_worker_lost_even_with_no_
         assert store.get_inputs(job_id) is None  # the upload (patient data) went with the failure
     finally:
         stop(worker)
+
+
+def test_a_clean_up_that_outlived_its_lock_leaves_the_next_holders_lock_alone(
+    client: TestClient, redis_conn: redis.Redis
+) -> None:
+    """A's clean-up runs past its 1 s lock; B takes the expired lock; A ending must not free B's."""
+    queue = client.app.state.queue
+    key = queue.registry_cleaning_key
+    taken_by_b: list[str] = []
+
+    def slow_clean_up() -> None:
+        wait_for(lambda: not redis_conn.exists(key), 5, "A's lock to expire")
+        token = recovery.acquire_lock(redis_conn, key, 30)
+        assert token is not None
+        taken_by_b.append(token)
+
+    assert recovery.clean_queue(queue, [], lock_ttl=1, after=slow_clean_up)
+    assert taken_by_b, "B never took the lock"
+    assert redis_conn.get(key) in (taken_by_b[0], taken_by_b[0].encode())  # still B's
+    assert not recovery.clean_queue(queue, [], lock_ttl=1)  # and it still keeps the others out
+    assert not recovery.release_lock(redis_conn, key, "not-b") and redis_conn.exists(key)
+    assert recovery.release_lock(redis_conn, key, taken_by_b[0]) and not redis_conn.exists(key)
 
 
 def test_a_live_worker_keeps_its_claim_on_a_job_longer_than_job_lost_after(
