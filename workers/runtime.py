@@ -73,7 +73,8 @@ class WorkerRuntime:
     stats: Stats = field(init=False)
     loaded: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)  # heartbeat and deliverer, all starts
+    _stop: threading.Event = field(default_factory=threading.Event)  # this start's; a new one per resume()
 
     def __post_init__(self) -> None:
         self.store = Store(self.connection, self.settings.key_prefix)
@@ -102,22 +103,28 @@ class WorkerRuntime:
         self.stats.announce_worker(replace(info, device_memory=device_memory(self.device)))
 
     def start_heartbeat(self) -> None:
-        """Re-announce every `worker_heartbeat` seconds, also while a job runs."""
+        """Re-announce every `worker_heartbeat` seconds, also while a job runs, until stop()."""
+        stop = self._stop  # this start's event: a resume() after stop() gives the new thread its own
 
         def beat() -> None:
-            while not self._stop.wait(self.settings.worker_heartbeat):
+            while not stop.wait(self.settings.worker_heartbeat):
                 self.stop_if_orphaned()
                 try:
                     self.announce()
                 except Exception:  # noqa: BLE001 - Redis blips: try again next beat
                     log.warning("worker heartbeat failed")
 
+        thread = threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True)
+        self.threads.append(thread)
         self.announce()
-        threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True).start()
+        thread.start()
 
     def resume(self) -> None:
-        """After `stop()` (a worker loop that ended on a Redis error): heartbeat again."""
-        self._stop.clear()
+        """After `stop()` (a worker loop that ended on a Redis error): heartbeat again. A fresh
+        event, not the old one cleared: a thread of the last start that was blocked on Redis
+        while stop() set its event must still find it set when it comes back, and end."""
+        self._stop = threading.Event()
+        self.threads = [thread for thread in self.threads if thread.is_alive()]
         self.start_heartbeat()
         self.start_deliveries()
 
@@ -125,7 +132,7 @@ class WorkerRuntime:
         """The callback deliverer (workers.callbacks) as a thread of this process, until stop()."""
         from workers import callbacks
 
-        callbacks.start_thread(self.connection, self.settings, self._stop)
+        self.threads.append(callbacks.start_thread(self.connection, self.settings, self._stop))
 
     def stop_if_orphaned(self) -> None:
         """Under `lrpseg serve`, a worker whose parent died asks itself to stop (warm)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,39 @@ def test_a_worker_whose_parent_died_asks_itself_to_stop(
     rt.stop_if_orphaned()
     rt.stop_if_orphaned()  # once is enough
     assert signals == [(runtime.os.getpid(), runtime.signal.SIGTERM)]
+
+
+def test_resume_after_stop_ends_the_old_threads_and_runs_one_heartbeat(
+    settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away: the heartbeat is stuck in a Redis call while the worker loop stops and
+    resumes (workers.cli). Once Redis answers, the old threads end; one heartbeat, one deliverer."""
+    before = set(threading.enumerate())
+    fast = settings.model_copy(update={"worker_heartbeat": 0.05, "callback_poll": 0.05, "preload": "default"})
+    rt = runtime.start(fast, connection=redis_conn, registry=registry, name="w-resume")
+    old = list(rt.threads)
+    assert [t.name for t in old] == ["lrpseg-heartbeat", "lrpseg-callbacks"] and all(t.is_alive() for t in old)
+    stuck, back = threading.Event(), threading.Event()
+    announce = rt.announce
+
+    def announce_through_an_outage() -> None:
+        if threading.current_thread() is old[0]:
+            stuck.set()
+            back.wait(10)
+        announce()
+
+    monkeypatch.setattr(rt, "announce", announce_through_an_outage)
+    assert stuck.wait(5), "the heartbeat never beat"
+    rt.stop()
+    rt.resume()
+    back.set()
+    for thread in old:
+        thread.join(timeout=5)
+    assert not [t.name for t in old if t.is_alive()], "threads of the first start outlived stop()"
+    new = [t for t in threading.enumerate() if t not in before]
+    assert sorted(t.name for t in new) == ["lrpseg-callbacks", "lrpseg-heartbeat"]
+    assert set(new) == {t for t in rt.threads if t.is_alive()}
+    runtime.reset()
+    for thread in new:
+        thread.join(timeout=5)
+    assert not any(t.is_alive() for t in new)
