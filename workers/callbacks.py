@@ -5,6 +5,10 @@ jobs that need one; RQ also runs `on_failure` for a job whose worker died), so i
 one Redis record: a worker never waits on somebody else's HTTP server. The deliverer is a
 thread in every worker process that claims due records (with a lease), POSTs them with a
 short timeout and reschedules failures with exponential backoff.
+
+`callback_timeout` bounds one whole send (connect, request, status and headers), not each
+socket operation: httpx's timeouts are per read, so a receiver trickling a byte at a time
+would otherwise hold the deliverer past its lease. `SendDeadline` enforces the total.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import httpcore
 import httpx
 from redis import Redis
 from rq.exceptions import AbandonedJobError, NoSuchJobError
@@ -98,6 +103,75 @@ def backoff(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * 2.0 ** (attempt - 1))
 
 
+class SendDeadline:
+    """The wall-clock end (time.monotonic) of the send in progress, or None between sends; every
+    socket operation of the client waits at most until then. One per Deliverer (one send at a time)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def bound(self, timeout: float | None, expired: type[Exception]) -> float | None:
+        """`timeout` cut to what is left of the send; `expired` raised when nothing is left."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise expired("the callback's time is up")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, deadline: SendDeadline) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.bound(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.bound(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        timeout = self._deadline.bound(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    def __init__(self, deadline: SendDeadline) -> None:
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self._deadline.bound(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(super().connect_tcp(host, port, timeout, local_address, socket_options), self._deadline)
+
+
+def deadline_transport(deadline: SendDeadline) -> httpx.HTTPTransport:
+    """httpx's transport (no proxy from the environment) whose sockets honour `deadline`. httpx
+    takes no network backend, so its connection pool is replaced by an equal one that has ours."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    limits = httpx.Limits()
+    transport._pool = httpcore.ConnectionPool(  # noqa: SLF001 - see the docstring
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_DeadlineBackend(deadline),
+    )
+    return transport
+
+
 class Deliverer:
     """Sends due deliveries of one Redis; any number of them may run against the same Redis."""
 
@@ -105,7 +179,9 @@ class Deliverer:
         self.connection = connection
         self.settings = settings
         self.deliveries = Deliveries(connection, settings.key_prefix)
+        self.deadline = SendDeadline()
         self.client = client or httpx.Client(
+            transport=deadline_transport(self.deadline),
             timeout=httpx.Timeout(settings.callback_timeout),
             follow_redirects=False,  # a redirect could point anywhere: not followed, counts as a failure
             trust_env=False,  # no proxy from the environment: callbacks go where the allow-list says
@@ -152,8 +228,7 @@ class Deliverer:
         }
         status: int | None = None
         try:
-            with self.client.stream("POST", delivery.url, content=delivery.body, headers=headers) as response:
-                status = response.status_code
+            status = self._post(delivery, headers)
         except httpx.TimeoutException:
             error = f"no answer within {s.callback_timeout:g} s"
         except httpx.HTTPError as exc:
@@ -165,6 +240,15 @@ class Deliverer:
                 return
             error = f"HTTP {status}"
         self._settle_failure(delivery, status, error)
+
+    def _post(self, delivery: Delivery, headers: dict[str, str]) -> int:
+        """The response's status; the body is never read. All of it within `callback_timeout`."""
+        self.deadline.at = time.monotonic() + self.settings.callback_timeout
+        try:
+            with self.client.stream("POST", delivery.url, content=delivery.body, headers=headers) as response:
+                return response.status_code
+        finally:
+            self.deadline.at = None
 
     def _settle_failure(self, delivery: Delivery, status: int | None, error: str) -> None:
         s = self.settings

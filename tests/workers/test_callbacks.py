@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,60 @@ def test_a_delivery_waits_uncounted_until_rq_stored_the_job_end(
         deliverer.close()
         assert len(receiver.wait_for(1, timeout=5)) == 1
     assert deliveries.status(delivery_id, receiver.url).attempts == 1
+
+
+@contextmanager
+def trickling_receiver(interval: float = 0.3, limit: float = 8.0) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 (free port) that sends its status line at once, then one byte of a
+    header every `interval` s for up to `limit` s: every read of the sender gets a byte, none ends."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(limit)
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.settimeout(limit)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                deadline = time.monotonic() + limit
+                while not done.is_set() and time.monotonic() < deadline:
+                    conn.sendall(b"x")
+                    done.wait(interval)
+            except OSError:  # the sender hung up
+                pass
+
+    thread = threading.Thread(target=serve, name="trickler", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        done.set()
+        server.close()
+        thread.join(timeout=10)
+
+
+def test_a_receiver_that_trickles_its_answer_is_abandoned_at_the_callback_timeout(
+    redis_conn: redis.Redis, settings: Settings
+) -> None:
+    """callback_timeout bounds the whole send, not each read, so a send always ends inside its lease."""
+    settings = settings.model_copy(update={"callback_timeout": 1.0, "callback_lease": 3.0, "callback_attempts": 1})
+    deliveries = Deliveries(redis_conn, settings.key_prefix)
+    with trickling_receiver() as url:
+        body = {"event": "job.ended", "delivery_id": "d-trickle"}
+        assert deliveries.schedule("d-trickle", url, body, subject="job:none", event="job.ended", ttl=60)
+        deliverer = deliver.Deliverer(redis_conn, settings)
+        started = time.monotonic()
+        assert deliverer.run_once() == 1
+        elapsed = time.monotonic() - started
+        deliverer.close()
+    status = deliveries.status("d-trickle", url)
+    assert status.status == "failed" and "no answer within 1 s" in status.last_error, status
+    assert settings.callback_timeout - 0.1 <= elapsed < settings.callback_timeout + 0.5, elapsed
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
