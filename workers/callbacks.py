@@ -190,10 +190,14 @@ class Deliverer:
         secret = settings.callback_secret
         self.secret = secret.get_secret_value() if secret is not None else None
 
-    def run_once(self, limit: int = 16) -> int:
+    def claim_limit(self) -> int:
+        """Deliveries claimed at once: all of them must be sent, one after another, inside the lease."""
+        return max(1, int(self.settings.callback_lease // self.settings.callback_timeout) - 1)
+
+    def run_once(self) -> int:
         """Send what is due now; the number of deliveries claimed."""
         s = self.settings
-        claimed = self.deliveries.claim(limit, s.callback_lease, s.callback_attempts)
+        claimed = self.deliveries.claim(self.claim_limit(), s.callback_lease, s.callback_attempts)
         for delivery in claimed:
             self.send(delivery)
         return len(claimed)

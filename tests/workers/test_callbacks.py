@@ -279,3 +279,33 @@ def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     assert json.loads(got[1].body)["job_id"] == job_id and json.loads(got[1].body)["status"] == "finished"
     view = client.get(f"/v1/jobs/{job_id}").json()
     assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 2
+
+
+@pytest.mark.parametrize(("lease", "timeout", "limit"), [(30.0, 5.0, 5), (0.6, 0.3, 1), (10.0, 1.0, 9), (6.0, 5.0, 1)])
+def test_a_deliverer_claims_no_more_than_it_can_send_inside_one_lease(
+    redis_conn: redis.Redis, settings: Settings, lease: float, timeout: float, limit: int
+) -> None:
+    """Sends are sequential, each bounded by callback_timeout: a claim of N must end inside the lease."""
+    deliverer = deliver.Deliverer(
+        redis_conn, settings.model_copy(update={"callback_lease": lease, "callback_timeout": timeout})
+    )
+    try:
+        assert deliverer.claim_limit() == limit
+        assert deliverer.claim_limit() * timeout < lease
+    finally:
+        deliverer.close()
+
+
+def test_run_once_claims_at_most_the_claim_limit(redis_conn: redis.Redis, settings: Settings) -> None:
+    settings = settings.model_copy(update={"callback_lease": 1.0, "callback_timeout": 0.3})  # limit 2
+    deliveries = Deliveries(redis_conn, settings.key_prefix)
+    with running_receiver([200] * 5) as receiver:
+        for n in range(5):
+            body = {"event": "job.ended", "delivery_id": f"d{n}"}
+            assert deliveries.schedule(f"d{n}", receiver.url, body, subject=f"t:{n}", event="job.ended", ttl=60)
+        deliverer = deliver.Deliverer(redis_conn, settings)
+        try:
+            assert [deliverer.run_once() for _ in range(4)] == [2, 2, 1, 0]
+        finally:
+            deliverer.close()
+        assert len(receiver.wait_for(5, timeout=5)) == 5
