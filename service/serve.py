@@ -23,6 +23,7 @@ import uvicorn
 from service import logs
 from service.auth import is_loopback
 from service.embedded import EmbeddedRedis, start_embedded
+from service.serve_api import uvicorn_options
 from service.settings import Settings
 
 log = logging.getLogger("lrpseg.serve")
@@ -170,14 +171,7 @@ def run(args: argparse.Namespace) -> int:
         from service.app import create_app
 
         log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(pool.procs))
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,  # ours (service.logs.access) names the route template, not the URL
-            log_config=None,  # uvicorn's loggers go through logs.configure's handler
-        )
+        uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except Shutdown:
         pass
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +26,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What every uvicorn.run of ours passes: our access log (route templates, not URLs) and
+    uvicorn's loggers through logs.configure's handler."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "log_config": None,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     logs.configure(settings.log_level, settings.log_format)
@@ -37,27 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         # Several processes need an import string; they read the settings from the environment.
         os.environ.update({"LRPSEG_REDIS_URL": settings.require_redis_url()})
-        uvicorn.run(
-            "service.serve_api:process_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=args.processes,
-            log_level=settings.log_level,
-            access_log=False,
-            log_config=None,
-        )
+        uvicorn.run("service.serve_api:process_app", factory=True, workers=args.processes, **uvicorn_options(settings))
         return 0
     from service.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # ours (service.logs.access) names the route template, not the URL
-        log_config=None,  # uvicorn's loggers go through logs.configure's handler
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
     return 0
 
 
