@@ -277,6 +277,15 @@ def test_batches_belong_to_their_principal_and_delete_and_expire(
     assert gone.status_code == 410 and "expired" in gone.json()["detail"]
 
 
+def post_three_with_callback(client: TestClient, seed: int, url: str) -> dict[str, Any]:
+    """A batch of three equal segment jobs calling back to `url`; the 202 body."""
+    image, _ = image_and_truth(seed)
+    files = [("images", (f"{n}.png", image, "image/png")) for n in "abc"]
+    response = client.post("/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": url})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
 def test_batch_callback_fires_once_when_every_job_ended(
     make_client: Callable[[Settings], TestClient], settings: Settings, redis_conn: redis.Redis, registry: Any
 ) -> None:
@@ -300,14 +309,8 @@ def test_batch_callback_fires_once_when_every_job_ended(
         )
 
     client = make_client(settings)
-    image, _ = image_and_truth(1)
-    files = [("images", (f"{n}.png", image, "image/png")) for n in "abc"]
     with running_receiver([200]) as receiver:
-        response = client.post(
-            "/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": receiver.url}
-        )
-        assert response.status_code == 202, response.text
-        accepted = response.json()
+        accepted = post_three_with_callback(client, 1, receiver.url)
         Store(redis_conn, settings.key_prefix).delete_inputs(accepted["items"][2]["job_id"])
         assert client.get(accepted["links"]["self"]).json()["callback"]["status"] == "pending"
         work()
@@ -358,14 +361,8 @@ def test_a_deleted_job_still_lets_the_batch_end_and_call_back_once(
         }
     )
     client = make_client(settings)
-    image, _ = image_and_truth(2)
-    files = [("images", (f"{n}.png", image, "image/png")) for n in "abc"]
     with running_receiver([200]) as receiver:
-        response = client.post(
-            "/v1/batches", files=files, data={"params": '{"task": "segment"}', "callback_url": receiver.url}
-        )
-        assert response.status_code == 202, response.text
-        accepted = response.json()
+        accepted = post_three_with_callback(client, 2, receiver.url)
         if deleted == "queued":
             assert client.delete(accepted["items"][1]["links"]["self"]).status_code == 204
         else:  # what DELETE does to a started job: the tombstone, which its worker then sees

@@ -45,7 +45,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict
     raise AssertionError(f"not ready after {timeout} s: {last}")
 
 
-def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def start_serve(tmp_path: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`lrpseg serve` with the tiny test models, its embedded Redis in tmp_path, one worker."""
     factories.write_models(tmp_path / "models")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LRPSEG_REDIS_URL")}
@@ -56,12 +57,16 @@ def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
             "LRPSEG_DATA_DIR": str(tmp_path / "var"),
             "LRPSEG_TORCH_THREADS": "1",
             "LRPSEG_LOG_LEVEL": "warning",
+            **extra_env,
         }
     )
     command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    return subprocess.Popen(command, env=env, cwd=tmp_path), f"http://127.0.0.1:{port}"
+
+
+def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc, url = start_serve(tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}"
         ready = wait_ready(url, proc)
         assert ready["checks"]["workers"]["detail"] == "1 alive"
         children = psutil.Process(proc.pid).children(recursive=True)
@@ -100,23 +105,8 @@ def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_serve_starts_a_new_worker_when_one_is_killed(tmp_path: Path) -> None:
-    factories.write_models(tmp_path / "models")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LRPSEG_REDIS_URL")}
-    env.update(
-        {
-            "LRPSEG_MODELS_DIR": str(tmp_path / "models"),
-            "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
-            "LRPSEG_DATA_DIR": str(tmp_path / "var"),
-            "LRPSEG_TORCH_THREADS": "1",
-            "LRPSEG_LOG_LEVEL": "warning",
-            "LRPSEG_PRELOAD": "default",
-        }
-    )
-    command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    proc, url = start_serve(tmp_path, LRPSEG_PRELOAD="default")
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_ready(url, proc)
         (first,) = psutil.Process(proc.pid).children()
         first.kill()  # SIGKILL, as the kernel's OOM killer would
