@@ -44,6 +44,14 @@ def big_png() -> bytes:
     return factories.png_bytes(factories.defect_image(1024)[0])
 
 
+def fault_worker_env(redis_conn: redis.Redis, tmp_path: Path) -> dict[str, str]:
+    """The environment of a worker process with the tiny test models and the short fault timings."""
+    factories.write_models(tmp_path / "models")
+    return worker_env(
+        redis_url_of(redis_conn), tmp_path / "models", job_lost_after=LOST_AFTER, maintenance_interval=MAINTENANCE
+    )
+
+
 def small_png(size: int = 64, seed: int = 0) -> bytes:
     return factories.png_bytes(factories.defect_image(size, seed=seed)[0])
 
@@ -62,10 +70,7 @@ def test_sigkilled_worker_job_is_requeued_and_finished_by_another_worker(
     tmp_path: Path,
     big_png: bytes,
 ) -> None:
-    factories.write_models(tmp_path / "models")
-    env = worker_env(
-        redis_url_of(redis_conn), tmp_path / "models", job_lost_after=LOST_AFTER, maintenance_interval=MAINTENANCE
-    )
+    env = fault_worker_env(redis_conn, tmp_path)
     client = make_client(fault_settings)  # job_retries=1: one re-run after a lost worker
     first = start_worker(env)
     second = None
@@ -101,10 +106,7 @@ def test_sigkilled_worker_job_without_retries_fails_as_worker_lost_even_with_no_
     tmp_path: Path,
     big_png: bytes,
 ) -> None:
-    factories.write_models(tmp_path / "models")
-    env = worker_env(
-        redis_url_of(redis_conn), tmp_path / "models", job_lost_after=LOST_AFTER, maintenance_interval=MAINTENANCE
-    )
+    env = fault_worker_env(redis_conn, tmp_path)
     client = make_client(fault_settings.model_copy(update={"job_retries": 0}))
     worker = start_worker(env)
     try:
