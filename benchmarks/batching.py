@@ -32,12 +32,12 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.service
-from benchmarks.service import defect_pngs  # noqa: E402
-from lrpseg.registry import default_registry  # noqa: E402
-from service.app import create_app  # noqa: E402
-from service.embedded import start_embedded  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from workers.worker import build_worker  # noqa: E402
+from benchmarks.service import defect_pngs
+from lrpseg.registry import default_registry
+from service.app import create_app
+from service.embedded import start_embedded
+from service.settings import Settings
+from workers.worker import build_worker
 
 PARAMS = {"full": {}, "explain": {"masks": [], "artifacts": ["relevance.npy"]}}
 

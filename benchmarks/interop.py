@@ -62,7 +62,7 @@ def clear(connection: redis.Redis, prefix: str, queue: str) -> None:
     CREATED.clear()
 
 
-def accepted_ids(response) -> list[str]:  # noqa: ANN001 - an httpx Response
+def accepted_ids(response) -> list[str]:
     body = response.json()
     return [body["job_id"]] if "job_id" in body else [i["job_id"] for i in body["items"]]
 
@@ -104,7 +104,7 @@ def callback_latency(
     arrivals: dict[str, float] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             arrivals[self.headers["X-Lrpseg-Delivery"]] = time.time()
             self.send_response(204)

@@ -401,5 +401,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(rep, indent=2))
     return 0 if rep["lost"] == 0 else 1
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

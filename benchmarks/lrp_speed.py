@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.lrpseg.lrp.zennit_bridge
 
-from lrpseg import lrp  # noqa: E402
-from lrpseg.models import UNet, UNetConfig  # noqa: E402
+from lrpseg import lrp
+from lrpseg.models import UNet, UNetConfig
 
 COMPOSITES = ("montavon", "ours", "epsilon-gamma-box")
 
@@ -39,7 +39,7 @@ class PeakMemory:
     def _rss(self) -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -141,12 +141,18 @@ def bench_size(model, size: int, device: torch.device, repeats: int) -> list[dic
         diff = float((ours - theirs).abs().max() / theirs.abs().max())
         rows.append(
             dict(
-                size=size, composite=comp, forward_ms=med["forward"] * 1e3, gradient_ms=med["gradient"] * 1e3,
-                ours_ms=med[f"ours:{comp}"] * 1e3, zennit_ms=med[f"zennit:{comp}"] * 1e3,
+                size=size,
+                composite=comp,
+                forward_ms=med["forward"] * 1e3,
+                gradient_ms=med["gradient"] * 1e3,
+                ours_ms=med[f"ours:{comp}"] * 1e3,
+                zennit_ms=med[f"zennit:{comp}"] * 1e3,
                 ours_vs_gradient=med[f"ours:{comp}"] / med["gradient"],
                 zennit_vs_ours=med[f"zennit:{comp}"] / med[f"ours:{comp}"],
-                max_rel_diff=diff, peak_ours_mb=peaks[f"ours:{comp}"] / 2**20,
-                peak_zennit_mb=peaks[f"zennit:{comp}"] / 2**20, peak_gradient_mb=peaks["gradient"] / 2**20,
+                max_rel_diff=diff,
+                peak_ours_mb=peaks[f"ours:{comp}"] / 2**20,
+                peak_zennit_mb=peaks[f"zennit:{comp}"] / 2**20,
+                peak_gradient_mb=peaks["gradient"] / 2**20,
             )
         )
     return rows
@@ -164,17 +170,23 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = UNet(UNetConfig(in_channels=1, num_classes=2, depth=4, base_width=args.width)).eval().to(device)
-    print(f"U-Net depth 4, base width {args.width}, BatchNorm (folded), float32, device {device}, "
-          f"threads {args.threads}, median of {args.repeats}")
-    header = (f"{'size':>5} {'composite':<18} {'fwd ms':>8} {'grad ms':>8} {'ours ms':>8} {'zennit ms':>9} "
-              f"{'ours/grad':>9} {'zennit/ours':>11} {'max rel diff':>12} {'peak MB ours/zennit/grad':>25}")
+    print(
+        f"U-Net depth 4, base width {args.width}, BatchNorm (folded), float32, device {device}, "
+        f"threads {args.threads}, median of {args.repeats}"
+    )
+    header = (
+        f"{'size':>5} {'composite':<18} {'fwd ms':>8} {'grad ms':>8} {'ours ms':>8} {'zennit ms':>9} "
+        f"{'ours/grad':>9} {'zennit/ours':>11} {'max rel diff':>12} {'peak MB ours/zennit/grad':>25}"
+    )
     print(header)
     for size in args.sizes:
         for r in bench_size(model, size, device, args.repeats):
-            print(f"{r['size']:>5} {r['composite']:<18} {r['forward_ms']:>8.1f} {r['gradient_ms']:>8.1f} "
-                  f"{r['ours_ms']:>8.1f} {r['zennit_ms']:>9.1f} {r['ours_vs_gradient']:>9.2f} "
-                  f"{r['zennit_vs_ours']:>11.2f} {r['max_rel_diff']:>12.1e} "
-                  f"{r['peak_ours_mb']:>9.0f}/{r['peak_zennit_mb']:.0f}/{r['peak_gradient_mb']:.0f}")
+            print(
+                f"{r['size']:>5} {r['composite']:<18} {r['forward_ms']:>8.1f} {r['gradient_ms']:>8.1f} "
+                f"{r['ours_ms']:>8.1f} {r['zennit_ms']:>9.1f} {r['ours_vs_gradient']:>9.2f} "
+                f"{r['zennit_vs_ours']:>11.2f} {r['max_rel_diff']:>12.1e} "
+                f"{r['peak_ours_mb']:>9.0f}/{r['peak_zennit_mb']:.0f}/{r['peak_gradient_mb']:.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     argv = sys.argv[1:] if argv is None else argv
-    args, rest = parser.parse_known_args(argv[:1])
+    args, _rest = parser.parse_known_args(argv[:1])
     module = importlib.import_module(COMMANDS[args.command][0])
     cmd_parser = argparse.ArgumentParser(prog=f"lrpseg {args.command}", description=COMMANDS[args.command][1])
     module.add_arguments(cmd_parser)

@@ -168,7 +168,10 @@ class Target(Strict):
 
 class Visualisation(Strict):
     threshold: float = Field(
-        50.0, ge=0, le=100, description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|"
+        50.0,
+        ge=0,
+        le=100,
+        description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|",
     )
     threshold_mode: Literal["percentile", "fraction"] = "percentile"
     transfer: Literal["log", "linear"] = "log"
@@ -212,7 +215,9 @@ class JobParams(Strict):
     target: Target = Target()
     masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=3)
     visualisation: Visualisation = Visualisation()
-    artifacts: list[Artifact] | None = Field(None, max_length=len(Artifact), description="which artifacts to produce; default: all that apply")
+    artifacts: list[Artifact] | None = Field(
+        None, max_length=len(Artifact), description="which artifacts to produce; default: all that apply"
+    )
     resize: bool = Field(False, description="resize to a classifier's fixed input size instead of rejecting")
     frame: int | None = Field(None, ge=0, le=MAX_FRAME, description="frame of a multi-frame DICOM")
 

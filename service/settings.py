@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     parent_pid: int | None = Field(None, description="set by `lrpseg serve`: a worker whose parent dies stops")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's announcements")
     batch_max: int = Field(
-        1, ge=1, le=64, description="queued jobs of one model, shape and pass params a worker runs as one batch; 1 = off"
+        1,
+        ge=1,
+        le=64,
+        description="queued jobs of one model, shape and pass params a worker runs as one batch; 1 = off",
     )  # off by default: a batched result differs from a single one in the last bits (docs/service.md, Batching)
 
     # Embedded default (`lrpseg serve` without REDIS_URL)

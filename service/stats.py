@@ -75,8 +75,8 @@ class Stats:
     def stage_histograms(self) -> list[StageHistogram]:
         raw = {k.decode(): v.decode() for k, v in self.connection.hgetall(self.stages_key).items()}
         series: dict[tuple[str, str], dict[str, str]] = {}
-        for field, value in raw.items():
-            stage, model, part = field.split(SEP)
+        for key, value in raw.items():
+            stage, model, part = key.split(SEP)
             series.setdefault((stage, model), {})[part] = value
         out = []
         for (stage, model), parts in sorted(series.items()):
@@ -100,9 +100,7 @@ class Stats:
                 stale.append(name)
                 continue
             memory = {str(k): int(v) for k, v in (data.get("device_memory") or {}).items()}
-            live.append(
-                WorkerInfo(name.decode(), data["seen"], data["models"], data["device"], data["errors"], memory)
-            )
+            live.append(WorkerInfo(name.decode(), data["seen"], data["models"], data["device"], data["errors"], memory))
         if stale:
             self.connection.hdel(self.workers_key, *stale)
         return sorted(live, key=lambda w: w.name)

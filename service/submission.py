@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, UploadFile
@@ -24,6 +24,7 @@ from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
+from service.callbacks import check_callback_url, new_delivery_id
 from service.deps import (
     JobSlotsDep,
     MetricsDep,
@@ -35,7 +36,6 @@ from service.deps import (
     SettingsDep,
     StoreDep,
 )
-from service.callbacks import check_callback_url, new_delivery_id
 from service.errors import ApiError, params_error, retry_later
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots

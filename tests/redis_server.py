@@ -70,4 +70,3 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-

@@ -136,7 +136,7 @@ def run_pass(
         try:
             params = JobParams.model_validate(member.job.kwargs["params"])
             loaded.append((member, load(rt, member.job.id, params)))
-        except Exception as exc:  # noqa: BLE001 - reported by the job's own run, not here
+        except Exception as exc:
             log.info("job %s left out of its batch (%s)", member.job.id, type(exc).__name__)
     if not loaded:
         return 0

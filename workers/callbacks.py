@@ -91,7 +91,7 @@ def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = F
             Batches(connection, prefix).job_ended(
                 meta["batch_id"], job.id, "deleted" if deleted else status, deliveries, ttl
             )
-    except Exception:  # noqa: BLE001 - see the docstring; the record is missing, say so
+    except Exception:
         log.exception("could not record the callback of job %s", job.id)
 
 
@@ -162,7 +162,7 @@ def deadline_transport(deadline: SendDeadline) -> httpx.HTTPTransport:
     takes no network backend, so its connection pool is replaced by an equal one that has ours."""
     transport = httpx.HTTPTransport(trust_env=False)
     limits = httpx.Limits()
-    transport._pool = httpcore.ConnectionPool(  # noqa: SLF001 - see the docstring
+    transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
@@ -210,7 +210,7 @@ class Deliverer:
                 due = self.deliveries.next_due()
                 wait = self.settings.callback_poll if due is None else due - time.time()
                 self.deliveries.wait(min(self.settings.callback_poll, max(0.0, wait)))
-            except Exception:  # noqa: BLE001 - Redis blips: try again after a pause
+            except Exception:
                 log.warning("callback deliverer could not reach Redis")
                 stop.wait(self.settings.callback_poll)
 

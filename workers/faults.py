@@ -59,7 +59,7 @@ class ClaimKeeper:
                     self.tick()
             except RedisError as exc:  # Redis away: the claim may lapse; the job is then re-queued
                 log.warning("job %s: claim renewal failed (%s)", self.job.id, type(exc).__name__)
-            except Exception:  # noqa: BLE001 - never let bookkeeping kill the job's thread silently
+            except Exception:
                 log.exception("job %s: claim renewal failed", self.job.id)
 
 
@@ -84,4 +84,3 @@ def release_device_memory() -> None:
 def keep_retries_for(exc_type: type[BaseException]) -> bool:
     """Failures that are not the job's fault keep its retries: the worker died or was stopped cold."""
     return issubclass(exc_type, (AbandonedJobError, SystemExit, KeyboardInterrupt))
-

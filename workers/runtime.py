@@ -90,7 +90,7 @@ class WorkerRuntime:
                 model = self.registry.load(info.id, device=str(self.device))
                 warm_up(model, info, self.device)
                 self.loaded.append(info.id)
-            except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
+            except Exception as exc:
                 log.error("model %s failed to load: %s", info.id, type(exc).__name__)
                 self.errors[info.id] = type(exc).__name__
 
@@ -111,7 +111,7 @@ class WorkerRuntime:
                 self.stop_if_orphaned()
                 try:
                     self.announce()
-                except Exception:  # noqa: BLE001 - Redis blips: try again next beat
+                except Exception:
                     log.warning("worker heartbeat failed")
 
         thread = threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True)
@@ -146,7 +146,7 @@ class WorkerRuntime:
         self._stop.set()
         try:
             self.stats.retire_worker(self.name)
-        except Exception as exc:  # noqa: BLE001 - Redis may already be gone at shutdown
+        except Exception as exc:
             log.debug("could not retire worker: %s", type(exc).__name__)
 
 

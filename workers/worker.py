@@ -136,7 +136,7 @@ class ModelWorker(SimpleWorker):
                 with self.death_penalty_class(timeout, JobTimeoutException, job_id=members[0].job.id):
                     size = batching.run_pass(self.runtime, members, tasks.load)
                 self.log.info("Worker %s: batch of %d jobs shared one pass (%d claimed)", self.name, size, len(ids))
-            except Exception as exc:  # noqa: BLE001 - the members run alone and meet their own errors
+            except Exception as exc:
                 batching.forget(ids)
                 reason = type(exc).__name__
                 self.log.warning("Worker %s: a batch pass failed (%s); its jobs run one by one", self.name, reason)

@@ -13,4 +13,4 @@ from lrpseg.io.decode import decode_image
 from lrpseg.io.errors import DicomExportError, ImageDecodeError
 from lrpseg.io.image import FORMATS, DecodedImage
 
-__all__ = ["decode_image", "DecodedImage", "ImageDecodeError", "DicomExportError", "FORMATS"]
+__all__ = ["FORMATS", "DecodedImage", "DicomExportError", "ImageDecodeError", "decode_image"]

@@ -45,13 +45,30 @@ _GREY = ("MONOCHROME1", "MONOCHROME2")
 _RGB = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 _PALETTE = "PALETTE COLOR"
 _READ_ERRORS = (
-    EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-    NotImplementedError, OverflowError, struct.error, UnicodeDecodeError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    struct.error,
+    UnicodeDecodeError,
 )
 _LUT_KEYWORDS = (
-    "PhotometricInterpretation", "BitsStored", "BitsAllocated", "PixelRepresentation",
-    "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
-    "VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "BitsAllocated",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "ModalityLUTSequence",
+    "VOILUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
 )
 _FUNCTIONAL_GROUP_LUTS = (
     ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
@@ -77,9 +94,13 @@ def decode_dicom(data: bytes, limits: Limits, frame: int | None) -> DecodedImage
         raw, array = _to_unit(ds, stored, index, photometric, bits)
     multi = frames > 1
     return DecodedImage.build(
-        array, raw, format="dicom", bit_depth=bits,
+        array,
+        raw,
+        format="dicom",
+        bit_depth=bits,
         dicom=reference_dataset(ds, frame=index if multi else None),
-        frame=index if multi else None, frames=frames,
+        frame=index if multi else None,
+        frames=frames,
     )
 
 
@@ -170,9 +191,7 @@ def _decode_frame(ds: Dataset, index: int, transfer_syntax: UID) -> np.ndarray:
         ) from None
 
 
-def _to_unit(
-    ds: Dataset, stored: np.ndarray, index: int, photometric: str, bits: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _to_unit(ds: Dataset, stored: np.ndarray, index: int, photometric: str, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (raw (C,H,W), float32 array in [0, 1])."""
     if photometric == _PALETTE:
         rgb = apply_color_lut(stored, ds)

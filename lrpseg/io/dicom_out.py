@@ -35,14 +35,14 @@ from lrpseg.io.errors import DicomExportError
 from lrpseg.io.quiet import quiet
 
 __all__ = [
+    "PARAMETRIC_MAP",
+    "SECONDARY_CAPTURE",
+    "SEG",
     "DicomBytes",
-    "segmentation_to_dicom_seg",
     "relevance_to_dicom",
     "relevance_to_dicom_with_kind",
     "render_relevance",
-    "SEG",
-    "PARAMETRIC_MAP",
-    "SECONDARY_CAPTURE",
+    "segmentation_to_dicom_seg",
 ]
 
 SEG = "seg"
@@ -169,9 +169,7 @@ def relevance_to_dicom(
         return DicomBytes(_encode(sc), SECONDARY_CAPTURE, str(sc.SOPInstanceUID))
 
 
-def relevance_to_dicom_with_kind(
-    source: Dataset, relevance: np.ndarray, **kwargs: object
-) -> tuple[bytes, str]:
+def relevance_to_dicom_with_kind(source: Dataset, relevance: np.ndarray, **kwargs: object) -> tuple[bytes, str]:
     """:func:`relevance_to_dicom` returning ``(bytes, kind)``."""
     out = relevance_to_dicom(source, relevance, **kwargs)  # type: ignore[arg-type]
     return bytes(out), out.kind
@@ -200,9 +198,7 @@ class _FrameTarget:
                 raise DicomExportError(f"frame {frame} requested but the source has a single frame")
             return
         if frame is None or not 0 <= frame < frames:
-            raise DicomExportError(
-                f"the source has {frames} frames; pass the decoded frame (0..{frames - 1})"
-            )
+            raise DicomExportError(f"the source has {frames} frames; pass the decoded frame (0..{frames - 1})")
         self.frame_index = frame
         position = _enhanced_plane_position(ref, frame)
         if position is not None:
@@ -395,9 +391,7 @@ def _mask_stack(masks: Mapping[str, np.ndarray], rows: int, columns: int) -> tup
         _check_lo("segment label", label)
         array = np.asarray(mask)
         if array.shape != (rows, columns):
-            raise DicomExportError(
-                f"mask {label!r} has shape {array.shape}; the source image is {rows}x{columns}"
-            )
+            raise DicomExportError(f"mask {label!r} has shape {array.shape}; the source image is {rows}x{columns}")
         if array.dtype != np.bool_:
             if array.dtype.kind not in "iu" or not np.isin(array, (0, 1)).all():
                 raise DicomExportError(f"mask {label!r} must be boolean (or 0/1 integers), got {array.dtype}")

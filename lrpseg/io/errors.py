@@ -6,7 +6,7 @@ what is wrong and, where useful, the offending dimension, dtype or syntax name.
 
 from __future__ import annotations
 
-__all__ = ["ImageDecodeError", "DicomExportError"]
+__all__ = ["DicomExportError", "ImageDecodeError"]
 
 
 class ImageDecodeError(ValueError):

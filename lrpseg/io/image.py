@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-__all__ = ["DecodedImage", "FORMATS"]
+__all__ = ["FORMATS", "DecodedImage"]
 
 FORMATS = ("png", "jpeg", "tiff", "npy", "dicom")
 

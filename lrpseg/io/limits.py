@@ -30,8 +30,7 @@ class Limits:
             raise ImageDecodeError(
                 413,
                 "too_many_pixels",
-                f"{what} is {height}x{width} = {height * width} pixels; "
-                f"at most {self.max_pixels} are accepted",
+                f"{what} is {height}x{width} = {height * width} pixels; at most {self.max_pixels} are accepted",
             )
 
 

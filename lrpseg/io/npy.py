@@ -87,9 +87,7 @@ def _header(data: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
 
 def _check_dtype(dtype: np.dtype) -> None:
     if dtype.hasobject:
-        raise ImageDecodeError(
-            422, "npy_object_dtype", ".npy holds Python objects (pickled data), which are refused"
-        )
+        raise ImageDecodeError(422, "npy_object_dtype", ".npy holds Python objects (pickled data), which are refused")
     if dtype.names is not None or dtype.kind not in "biuf":
         raise ImageDecodeError(
             422, "npy_dtype", f".npy dtype {dtype.str!r} is not supported; send bool, integer or float"

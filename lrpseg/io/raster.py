@@ -21,7 +21,7 @@ from lrpseg.io.image import DecodedImage
 from lrpseg.io.limits import Limits, select_frame
 from lrpseg.io.scaling import drop_alpha, scale_by_max, to_chw
 
-__all__ = ["decode_png", "decode_jpeg", "png_header"]
+__all__ = ["decode_jpeg", "decode_png", "png_header"]
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
 _PNG_COLOR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}

@@ -6,7 +6,7 @@ import numpy as np
 
 from lrpseg.io.errors import ImageDecodeError
 
-__all__ = ["scale_by_dtype", "scale_float", "scale_by_max", "minmax", "to_chw", "drop_alpha"]
+__all__ = ["drop_alpha", "minmax", "scale_by_dtype", "scale_by_max", "scale_float", "to_chw"]
 
 
 def scale_by_max(arr: np.ndarray, max_value: float) -> np.ndarray:
@@ -59,6 +59,4 @@ def to_chw(arr: np.ndarray) -> np.ndarray:
         return arr[np.newaxis]
     if arr.ndim == 3 and arr.shape[2] in (1, 3):
         return np.moveaxis(arr, 2, 0)
-    raise ImageDecodeError(
-        422, "bad_channels", f"expected 1 or 3 samples per pixel, got array of shape {arr.shape}"
-    )
+    raise ImageDecodeError(422, "bad_channels", f"expected 1 or 3 samples per pixel, got array of shape {arr.shape}")

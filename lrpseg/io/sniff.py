@@ -6,7 +6,7 @@ import struct
 
 from pydicom.valuerep import VR
 
-__all__ = ["sniff", "UNSUPPORTED_SIGNATURES"]
+__all__ = ["UNSUPPORTED_SIGNATURES", "sniff"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DICOM_HINT_SUFFIXES = (".dcm", ".dicom", ".dic")

@@ -51,8 +51,12 @@ def decode_tiff(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
         raw, array = _to_unit(page, pixels)
     multi = len(pages) > 1
     return DecodedImage.build(
-        array, raw, format="tiff", bit_depth=page.bitspersample,
-        frame=index if multi else None, frames=len(pages),
+        array,
+        raw,
+        format="tiff",
+        bit_depth=page.bitspersample,
+        frame=index if multi else None,
+        frames=len(pages),
     )
 
 

@@ -64,5 +64,3 @@ def seg_grad_cam(
         cam = (grads * activation).sum(1)
     cam = F.interpolate(cam.unsqueeze(1), size=x.shape[2:], mode="bilinear", align_corners=False).squeeze(1)
     return cam.clamp(min=0) if relu else cam
-
-

@@ -154,7 +154,7 @@ class PreparedModel:
         return [torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(inputs, grads)]
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 

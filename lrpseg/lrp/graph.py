@@ -39,30 +39,62 @@ MODULE_KINDS: dict[type, Kind] = {
     **{
         t: Kind.GRADIENT
         for t in (
-            nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-            nn.AdaptiveMaxPool3d, nn.Flatten, nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d,
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.MaxPool3d,
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d,
+            nn.Flatten,
+            nn.Unflatten,
+            nn.ZeroPad2d,
+            nn.ConstantPad2d,
         )
     },
     **{
         t: Kind.NORM
         for t in (
-            nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.AvgPool1d, nn.AvgPool2d,
-            nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+            nn.Upsample,
+            nn.UpsamplingNearest2d,
+            nn.UpsamplingBilinear2d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AvgPool3d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d,
         )
     },
 }
 FUNCTION_KINDS: dict[object, Kind] = {
-    F.relu: Kind.PASS, torch.relu: Kind.PASS, F.leaky_relu: Kind.PASS,
-    torch.cat: Kind.GRADIENT, torch.concat: Kind.GRADIENT, torch.flatten: Kind.GRADIENT,
-    torch.reshape: Kind.GRADIENT, operator.getitem: Kind.GRADIENT, F.pad: Kind.GRADIENT,
-    F.max_pool1d: Kind.GRADIENT, F.max_pool2d: Kind.GRADIENT, F.max_pool3d: Kind.GRADIENT,
-    torch.squeeze: Kind.GRADIENT, torch.unsqueeze: Kind.GRADIENT,
-    F.interpolate: Kind.NORM, F.avg_pool1d: Kind.NORM, F.avg_pool2d: Kind.NORM, F.avg_pool3d: Kind.NORM,
-    F.adaptive_avg_pool1d: Kind.NORM, F.adaptive_avg_pool2d: Kind.NORM, F.adaptive_avg_pool3d: Kind.NORM,
-    operator.add: Kind.ADD, torch.add: Kind.ADD,
+    F.relu: Kind.PASS,
+    torch.relu: Kind.PASS,
+    F.leaky_relu: Kind.PASS,
+    torch.cat: Kind.GRADIENT,
+    torch.concat: Kind.GRADIENT,
+    torch.flatten: Kind.GRADIENT,
+    torch.reshape: Kind.GRADIENT,
+    operator.getitem: Kind.GRADIENT,
+    F.pad: Kind.GRADIENT,
+    F.max_pool1d: Kind.GRADIENT,
+    F.max_pool2d: Kind.GRADIENT,
+    F.max_pool3d: Kind.GRADIENT,
+    torch.squeeze: Kind.GRADIENT,
+    torch.unsqueeze: Kind.GRADIENT,
+    F.interpolate: Kind.NORM,
+    F.avg_pool1d: Kind.NORM,
+    F.avg_pool2d: Kind.NORM,
+    F.avg_pool3d: Kind.NORM,
+    F.adaptive_avg_pool1d: Kind.NORM,
+    F.adaptive_avg_pool2d: Kind.NORM,
+    F.adaptive_avg_pool3d: Kind.NORM,
+    operator.add: Kind.ADD,
+    torch.add: Kind.ADD,
 }
 METHOD_KINDS: dict[str, Kind] = {
-    "relu": Kind.PASS, "contiguous": Kind.PASS, "clone": Kind.PASS,
+    "relu": Kind.PASS,
+    "contiguous": Kind.PASS,
+    "clone": Kind.PASS,
     **{m: Kind.GRADIENT for m in ("view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose")},
     "add": Kind.ADD,
 }
@@ -237,4 +269,3 @@ def analyse(gm: fx.GraphModule) -> dict[fx.Node, NodeInfo]:
         infos[node] = NodeInfo(node, kind, inputs, layer, module)
     _roles(infos, gm)
     return infos
-

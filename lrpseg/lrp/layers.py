@@ -109,6 +109,15 @@ class Layer:
         if self.is_linear:
             return s @ weight
         return torch.ops.aten.convolution_backward(
-            s, x, weight, None, m.stride, m.padding, m.dilation, m.transposed, m.output_padding, m.groups,
+            s,
+            x,
+            weight,
+            None,
+            m.stride,
+            m.padding,
+            m.dilation,
+            m.transposed,
+            m.output_padding,
+            m.groups,
             [True, False, False],
         )[0]

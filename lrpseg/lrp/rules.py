@@ -140,8 +140,8 @@ class AlphaBeta(Rule):
         self.stabilizer = stabilizer
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        wp, bp = layer.params("pos", clamp_pos)
-        wn, bn = layer.params("neg", clamp_neg)
+        _wp, bp = layer.params("pos", clamp_pos)
+        _wn, bn = layer.params("neg", clamp_neg)
         xp, xn = _split(x)
         pos = layer.positive_part(xp, xn)
         neg = z - pos  # linearity: all negative contributions + b-
@@ -168,8 +168,8 @@ class Gamma(Rule):
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
         g = self.gamma
-        wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
-        wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
+        _wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
+        _wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
         xp, xn = _split(x)
         positive = z > 0
         p = layer.positive_part(xp, xn)  # all positive contributions + b+; z - p: the negative ones + b-

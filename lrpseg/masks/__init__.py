@@ -24,6 +24,15 @@ def extract(name: str, relevance: Any, *, seed: int = 0) -> MaskResult:
 
 
 __all__ = [
-    "EXTRACTORS", "BetaComponent", "BetaMixture", "InvalidRelevanceError", "MaskResult", "bmm", "extract",
-    "fit_beta_mixture", "gmm", "isodata_threshold", "simple",
+    "EXTRACTORS",
+    "BetaComponent",
+    "BetaMixture",
+    "InvalidRelevanceError",
+    "MaskResult",
+    "bmm",
+    "extract",
+    "fit_beta_mixture",
+    "gmm",
+    "isodata_threshold",
+    "simple",
 ]

@@ -7,7 +7,16 @@ from lrpseg.metrics.perturbation import region_perturbation
 from lrpseg.metrics.segmentation import Confusion, PRCurve, confusion, pr_curve, segmentation_metrics
 
 __all__ = [
-    "Confusion", "InvalidMaskError", "InvalidScoreError", "MetricInputError", "PRCurve", "ShapeMismatchError",
-    "classification_metrics", "confusion", "explanation_metrics", "pr_curve", "region_perturbation",
+    "Confusion",
+    "InvalidMaskError",
+    "InvalidScoreError",
+    "MetricInputError",
+    "PRCurve",
+    "ShapeMismatchError",
+    "classification_metrics",
+    "confusion",
+    "explanation_metrics",
+    "pr_curve",
+    "region_perturbation",
     "segmentation_metrics",
 ]

@@ -26,9 +26,7 @@ def as_channels(relevance: Any) -> np.ndarray:
     return r
 
 
-def explanation_metrics(
-    relevance: Any, mask: Any, *, r_out_sum: float | None = None
-) -> dict[str, float | list[float]]:
+def explanation_metrics(relevance: Any, mask: Any, *, r_out_sum: float | None = None) -> dict[str, float | list[float]]:
     """Metrics of one explanation against the mask of what it explains (bool (H, W)).
 
     relevance_sum: sum of all relevance.

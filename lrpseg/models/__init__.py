@@ -9,7 +9,7 @@ from torch import nn
 from lrpseg.models.unet import UNet, UNetConfig
 from lrpseg.models.vgg import VGG11, VGGConfig
 
-__all__ = ["UNet", "UNetConfig", "VGG11", "VGGConfig", "build_model"]
+__all__ = ["VGG11", "UNet", "UNetConfig", "VGGConfig", "build_model"]
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:

@@ -124,4 +124,3 @@ def default_registry() -> Registry:
     if extra:
         dirs.append(Path(extra))
     return Registry(dirs, default=os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL)
-

@@ -63,7 +63,7 @@ def probe(info: ModelInfo, model: nn.Module, device: torch.device) -> None:
     try:
         with torch.no_grad():
             out = model(x)
-    except Exception as exc:  # noqa: BLE001 - a user model may fail in any way
+    except Exception as exc:
         raise fail(info.path, f"forward pass on a {tuple(x.shape)} input failed: {type(exc).__name__}: {exc}") from None
     expected = (1, info.num_classes, side, side) if info.kind == "segmenter" else (1, info.num_classes)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -85,4 +85,3 @@ def load_model(info: ModelInfo, device: str | torch.device = "cpu") -> nn.Module
         param.requires_grad_(False)
     probe(info, model, device)
     return model
-

@@ -75,10 +75,10 @@ def check_archive(path: Path) -> None:
         for fqn, meta in entries.items():
             if meta.get("use_pickle") or str(meta.get("path_name", "")).startswith(PICKLED_PREFIXES):
                 raise refuse(path, f"{fqn!r} is stored as a pickle, which is never loaded")
-    if SAMPLE_INPUTS in members and members[SAMPLE_INPUTS]:
+    if members.get(SAMPLE_INPUTS):
         try:
             torch.load(io.BytesIO(members[SAMPLE_INPUTS]), weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means torch would retry unsafely
+        except Exception as exc:
             raise refuse(path, f"sample inputs do not load with weights_only=True ({type(exc).__name__})") from None
 
 
@@ -109,7 +109,7 @@ def load_exported(path: Path) -> nn.Module:
     check_archive(path)
     try:
         program = torch.export.load(path)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
+    except Exception as exc:
         first_line = (str(exc).splitlines() or [""])[0][:300]
         raise refuse(path, f"torch.export.load failed: {type(exc).__name__}: {first_line}") from None
     check_graph(path, program)

@@ -17,7 +17,23 @@ from lrpseg.render.png import (
 from lrpseg.render.transfer import inverse_transfer, log_transfer, resolve_tau
 
 __all__ = [
-    "DEFAULT_CMAP", "RenderInputError", "class_palette", "colorbar_png", "colorbar_rgb", "colorize", "display_rgb",
-    "encode_png", "inverse_transfer", "log_transfer", "mask_png", "overlay_png", "overlay_rgb", "pr_curve_png",
-    "relevance_png", "relevance_rgb", "resolve_tau", "segmentation_png", "segmentation_rgb",
+    "DEFAULT_CMAP",
+    "RenderInputError",
+    "class_palette",
+    "colorbar_png",
+    "colorbar_rgb",
+    "colorize",
+    "display_rgb",
+    "encode_png",
+    "inverse_transfer",
+    "log_transfer",
+    "mask_png",
+    "overlay_png",
+    "overlay_rgb",
+    "pr_curve_png",
+    "relevance_png",
+    "relevance_rgb",
+    "resolve_tau",
+    "segmentation_png",
+    "segmentation_rgb",
 ]

@@ -63,8 +63,11 @@ def render_card(config: dict[str, Any]) -> str:
                 ("kind", config["kind"]),
                 ("architecture", arch),
                 ("classes", ", ".join(config["class_names"])),
-                ("input", f"1 grey channel, {config['input_size'] or 'any'} px, pixels in [0, 1] "
-                          f"normalised with mean {norm['mean']} and std {norm['std']}"),
+                (
+                    "input",
+                    f"1 grey channel, {config['input_size'] or 'any'} px, pixels in [0, 1] "
+                    f"normalised with mean {norm['mean']} and std {norm['std']}",
+                ),
                 ("output", "logits per pixel (N, 2, H, W)" if config["kind"] == "segmenter" else "logits (N, 2)"),
             ],
             ("", ""),
@@ -80,9 +83,25 @@ def render_card(config: dict[str, Any]) -> str:
         "## Training",
         "",
         *table(
-            [(k, str(training[k])) for k in ("n_train", "n_val", "epochs", "best_epoch", "batch_size", "optimizer",
-                                            "loss", "augmentation", "selection", "seed", "device", "threads",
-                                            "seconds", "torch")],  # fmt: skip
+            [
+                (k, str(training[k]))
+                for k in (
+                    "n_train",
+                    "n_val",
+                    "epochs",
+                    "best_epoch",
+                    "batch_size",
+                    "optimizer",
+                    "loss",
+                    "augmentation",
+                    "selection",
+                    "seed",
+                    "device",
+                    "threads",
+                    "seconds",
+                    "torch",
+                )
+            ],  # fmt: skip
             ("setting", "value"),
         ),
         "",

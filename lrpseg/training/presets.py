@@ -48,8 +48,15 @@ PRESETS: dict[str, Preset] = {
         key="unet",
         name="unet-defects",
         kind="segmenter",
-        architecture={"family": "unet", "in_channels": 1, "num_classes": 2, "depth": 4, "base_width": 8,
-                      "batch_norm": True, "upsampling": "transpose"},  # fmt: skip
+        architecture={
+            "family": "unet",
+            "in_channels": 1,
+            "num_classes": 2,
+            "depth": 4,
+            "base_width": 8,
+            "batch_norm": True,
+            "upsampling": "transpose",
+        },  # fmt: skip
         class_names=["background", "defect"],
         size=128,
         crop=64,
@@ -62,16 +69,25 @@ PRESETS: dict[str, Preset] = {
         intended_use="Default model of the lrpseg service: demonstrates segmentation and whole-output LRP "
         "explanations; baseline for LRP-derived masks (seed 001).",
         limits=COMMON_LIMITS
-        + ["Distractors (stains, deposits, bright scratches, brightness edges) cause most false alarms on "
-           "defect-free images, and blowholes are segmented less completely than cracks (their borders are "
-           "missed): see 'Where it errs'."],
+        + [
+            "Distractors (stains, deposits, bright scratches, brightness edges) cause most false alarms on "
+            "defect-free images, and blowholes are segmented less completely than cracks (their borders are "
+            "missed): see 'Where it errs'."
+        ],
     ),
     "vgg11-128n": Preset(
         key="vgg11-128n",
         name="vgg11-128n-defects",
         kind="classifier",
-        architecture={"family": "vgg11", "in_channels": 1, "num_classes": 2, "base_width": 8, "input_size": 64,
-                      "head": "128n", "hidden": 128},  # fmt: skip
+        architecture={
+            "family": "vgg11",
+            "in_channels": 1,
+            "num_classes": 2,
+            "base_width": 8,
+            "input_size": 64,
+            "head": "128n",
+            "hidden": 128,
+        },  # fmt: skip
         class_names=["defect-free", "defect"],
         size=64,
         epochs=20,
@@ -88,8 +104,15 @@ PRESETS: dict[str, Preset] = {
         key="vgg11-onefc",
         name="vgg11-onefc-defects",
         kind="classifier",
-        architecture={"family": "vgg11", "in_channels": 1, "num_classes": 2, "base_width": 8, "input_size": 64,
-                      "head": "one-fc", "hidden": 128},  # fmt: skip
+        architecture={
+            "family": "vgg11",
+            "in_channels": 1,
+            "num_classes": 2,
+            "base_width": 8,
+            "input_size": 64,
+            "head": "one-fc",
+            "hidden": 128,
+        },  # fmt: skip
         class_names=["defect-free", "defect"],
         size=64,
         epochs=20,

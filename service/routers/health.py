@@ -28,14 +28,14 @@ def readyz(redis: RedisDep, stats: StatsDep, registry: RegistryDep, settings: Se
     try:
         redis.ping()
         checks["redis"] = Check(ok=True, detail="reachable")
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         checks["redis"] = Check(ok=False, detail=f"unreachable: {type(exc).__name__}")
         return _readiness(checks, settings.retry_after)
     workers = stats.live_workers(settings.worker_max_age)
     checks["workers"] = Check(ok=bool(workers), detail=f"{len(workers)} alive" if workers else "no worker alive")
     try:
         checks["models"] = _models_check(registry, workers)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["models"] = Check(ok=False, detail=f"registry failed: {type(exc).__name__}")
     return _readiness(checks, settings.retry_after)
 

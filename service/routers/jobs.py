@@ -180,9 +180,7 @@ def get_artifact(
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})
-def delete_job(
-    job_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep, slots: JobSlotsDep
-) -> Response:
+def delete_job(job_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep, slots: JobSlotsDep) -> Response:
     """Delete the job, its input and artifacts. A running job stops at its next stage."""
     job = views.fetch_job(redis, store, job_id, principal)
     store.mark_deleted(job_id)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lrpseg.models import UNet, UNetConfig, VGG11, VGGConfig
+from lrpseg.models import VGG11, UNet, UNetConfig, VGGConfig
 from lrpseg.registry import SHIPPED_DIR, ModelInfo, Registry, RegistryError, default_registry, save_model_dir
 
 SMALL_UNET = {"family": "unet", "in_channels": 1, "num_classes": 2, "depth": 2, "base_width": 4}

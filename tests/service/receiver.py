@@ -58,7 +58,7 @@ def running_receiver(
     receiver = Receiver(statuses, delay, probe)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             status = receiver.record({k.lower(): v for k, v in self.headers.items()}, body)
@@ -72,7 +72,7 @@ def running_receiver(
             except OSError:
                 pass  # the sender gave up (timeout) and closed the connection
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -46,7 +46,7 @@ def zip_bytes(members: dict[str, bytes], *, infos: list[tuple[zipfile.ZipInfo, b
     return buffer.getvalue()
 
 
-def post_archive(client: TestClient, data: bytes, params: dict | None = None, **form: str):  # noqa: ANN201
+def post_archive(client: TestClient, data: bytes, params: dict | None = None, **form: str):
     fields = {"params": json.dumps(params or {}), **form}
     return client.post("/v1/batches", files={"archive": ("batch.zip", data, "application/zip")}, data=fields)
 

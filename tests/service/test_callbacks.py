@@ -61,7 +61,7 @@ def deliverer(redis_conn: redis.Redis, settings: Settings) -> Iterator[None]:
         assert not thread.is_alive()
 
 
-def post_job(client: TestClient, callback_url: str | None, **data: str):  # noqa: ANN201 - a Response
+def post_job(client: TestClient, callback_url: str | None, **data: str):
     image, _ = factories.defect_image(64)
     form = {"params": json.dumps({"task": "segment"}), **data}
     if callback_url is not None:
@@ -247,7 +247,7 @@ def test_allowed_callback_hosts(client: TestClient) -> None:
         assert post_job(client, url).status_code == 202, url
 
 
-def test_callbacks_are_off_unless_configured(make_client, settings: Settings) -> None:  # noqa: ANN001
+def test_callbacks_are_off_unless_configured(make_client, settings: Settings) -> None:
     off = make_client(settings.model_copy(update={"callback_allowed_hosts": [], "callback_secret": None}))
     response = post_job(off, "http://127.0.0.1:8080/hook")
     assert response.status_code == 422 and "callbacks are disabled" in response.json()["detail"]

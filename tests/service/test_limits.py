@@ -154,9 +154,7 @@ def test_cors_is_off_by_default(client: TestClient) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_the_listed_origins(
-    make_client: Callable[[Settings], TestClient], settings: Settings
-) -> None:
+def test_cors_allows_only_the_listed_origins(make_client: Callable[[Settings], TestClient], settings: Settings) -> None:
     client = make_client(keyed(settings, cors_origins="https://viewer.example, http://localhost:5173"))
     allowed = client.get("/v1/models", headers={"Origin": "https://viewer.example", **as_(ALICE)})
     assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"

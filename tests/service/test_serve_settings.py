@@ -16,7 +16,9 @@ def test_no_loopback_callbacks_when_the_api_listens_off_loopback(host: str) -> N
     settings = with_loopback_callbacks(Settings(host=host, callback_secret="x", **KEYS))
     assert settings.callback_allowed_hosts == []  # callbacks stay off: no SSRF to this machine
     with pytest.raises(Exception, match="callbacks are disabled"):
-        callbacks.check_callback_url("http://127.0.0.1:6379/h", settings.callback_allowed_hosts, settings.callback_secret)
+        callbacks.check_callback_url(
+            "http://127.0.0.1:6379/h", settings.callback_allowed_hosts, settings.callback_secret
+        )
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])

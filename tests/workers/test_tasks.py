@@ -72,7 +72,7 @@ def test_progress_is_reported_in_job_meta(
     stages = [s for s, _ in seen]
     assert stages == ["forward", "lrp", "masks", "metrics", "render"]
     fractions = [f for _, f in seen]
-    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] < 1
+    assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] < 1
 
 
 def test_jobs_carry_only_ids_and_params_as_json(client: TestClient, png: bytes, redis_conn: redis.Redis) -> None:

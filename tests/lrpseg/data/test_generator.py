@@ -42,7 +42,7 @@ def test_sample_types_and_ranges(samples: list) -> None:
     for s in samples:
         assert s.image.dtype == np.float32 and s.image.shape == (96, 96)
         assert s.mask.dtype == bool and s.mask.shape == (96, 96)
-        assert 0.0 <= s.image.min() and s.image.max() <= 1.0
+        assert s.image.min() >= 0.0 and s.image.max() <= 1.0
         assert s.label == int(s.mask.any())
         assert s.kind in (("crack", "blowhole") if s.label else ("none",))
 

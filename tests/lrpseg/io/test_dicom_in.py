@@ -95,7 +95,7 @@ def test_raw_values_equal_pydicom_decoding(name: str) -> None:
     expected = expected[np.newaxis] if expected.ndim == 2 else np.moveaxis(expected, 2, 0)
     np.testing.assert_array_equal(image.raw, expected)
     assert image.channels == expected.shape[0]
-    assert 0.0 <= image.array.min() and image.array.max() <= 1.0
+    assert image.array.min() >= 0.0 and image.array.max() <= 1.0
 
 
 def test_rgb_scaled_by_bits_stored() -> None:

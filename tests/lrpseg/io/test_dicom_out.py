@@ -65,7 +65,8 @@ def test_seg_reads_back_with_segments_algorithm_and_references(name: str) -> Non
     assert {r.ReferencedSOPInstanceUID for r in _source_refs(seg)} == {source.SOPInstanceUID}
     for number, mask in enumerate(masks.values(), start=1):
         frames = [
-            i for i, group in enumerate(seg.PerFrameFunctionalGroupsSequence)
+            i
+            for i, group in enumerate(seg.PerFrameFunctionalGroupsSequence)
             if group.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number
         ]
         assert len(frames) == 1

@@ -138,9 +138,7 @@ def test_prepared_once_and_weights_cached() -> None:
     assert lrp.prepare(model) is first
     for name, info in first.by_name.items():
         if info.layer:
-            assert {k: id(v[0]) for k, v in info.layer._cache.items()} == {
-                k: id(v[0]) for k, v in caches[name].items()
-            }
+            assert {k: id(v[0]) for k, v in info.layer._cache.items()} == {k: id(v[0]) for k, v in caches[name].items()}
     assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
     with torch.no_grad():
         model.head.weight.mul_(2)  # in-place change: re-prepared

@@ -55,8 +55,9 @@ def test_e_step_rules_force_certain_pixels() -> None:
     grid = np.linspace(0.001, 0.999, 999)
     r = model.defect_posterior(grid)
     above_mean = grid > model.defect.mean
-    inside_background = (grid <= beta_distribution.ppf(BACKGROUND_QUANTILE, model.background.alpha,
-                                                        model.background.beta)) & ~above_mean
+    inside_background = (
+        grid <= beta_distribution.ppf(BACKGROUND_QUANTILE, model.background.alpha, model.background.beta)
+    ) & ~above_mean
     assert np.all(r[above_mean] == 1.0)
     assert np.all(r[inside_background] == 0.0)
     assert np.all(np.diff(r) >= -1e-12)  # separated components: the posterior rises with x
