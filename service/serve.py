@@ -20,11 +20,11 @@ from pathlib import Path
 
 import uvicorn
 
-from service import logs
-from service.auth import is_loopback
+from core import logs
+from core.security import is_loopback
+from core.settings import Settings
 from service.embedded import EmbeddedRedis, start_embedded
 from service.serve_api import uvicorn_options
-from service.settings import Settings
 
 log = logging.getLogger("lrpseg.serve")
 GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace

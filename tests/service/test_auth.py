@@ -24,12 +24,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from core.security import hash_key, new_key
+from core.settings import Settings
 from lrpseg import cli
 from lrpseg.registry import Registry
 from service import client as explain_client
 from service.app import create_app
-from service.auth import hash_key, new_key
-from service.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.service.test_validation import problem

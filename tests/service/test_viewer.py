@@ -35,14 +35,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from core.security import hash_key
+from core.settings import Settings
 from lrpseg import render
 from lrpseg.registry import Registry
 from lrpseg.render.colors import diverging_lut
 from service import samples
 from service.app import create_app
-from service.auth import hash_key
 from service.routers.viewer import CONTENT_SECURITY_POLICY
-from service.settings import Settings
 from tests.service import factories
 
 CHROMIUM = Path("/usr/bin/chromium")
