@@ -1,5 +1,6 @@
-"""The house is one-way: service -> core, lrpseg, schemas; workers -> core, lrpseg, schemas;
-core -> schemas, lrpseg (never fastapi); no arrow between service and workers; no import cycle.
+"""The house is one-way: launch -> everything; service -> core, lrpseg, schemas; workers -> core,
+lrpseg, schemas; core -> schemas, lrpseg (never fastapi); lrpseg -> schemas; no arrow between service
+and workers, nothing imports launch; no import cycle.
 
 The graph is read from the source (ast), every import counted: top-level, inside functions
 and under TYPE_CHECKING alike, so a lazy import cannot hide an arrow.
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lrpseg", "core", "service", "workers", "schemas")
+PACKAGES = ("lrpseg", "core", "service", "workers", "schemas", "launch")
 
 # package -> first-party packages it may import (besides itself)
 ALLOWED = {
@@ -22,6 +23,7 @@ ALLOWED = {
     "core": {"schemas", "lrpseg"},
     "service": {"core", "schemas", "lrpseg"},
     "workers": {"core", "schemas", "lrpseg"},
+    "launch": {"service", "workers", "core", "schemas", "lrpseg"},
 }
 # third-party packages a package must never import
 FORBIDDEN_THIRD_PARTY = {
@@ -124,7 +126,16 @@ def test_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_no_importlib_in_the_packages() -> None:
+    """Launchers import what they start by name (launch.cli), so the graph above sees every arrow."""
+    users = [name for name, targets in graph().items() if "importlib" in targets]
+    assert not users, users
+
+
 def test_worker_does_not_load_fastapi() -> None:
-    code = "import sys, workers.worker, workers.tasks; assert 'fastapi' not in sys.modules, 'fastapi loaded'"
+    code = (
+        "import sys, workers.worker, workers.tasks, launch.cli; launch.cli.load('worker'); "
+        "assert 'fastapi' not in sys.modules, 'fastapi loaded'"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

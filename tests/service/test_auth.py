@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from core.security import hash_key, new_key
 from core.settings import Settings
-from lrpseg import cli
+from launch import cli
 from lrpseg.registry import Registry
 from service import client as explain_client
 from service.app import create_app
@@ -345,7 +345,7 @@ def url_of(connection: redis.Redis) -> str:
 def _cli(*args: str, env: dict[str, str], redis_url: str) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lrpseg.cli", *args],
+        [sys.executable, "-m", "launch", *args],
         env={**clean, "REDIS_URL": redis_url, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -241,7 +241,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     client: TestClient, redis_conn: redis.Redis, settings: Settings, tmp_path: Path
 ) -> None:
-    """`python -m lrpseg.cli worker`: the job runs, and the process's deliverer POSTs the callback."""
+    """`python -m launch worker`: the job runs, and the process's deliverer POSTs the callback."""
     factories.write_models(tmp_path / "models")
     kwargs = redis_conn.connection_pool.connection_kwargs
     url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
@@ -262,7 +262,7 @@ def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     )
     with running_receiver([503, 200]) as receiver:
         job_id = submit(client, receiver.url)
-        proc = subprocess.Popen([sys.executable, "-m", "lrpseg.cli", "worker"], env=env, cwd=tmp_path)
+        proc = subprocess.Popen([sys.executable, "-m", "launch", "worker"], env=env, cwd=tmp_path)
         try:
             got = receiver.wait_for(2, timeout=90)
         finally:

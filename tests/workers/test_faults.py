@@ -1,7 +1,7 @@
 """Faults end jobs cleanly: a worker SIGKILLed mid-job (re-queued, or failed as worker_lost), a job
 that raises, times out or runs out of device memory (fails with its reason, the worker serves on).
 
-Real Redis, real RQ workers: worker processes (`python -m lrpseg.cli worker`) for the kills,
+Real Redis, real RQ workers: worker processes (`python -m launch worker`) for the kills,
 the in-process burst worker for the rest; jobs go in and come out through the HTTP API.
 """
 
