@@ -1,16 +1,13 @@
-"""A job's inputs from the store, decoded and checked against its model: what the pipeline takes."""
+"""A job's inputs read back from the store and put through the one input path (lrpseg.inputs)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from torch import nn
 
-from lrpseg.io import DecodedImage, decode_image
-from lrpseg.pipeline import check_image, resolve_params
-from lrpseg.registry import ModelInfo
+from lrpseg.inputs import DecodeLimits, JobInputs, RawInput, prepare_inputs
 from schemas.params import JobParams
 from workers import runtime
 
@@ -20,38 +17,27 @@ class InputsMissing(RuntimeError):
 
 
 @dataclass
-class Loaded:
-    """A job's inputs, decoded and checked against its model: what the pipeline takes."""
+class ReadyJob:
+    """A job ready for the pass: its decoded, checked inputs, its model, and how long reading them took."""
 
-    info: ModelInfo
+    inputs: JobInputs
     model: nn.Module
-    params: JobParams
-    image: DecodedImage
-    truth: np.ndarray | None
     decode_ms: float
 
 
-def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> Loaded:
-    """Inputs from the store, decoded; the model; the params resolved against it (errors name the input)."""
+def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> ReadyJob:
+    """Inputs from the store, through `prepare_inputs` (errors name the input), and the model."""
     start = time.perf_counter()
-    inputs = rt.store.get_inputs(job_id)
-    if inputs is None:
+    stored = rt.store.get_inputs(job_id)
+    if stored is None:
         raise InputsMissing(f"the inputs of job {job_id} are gone (expired or deleted)")
     info, model = rt.model(params.model or rt.registry.default_id)
-    params = resolve_params(params, info)
-    image = _decode(inputs.image.data, inputs.image.filename, inputs.image.content_type, rt, params.frame)
-    check_image(params, info, image.channels, image.height, image.width)
-    truth = None
-    if inputs.ground_truth is not None:
-        gt = inputs.ground_truth
-        truth = _decode(gt.data, gt.filename, gt.content_type, rt, None).array.max(axis=0) > 0
-    return Loaded(info, model, params, image, truth, (time.perf_counter() - start) * 1000)
-
-
-def _decode(
-    data: bytes, filename: str | None, content_type: str | None, rt: runtime.WorkerRuntime, frame: int | None
-) -> DecodedImage:
-    s = rt.settings
-    return decode_image(
-        data, filename=filename, content_type=content_type, max_pixels=s.max_pixels, max_side=s.max_side, frame=frame
+    gt = stored.ground_truth
+    inputs = prepare_inputs(
+        info,
+        params,
+        RawInput(stored.image.data, stored.image.filename, stored.image.content_type),
+        None if gt is None else RawInput(gt.data, gt.filename, gt.content_type),
+        DecodeLimits(rt.settings.max_pixels, rt.settings.max_side),
     )
+    return ReadyJob(inputs, model, (time.perf_counter() - start) * 1000)
