@@ -25,7 +25,7 @@ from core.store import Store
 from lrpseg.registry import Registry
 from service.auth import ANONYMOUS, KeyStore
 from service.errors import ApiError
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
 
 

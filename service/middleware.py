@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import logs
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
