@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -136,6 +137,6 @@ async def _too_large(scope: Scope, send: Send, detail: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _route_of(scope: dict[str, Any]) -> str:
+def _route_of(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "(unmatched)"
