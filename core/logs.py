@@ -110,8 +110,9 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
     # httpx/httpcore log every request's full URL, query string included, at INFO/DEBUG
-    # (callbacks, the client): a URL may carry a token.
-    for name in ("httpx", "httpcore"):
+    # (callbacks, the client): a URL may carry a token. httpx2/httpcore2 are their successors
+    # (pulled in by huggingface_hub; starlette's TestClient prefers them when installed).
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return handler
 
