@@ -20,7 +20,7 @@ from rq import Callback, Queue, Retry
 from rq.job import Job
 
 from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
-from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
+from lrpseg.pipeline import ParamsError, batch_key, check_input, resolve_params
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
@@ -249,6 +249,7 @@ def decode(upload: Upload, field: str, settings: Settings, frame: int | None) ->
             content_type=upload.content_type,
             max_pixels=settings.max_pixels,
             max_side=settings.max_side,
+            max_voxels=settings.max_voxels,
             frame=frame,
         )
     except ImageDecodeError as exc:
@@ -265,11 +266,12 @@ def resolve_model(registry: Registry, params: JobParams) -> ModelInfo:
 
 @dataclass(frozen=True)
 class Checked:
-    """A valid submission: its model, the params with defaults resolved, the decoded image's (C, H, W)."""
+    """A valid submission: its model, the params with defaults resolved, the decoded image's
+    (C, H, W) (volumes: (C, D, H, W))."""
 
     info: ModelInfo
     params: JobParams
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
 
 
 def check_submission(
@@ -281,17 +283,15 @@ def check_submission(
     try:
         params = resolve_params(params, info)
         decoded = decode(image, "image", settings, params.frame)
-        check_image(params, info, decoded.channels, decoded.height, decoded.width)
+        check_input(params, info, decoded)
         if gt is not None:
             truth = decode(gt, "ground_truth", settings, None)
-            if (truth.height, truth.width) != (decoded.height, decoded.width):
-                raise ParamsError(
-                    "ground_truth",
-                    f"ground truth is {truth.width}x{truth.height}; the image is {decoded.width}x{decoded.height}",
-                )
+            if truth.shape[1:] != decoded.shape[1:]:
+                size, image_size = ("x".join(map(str, d.shape[:0:-1])) for d in (truth, decoded))
+                raise ParamsError("ground_truth", f"ground truth is {size}; the image is {image_size}")
     except ParamsError as exc:
         raise _invalid(exc.field, str(exc)) from None
-    return Checked(info, params, (decoded.channels, decoded.height, decoded.width))
+    return Checked(info, params, decoded.shape)
 
 
 def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, settings: Settings) -> None:

@@ -155,8 +155,8 @@ def run_pass(
     return len(group)
 
 
-def _shape(loaded: Loaded) -> tuple[int, int, int]:
-    return (loaded.image.channels, loaded.image.height, loaded.image.width)
+def _shape(loaded: Loaded) -> tuple[int, ...]:
+    return loaded.image.shape
 
 
 def _fan_out(reporters: list[Reporter]) -> Callable[[str, float], None]:

@@ -35,10 +35,12 @@ from lrpseg.io.errors import DicomExportError
 from lrpseg.io.quiet import quiet
 
 __all__ = [
+    "DEFAULT_SEGMENT_CODES",
     "PARAMETRIC_MAP",
     "SECONDARY_CAPTURE",
     "SEG",
     "DicomBytes",
+    "SegmentCodes",
     "relevance_to_dicom",
     "relevance_to_dicom_with_kind",
     "render_relevance",
@@ -54,6 +56,15 @@ _MAX_LO = 64
 _BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError)
 _CLASSIC_FRAME_KEYWORDS = ("FrameIncrementPointer", "GridFrameOffsetVector")
 _REQUIRED_SOURCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+
+
+Triplet = tuple[str, str, str]  # (coding scheme designator, code value, code meaning)
+SegmentCodes = tuple[Triplet, Triplet]  # (Segmented Property Category, Segmented Property Type)
+# A segment without declared codes: the generic pair PS3.16 CID 7150/7151 offer for "something abnormal".
+DEFAULT_SEGMENT_CODES: SegmentCodes = (
+    ("SCT", "49755003", "Morphologically Abnormal Structure"),
+    ("SCT", "52988006", "Lesion"),
+)
 
 
 class DicomBytes(bytes):
@@ -78,11 +89,14 @@ def segmentation_to_dicom_seg(
     model_version: str,
     series_number: int = 900,
     frame: int | None = None,
+    segment_codes: Mapping[str, SegmentCodes] | None = None,
 ) -> DicomBytes:
     """A BINARY DICOM SEG with one segment per mask name, in the order given.
 
     ``masks`` maps a segment label (e.g. "defect (U-Net)", "LRP mask (bmm)") to a
-    bool (H, W) array of the source's Rows x Columns. Algorithm identification is
+    bool (H, W) array of the source's Rows x Columns. ``segment_codes`` maps a label to its
+    (category, type) code triplets, the model's declared segment codes; labels not in it get
+    :data:`DEFAULT_SEGMENT_CODES`. Algorithm identification is
     ``model_id``/``model_version``. ``frame`` (0-based) defaults to the frame recorded by
     ``decode_image`` on its ``.dicom``; a multi-frame source needs one.
     """
@@ -94,17 +108,20 @@ def segmentation_to_dicom_seg(
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_id, version=model_version, family=codes.cid7162.ArtificialIntelligence
     )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
+    declared = segment_codes or {}
+    descriptions = []
+    for number, label in enumerate(labels, start=1):
+        category, kind = declared.get(label, DEFAULT_SEGMENT_CODES)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=_concept(category),
+                segmented_property_type=_concept(kind),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
         )
-        for number, label in enumerate(labels, start=1)
-    ]
     target = _FrameTarget(ref, frame)
     with quiet():
         try:
@@ -127,6 +144,14 @@ def segmentation_to_dicom_seg(
             raise DicomExportError(f"cannot build a DICOM SEG for this source: {_reason(exc, ref)}") from None
         target.add_frame_references(seg)
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
+
+
+def _concept(triplet: Triplet) -> hd.sr.CodedConcept:
+    scheme, value, meaning = triplet
+    try:
+        return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+    except _BUILD_ERRORS as exc:
+        raise DicomExportError(f"segment code {triplet} is not a valid coded concept: {exc}") from None
 
 
 def relevance_to_dicom(

@@ -73,7 +73,7 @@ def test_non_finite_refused(bad: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "code"), [((5,), "bad_ndim"), ((1, 3, 4, 4), "bad_ndim"), ((5, 6, 7), "bad_channels")]
+    ("shape", "code"), [((5,), "bad_ndim"), ((1, 1, 3, 4, 4), "bad_ndim"), ((5, 6, 7, 8), "bad_channels")]
 )
 def test_bad_shapes_refused(shape: tuple[int, ...], code: str) -> None:
     with pytest.raises(ImageDecodeError) as info:
