@@ -27,6 +27,8 @@ def model_out(info: ModelInfo, default_id: str) -> ModelOut:
         zbox_bounds=tuple(info.zbox_bounds),
         description=info.description,
         default=info.id == default_id,
+        spatial_dims=info.spatial_dims,
+        **info.metadata.to_dict(),
     )
 
 
