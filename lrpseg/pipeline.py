@@ -777,9 +777,11 @@ def dicom_artifacts(
         for i, n in enumerate(info.class_names[1:], start=1):
             segments[f"{n} ({info.name})"] = labels == i
             codes[f"{n} ({info.name})"] = segment_triplets(coded(n))
-    # An LRP mask estimates where the explained class is: it carries that class's codes.
-    cls = params.target.cls
-    mask_codes = segment_triplets(coded(info.class_names[cls])) if cls is not None else None
+    # An LRP mask estimates where the explained class is: it carries that class's codes (a
+    # classifier explaining its predicted class: the one class with declared codes, if one).
+    cls, declared = params.target.cls, info.metadata.segment_codes
+    explained_class = info.class_names[cls] if cls is not None else next(iter(declared)) if len(declared) == 1 else None
+    mask_codes = segment_triplets(coded(explained_class)) if explained_class is not None else None
     for n, f in extracted.items():
         segments[f"LRP mask ({n})"] = f.mask
         if mask_codes is not None:
