@@ -121,3 +121,31 @@ def test_ct_into_a_surface_model_is_422_unless_allowed(client: TestClient, work:
         and surface["segment_codes"]["defect"]["type"]["value"] == "SURFDEF"
     )
     assert models[factories.VOLUME]["spatial_dims"] == 3
+
+
+def test_queued_volumes_of_one_shape_share_a_pass(
+    make_client: Callable[[Settings], TestClient], settings: Settings, redis_conn, registry: Registry
+) -> None:
+    """A batching worker (batch_max 4) groups volume jobs like images: by model, pass params, (C, D, H, W)."""
+    from workers.worker import build_worker
+
+    settings = settings.model_copy(update={"batch_max": 4})
+    client = make_client(settings)
+
+    def work() -> bool:
+        worker = build_worker(settings, connection=redis_conn, registry=registry, name=None, heartbeat=False)
+        return worker.work(burst=True, logging_level="WARNING")
+
+    a, _ = factories.defect_volume(seed=1)
+    b, _ = factories.defect_volume(seed=2)
+    locations = []
+    for volume in (a, b):
+        response = post(client, "v.npy", npy_bytes(volume), {"masks": ["simple"]})
+        assert response.status_code == 202, response.text
+        locations.append(response.headers["location"])
+    assert work()
+    results = [JobView.model_validate(client.get(loc).json()).result for loc in locations]
+    assert [r.timings.batch_size for r in results] == [2, 2]
+    single = finished(client, work, post(client, "v.npy", npy_bytes(a), {"masks": ["simple"]})).result
+    assert single.timings.batch_size == 1
+    assert single.explanation.relevance_sum == pytest.approx(results[0].explanation.relevance_sum, rel=1e-5)
