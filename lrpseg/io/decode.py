@@ -64,5 +64,7 @@ def decode_image(
         )
     decoder = _DECODERS.get(kind)
     if decoder is None:
-        raise ImageDecodeError(400, "unknown_format", "unrecognised image format; send PNG, JPEG, TIFF, .npy or DICOM")
+        raise ImageDecodeError(
+            400, "unknown_format", "unrecognised image format; send PNG, JPEG, TIFF, .npy, DICOM or NIfTI"
+        )
     return decoder(data, Limits(max_pixels=max_pixels, max_side=max_side, max_voxels=max_voxels), frame)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import math
 import zlib
 
@@ -27,7 +28,19 @@ from lrpseg.io.scaling import scale_float
 __all__ = ["decode_nifti", "is_nifti"]
 
 _HEADERS = ((344, b"n+1\x00", 348, nib.Nifti1Header), (4, b"n+2\x00", 540, nib.Nifti2Header))
-_READ_ERRORS = (ValueError, TypeError, EOFError, OSError, zlib.error, nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (
+    ValueError,
+    nib.spatialimages.HeaderDataError,
+    TypeError,
+    EOFError,
+    OSError,
+    zlib.error,
+    nib.filebasedimages.ImageFileError,
+    nib.orientations.OrientationError,  # a singular affine
+)
+# nibabel logs its header fixes (sizeof_hdr, sform_code, ...) quoting header values; a header's
+# free-text fields may name a patient. Its problems reach the caller as our exceptions instead.
+logging.getLogger("nibabel").setLevel(logging.CRITICAL)
 
 
 def _kind(head: bytes) -> tuple[int, type[nib.Nifti1Header]] | None:

@@ -47,7 +47,7 @@ def sniff(data: bytes, filename: str | None = None, content_type: str | None = N
         return "dicom"
     if is_nifti(data):  # plain or gzip-compressed
         return "nifti"
-    if data.startswith(b"PK\x03\x04"):  # a DICOM series as a zip (an .npz is refused when opened)
+    if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a DICOM series as a zip (an .npz is refused when opened)
         return "zip"
     for offset, magic, name in UNSUPPORTED_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:

@@ -15,6 +15,7 @@ from lrpseg.io.dicom_series import decode_dicom_series
 from lrpseg.io.errors import ImageDecodeError
 from lrpseg.io.image import DecodedImage
 from lrpseg.io.limits import Limits
+from lrpseg.io.sniff import sniff
 
 __all__ = ["decode_zip"]
 
@@ -42,6 +43,9 @@ def decode_zip(data: bytes, limits: Limits, frame: int | None) -> DecodedImage:
         files = [archive.read(m) for m in members]
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, NotImplementedError, RuntimeError):
         raise ImageDecodeError(400, "zip_malformed", "a file in the zip archive could not be read") from None
+    for index, (member, data) in enumerate(zip(members, files)):
+        if sniff(data, member.filename) != "dicom":
+            raise ImageDecodeError(400, "not_dicom", f"file {index} in the zip is not DICOM; a zip holds one series")
     return decode_dicom_series(files, limits)
 
 

@@ -110,3 +110,13 @@ def test_voxel_limit_and_npz() -> None:
 def test_single_ct_keeps_its_modality() -> None:
     image = decode_image(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     assert image.modality == "CT" and image.depth is None
+
+
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [({"a.txt": b"hello world, not DICOM"}, 400), ({}, 422), ({"a.dcm": b"\0" * (64 << 20)}, 413)],
+)
+def test_bad_zips_are_refused(files: dict[str, bytes], status: int) -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(zipped(files), max_pixels=512 * 512)
+    assert info.value.status == status

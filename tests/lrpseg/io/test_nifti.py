@@ -77,3 +77,17 @@ def test_other_gzip_is_still_415() -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_image(gzip.compress(b"just some text" * 100))
     assert info.value.status == 415
+
+
+def test_corrupt_headers_are_decode_errors_never_crashes() -> None:
+    """Random byte flips in the header (magic kept): only ImageDecodeError, or a clean decode."""
+    good = nifti_bytes(np.ones((4, 4, 4), np.float32))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            data[int(rng.integers(0, 344))] = int(rng.integers(0, 256))
+        try:
+            decode_image(bytes(data))
+        except ImageDecodeError as exc:
+            assert exc.status in (400, 413, 415, 422)
