@@ -682,7 +682,8 @@ def render_artifacts(
     wants = params.wants
     pixels = x01[0].cpu().numpy()
     if image.is_volume:
-        return volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
+        out = volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
+        return {**out, **series_dicom_artifacts(params, info, image, labels, extracted, warnings)}
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(labels, info.num_classes)
     if explained is not None and rel2d is not None:
@@ -720,7 +721,7 @@ def volume_artifacts(
 ) -> dict[str, bytes]:
     """A volume's pictures: the 2-D artifacts drawn on a mosaic of evenly spaced axial slices
     (`montage_slices`, row by row), one colour scale and a threshold `tau` from the whole volume;
-    relevance.npy holds the full (C, D, H, W) relevance. No DICOM outputs (docs/formats.md)."""
+    relevance.npy holds the full (C, D, H, W) relevance. DICOM: `series_dicom_artifacts`."""
     out: dict[str, bytes] = {}
     wants = params.wants
     slices = montage_slices(pixels.shape[1])
@@ -751,26 +752,11 @@ def volume_artifacts(
     return out
 
 
-def dicom_artifacts(
-    params: JobParams,
-    info: ModelInfo,
-    image: DecodedImage,
-    labels: np.ndarray | None,
-    rel2d: np.ndarray | None,
-    extracted: dict[str, Any],
-    warnings: list[str],
-) -> dict[str, bytes]:
-    """DICOM SEG (model classes + relevance masks) and the relevance map, for DICOM inputs.
-
-    A source highdicom cannot reference is a warning in the result, not a failed job.
-    """
-    if image.dicom is None or (labels is not None and labels.shape != (image.height, image.width)):
-        return {}
+def segments_and_codes(
+    params: JobParams, info: ModelInfo, labels: np.ndarray | None, extracted: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """DICOM SEG segments (each model class but background, each LRP mask) and their declared codes."""
     coded = info.metadata.coding
-    from lrpseg.io import DicomExportError
-    from lrpseg.io.dicom_out import relevance_to_dicom, segmentation_to_dicom_seg
-
-    out: dict[str, bytes] = {}
     segments: dict[str, np.ndarray] = {}
     codes: dict[str, Any] = {}
     if labels is not None:
@@ -786,6 +772,57 @@ def dicom_artifacts(
         segments[f"LRP mask ({n})"] = f.mask
         if mask_codes is not None:
             codes[f"LRP mask ({n})"] = mask_codes
+    return segments, codes
+
+
+def series_dicom_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    image: DecodedImage,
+    labels: np.ndarray | None,
+    extracted: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, bytes]:
+    """A DICOM SEG of a volume decoded from a DICOM series, one frame per slice and segment, each
+    referencing its instance. (No relevance map: a Parametric Map of a series is not built yet.)"""
+    if image.series is None or not params.wants("seg.dcm"):
+        return {}
+    from lrpseg.io import DicomExportError
+    from lrpseg.io.dicom_out import series_segmentation_to_dicom_seg
+
+    segments, codes = segments_and_codes(params, info, labels, extracted)
+    if not segments:
+        return {}
+    try:
+        seg = series_segmentation_to_dicom_seg(
+            image.series, segments, model_id=info.name, model_version=info.version, segment_codes=codes
+        )
+    except DicomExportError as exc:
+        warnings.append(f"no DICOM output: {exc}")
+        return {}
+    return {"seg.dcm": bytes(seg)}
+
+
+def dicom_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    image: DecodedImage,
+    labels: np.ndarray | None,
+    rel2d: np.ndarray | None,
+    extracted: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, bytes]:
+    """DICOM SEG (model classes + relevance masks) and the relevance map, for DICOM inputs.
+
+    A source highdicom cannot reference is a warning in the result, not a failed job.
+    """
+    if image.dicom is None or (labels is not None and labels.shape != (image.height, image.width)):
+        return {}
+    from lrpseg.io import DicomExportError
+    from lrpseg.io.dicom_out import relevance_to_dicom, segmentation_to_dicom_seg
+
+    out: dict[str, bytes] = {}
+    segments, codes = segments_and_codes(params, info, labels, extracted)
     meta = {"model_id": info.name, "model_version": info.version}
     try:
         if segments and params.wants("seg.dcm"):

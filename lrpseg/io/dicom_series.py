@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
 from lrpseg.io.dicom_in import _lut_input, _read, _transfer_syntax, lut_dataset, voi_output_range
+from lrpseg.io.dicom_ref import reference_dataset
 from lrpseg.io.errors import ImageDecodeError
 from lrpseg.io.image import DecodedImage
 from lrpseg.io.limits import Limits
@@ -53,12 +54,15 @@ def decode_dicom_series(files: Sequence[bytes], limits: Limits) -> DecodedImage:
     unit = 1.0 - unit if photometric == "MONOCHROME1" else unit
     modality = str(ordered[0].get("Modality") or "").strip().upper() or None
     bits = int(ordered[0].get("BitsStored") or ordered[0].BitsAllocated)
+    with quiet():
+        references = tuple(reference_dataset(ds) for ds in ordered)
     return DecodedImage.build(
         unit[np.newaxis],
         values.astype(np.float32)[np.newaxis],
         format="dicom-series",
         bit_depth=bits,
         modality=modality,
+        series=references,
     )
 
 

@@ -33,6 +33,8 @@ class DecodedImage:
     depth: for a volume (NIfTI, DICOM series, 3-D ``.npy``), the number of slices D; then
         ``array`` and ``raw`` are (C, D, H, W). None for a 2-D image.
     modality: the DICOM Modality (CT, MR, OT, ...) of a DICOM source, else None.
+    series: for a DICOM series, each slice's reduced source dataset (as ``dicom``), in slice
+        order: what a DICOM SEG of the volume references.
     """
 
     array: np.ndarray
@@ -47,6 +49,7 @@ class DecodedImage:
     frames: int = 1
     depth: int | None = None
     modality: str | None = None
+    series: tuple[Dataset, ...] | None = None
 
     @property
     def is_volume(self) -> bool:
@@ -69,6 +72,7 @@ class DecodedImage:
         frame: int | None = None,
         frames: int = 1,
         modality: str | None = None,
+        series: tuple[Dataset, ...] | None = None,
     ) -> DecodedImage:
         """Fill channels/height/width (and depth) from a (C, H, W) or (C, D, H, W) array."""
         if array.ndim not in (3, 4) or array.shape[0] not in (1, 3) or array.dtype != np.float32:
@@ -87,4 +91,5 @@ class DecodedImage:
             frames=frames,
             depth=int(array.shape[1]) if array.ndim == 4 else None,
             modality=modality,
+            series=series,
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pytest
@@ -84,6 +85,9 @@ def test_npy_volume_and_dicom_series_zip(client: TestClient, work: Callable[[], 
     archive = zipped({f"{i}.dcm": encode(ds) for i, (_, ds) in enumerate(series(4))})
     view = finished(client, work, post(client, "series.zip", archive, {"masks": ["simple"]}))
     assert (view.result.input.format, view.result.input.depth, view.result.input.modality) == ("dicom-series", 4, "CT")
+    seg = hd.seg.segread(io.BytesIO(client.get(view.links.artifacts["seg.dcm"]).content))
+    assert seg.NumberOfFrames == 4 * len(seg.SegmentSequence)  # a frame per slice and segment
+    assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 4
 
 
 def problem(response, status: int) -> dict:
