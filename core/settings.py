@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_pixels: int = Field(8192 * 8192, gt=0)
     max_side: int = Field(16384, gt=0)
+    max_voxels: int = Field(256**3, gt=0, description="voxels (D*H*W) of one volume; more is a 413")
     max_wait: float = Field(60.0, ge=0, description="longest ?wait= accepted by POST /v1/explain")
 
     # Auth and limits (docs/security.md)

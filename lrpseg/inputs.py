@@ -54,6 +54,7 @@ class ResolvedParams:
 class DecodeLimits:
     max_pixels: int
     max_side: int
+    max_voxels: int
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ class JobInputs:
     truth: np.ndarray | None  # bool (H, W): pixels of the target class, or None
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """The image's (C, H, W): what batches are grouped by."""
-        return (self.image.channels, self.image.height, self.image.width)
+    def shape(self) -> tuple[int, ...]:
+        """The image's (C, H, W), a volume's (C, D, H, W): what batches are grouped by."""
+        return self.image.shape
 
 
 def resolve_params(params: JobParams, info: ModelInfo) -> ResolvedParams:
@@ -109,8 +110,11 @@ def check_resolved(params: ResolvedParams, info: ModelInfo) -> JobParams:
     return params.params
 
 
-def check_image(params: JobParams, info: ModelInfo, channels: int, height: int, width: int) -> None:
-    """Channels and size against the model, boxes against the image."""
+def check_image(
+    params: JobParams, info: ModelInfo, channels: int, height: int, width: int, depth: int | None = None
+) -> None:
+    """Channels, size and 2-D/3-D against the model, boxes against the image (`depth`: a volume's slices)."""
+    check_dims(params, info, depth)
     if channels != info.in_channels:
         raise ParamsError("image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}")
     size = info.input_size
@@ -125,6 +129,48 @@ def check_image(params: JobParams, info: ModelInfo, channels: int, height: int, 
             raise ParamsError(f"params.target.region.{i}", f"box reaches past the {width}x{height} image")
 
 
+def check_dims(params: JobParams, info: ModelInfo, depth: int | None) -> None:
+    """A volume needs a 3-D model and an image a 2-D one; volumes take class/all LRP targets only."""
+    if (depth is not None) != (info.spatial_dims == 3):
+        got = f"a volume of {depth} slices" if depth is not None else "a 2-D image"
+        takes = "volumes (NIfTI, a DICOM series, 3-D .npy)" if info.spatial_dims == 3 else "2-D images"
+        raise ParamsError("image", f"model {info.id} takes {takes}; got {got}")
+    if depth is None:
+        return
+    if params.method.value != "lrp":
+        raise ParamsError("params.method", f"volumes are explained with LRP only, not {params.method.value!r}")
+    if params.target.kind not in ("class", "all"):
+        raise ParamsError("params.target.kind", f"target kind {params.target.kind!r} needs a 2-D image")
+
+
+def domain_mismatch(info: ModelInfo, image: DecodedImage) -> str | None:
+    """Why the input lies outside the model's declared domain (its DICOM Modality), or None.
+
+    Only inputs that say what they are can contradict a domain: DICOM (single or series) with
+    a Modality. PNG, JPEG, TIFF, .npy and NIfTI carry no modality and are never refused here.
+    """
+    domain = info.metadata.domain
+    if domain is None or image.modality is None or image.modality in domain.modalities:
+        return None
+    about = f" ({domain.description})" if domain.description else ""
+    return (
+        f"the image is DICOM modality {image.modality}; model {info.id} is made for "
+        f"modalities {list(domain.modalities)}{about}"
+    )
+
+
+def check_domain(params: JobParams, info: ModelInfo, image: DecodedImage) -> None:
+    problem = domain_mismatch(info, image)
+    if problem is not None and not params.allow_domain_mismatch:
+        raise ParamsError("image", f"{problem}; send params.allow_domain_mismatch=true to run it anyway")
+
+
+def check_input(params: JobParams, info: ModelInfo, image: DecodedImage) -> None:
+    """Everything `check_image` checks, plus the model's declared domain; `params` resolved."""
+    check_image(params, info, image.channels, image.height, image.width, image.depth)
+    check_domain(params, info, image)
+
+
 def decode_input(raw: RawInput, field: str, limits: DecodeLimits, frame: int | None) -> DecodedImage:
     """`decode_image` with the failure named by field (InputError keeps the decoder's status and code)."""
     try:
@@ -134,6 +180,7 @@ def decode_input(raw: RawInput, field: str, limits: DecodeLimits, frame: int | N
             content_type=raw.content_type,
             max_pixels=limits.max_pixels,
             max_side=limits.max_side,
+            max_voxels=limits.max_voxels,
             frame=frame,
         )
     except ImageDecodeError as exc:
@@ -151,14 +198,12 @@ def prepare_inputs(
     InputError (ParamsError for the params) names the field at fault."""
     resolved = resolve_params(params, info)
     decoded = decode_input(image, "image", limits, resolved.params.frame)
-    check_image(resolved.params, info, decoded.channels, decoded.height, decoded.width)
+    check_input(resolved.params, info, decoded)
     truth = None
     if ground_truth is not None:
         gt = decode_input(ground_truth, "ground_truth", limits, None)
-        if (gt.height, gt.width) != (decoded.height, decoded.width):
-            raise ParamsError(
-                "ground_truth",
-                f"ground truth is {gt.width}x{gt.height}; the image is {decoded.width}x{decoded.height}",
-            )
+        if gt.shape[1:] != decoded.shape[1:]:
+            size, image_size = ("x".join(map(str, d.shape[:0:-1])) for d in (gt, decoded))
+            raise ParamsError("ground_truth", f"ground truth is {size}; the image is {image_size}")
         truth = gt.array.max(axis=0) > 0
     return JobInputs(info, resolved, decoded, truth)

@@ -26,11 +26,13 @@ from torch import Tensor, nn
 from lrpseg import lrp, render
 from lrpseg import masks as mask_extractors
 from lrpseg import metrics as metric_fns
-from lrpseg.inputs import JobInputs, ResolvedParams, check_image, check_resolved, resolve_params
+from lrpseg.inputs import JobInputs, ResolvedParams, check_input, check_resolved, domain_mismatch, resolve_params
 from lrpseg.io import DecodedImage
+from lrpseg.io.window import windowed
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.registry import ModelInfo
+from lrpseg.render.montage import montage_slices, tile
 from lrpseg.rule_specs import make_rule
 
 if TYPE_CHECKING:
@@ -93,11 +95,18 @@ class Clock:
         self.stop()
 
 
+def model_pixels(image: DecodedImage, info: ModelInfo) -> np.ndarray:
+    """The image in [0, 1] as the model wants it: through its declared input window, if any."""
+    window = info.metadata.input_window
+    return image.array if window is None else windowed(image, window.low, window.high)
+
+
 def to_input(image: DecodedImage, info: ModelInfo, params: JobParams, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(pixels in [0, 1], model input), both (1, C, H, W), resized for fixed-size classifiers if asked."""
-    x01 = torch.from_numpy(np.ascontiguousarray(image.array)).unsqueeze(0).to(device)
+    """(pixels in [0, 1], model input), both (1, C, H, W) (volumes: (1, C, D, H, W)), resized for
+    fixed-size classifiers if asked."""
+    x01 = torch.from_numpy(np.ascontiguousarray(model_pixels(image, info))).unsqueeze(0).to(device)
     size = info.input_size
-    if size is not None and x01.shape[-2:] != (size, size):
+    if size is not None and not image.is_volume and x01.shape[-2:] != (size, size):
         x01 = F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     return x01, info.normalize(x01)
 
@@ -208,7 +217,7 @@ def lrp_summary(
 ) -> Explained:
     """Sample `index` of an LRP result as Explained; conservation and bias share relative to `reference`."""
     rel = relevance[index].detach().float().cpu().numpy()
-    pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(rel.shape[-2:], bool)
+    pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() > 2 else np.ones(rel.shape[1:], bool)
     total = float(rel.sum(dtype=np.float64))
     per_channel = rel.reshape(rel.shape[0], -1).sum(1, dtype=np.float64)
     summary = {
@@ -290,8 +299,8 @@ def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor
 
 def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu") -> None:
     """One small forward and LRP pass, so the first job does not pay for tracing and kernel set-up."""
-    side = info.input_size or 32
-    x = info.normalize(torch.full((1, info.in_channels, side, side), 0.5, device=device))
+    side = info.input_size or (16 if info.spatial_dims == 3 else 32)
+    x = info.normalize(torch.full((1, info.in_channels, *(side,) * info.spatial_dims), 0.5, device=device))
     cls = None if info.kind == "classifier" else min(1, info.num_classes - 1)
     with torch.no_grad():
         model(x)
@@ -300,8 +309,13 @@ def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu
 
 def quality_metrics(explained: Explained) -> dict[str, float | None]:
     """Mass inside the explained pixel set, pointing game, negative share (the sums and shares are
-    already in the explanation summary)."""
-    found = metric_fns.explanation_metrics(explained.relevance, explained.pixel_set)
+    already in the explanation summary). None of them is spatial, so a volume's (C, D, H, W)
+    relevance is measured as the (C, D*H, W) map of its stacked slices."""
+    relevance, pixel_set = explained.relevance, explained.pixel_set
+    if relevance.ndim == 4:
+        c, d, h, w = relevance.shape
+        relevance, pixel_set = relevance.reshape(c, d * h, w), pixel_set.reshape(d * h, w)
+    found = metric_fns.explanation_metrics(relevance, pixel_set)
     return clean({k: v for k, v in found.items() if k not in ("relevance_sum", "conservation", "channel_shares")})
 
 
@@ -313,8 +327,8 @@ def seg_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float | None]:
 class Forwarded:
     """One image's share of a (possibly batched) forward + explanation pass: the input to `finish`."""
 
-    x01: Tensor  # (1, C, H, W) pixels in [0, 1], as the model saw them (resized for fixed-size classifiers)
-    logits: Tensor  # (1, K, H, W) or (1, K)
+    x01: Tensor  # (1, C, H, W) / (1, C, D, H, W) pixels in [0, 1], as the model saw them (resized, windowed)
+    logits: Tensor  # (1, K, H, W), (1, K, D, H, W) or (1, K)
     explained: Explained | None
     ms: dict[str, float]  # wall time of the shared pass per stage (forward, lrp)
     batch_size: int  # images that shared the pass
@@ -339,12 +353,11 @@ def forward_batch(
     params = check_resolved(resolved, info)
     if not images:
         return []
-    shape = (images[0].channels, images[0].height, images[0].width)
+    shape = images[0].shape
     for image in images:
-        check_image(params, info, image.channels, image.height, image.width)
-        other = (image.channels, image.height, image.width)
-        if other != shape:
-            raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {other}")
+        check_input(params, info, image)
+        if image.shape != shape:
+            raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {image.shape}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     clock = Clock(device, progress)
     clock.start("forward")
@@ -375,7 +388,7 @@ def batch_params(params: JobParams) -> dict[str, Any]:
     return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
 
 
-def batch_key(resolved: ResolvedParams, shape: tuple[int, int, int]) -> str | None:
+def batch_key(resolved: ResolvedParams, shape: tuple[int, ...]) -> str | None:
     """Equal keys: jobs that can share one forward + LRP pass (same model, pass params and image
     (C, H, W)); None for jobs a batch would not speed up (region-normalized LRP, CAM baselines).
     The params are resolved, so the model id and class are explicit."""
@@ -412,18 +425,26 @@ def finish(
             "width": image.width,
             "dicom": image.dicom is not None,
             "frame": image.frame,
+            "depth": image.depth,
+            "modality": image.modality,
+            "window": info.metadata.input_window.to_dict() if info.metadata.input_window else None,
         },
         "device": str(device),
     }
+    mismatch = domain_mismatch(info, image)
+    if mismatch is not None:  # only reached with params.allow_domain_mismatch (check_domain)
+        warnings.append(f"outside the model's domain: {mismatch}; run because params.allow_domain_mismatch is true")
     x01, logits, explained = forwarded.x01, forwarded.logits, forwarded.explained
     h, w = x01.shape[-2:]
     if (h, w) != (image.height, image.width):
         result["input"]["resized_from"] = (image.height, image.width)
-    truth = resize_truth(ground_truth, (h, w)) if ground_truth is not None else None
+    truth = ground_truth
+    if ground_truth is not None and not image.is_volume:
+        truth = resize_truth(ground_truth, (h, w))
     labels, model_mask = summarise_output(result, info, logits, params)
 
     extracted: dict[str, Any] = {}
-    rel2d: np.ndarray | None = None
+    rel2d: np.ndarray | None = None  # (H, W), or (D, H, W) for a volume
     if explained is not None:
         rel2d = explained.relevance.sum(0, dtype=np.float64)
         with clock.stage("masks"):
@@ -526,8 +547,9 @@ def summarise_output(
     labels = logits[0].argmax(0).cpu().numpy()
     counts = np.bincount(labels.ravel(), minlength=info.num_classes)
     result["segmentation"] = {
-        "height": int(labels.shape[0]),
-        "width": int(labels.shape[1]),
+        "depth": int(labels.shape[0]) if labels.ndim == 3 else None,
+        "height": int(labels.shape[-2]),
+        "width": int(labels.shape[-1]),
         "classes": [
             {"index": i, "name": n, "pixels": int(c), "share": float(c) / labels.size}
             for i, (n, c) in enumerate(zip(info.class_names, counts))
@@ -584,6 +606,9 @@ def render_artifacts(
     out: dict[str, bytes] = {}
     wants = params.wants
     pixels = x01[0].cpu().numpy()
+    if image.is_volume:
+        out = volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
+        return {**out, **series_dicom_artifacts(params, info, image, labels, extracted, warnings)}
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(labels, info.num_classes)
     if explained is not None and rel2d is not None:
@@ -609,6 +634,102 @@ def render_artifacts(
     return out
 
 
+def volume_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    pixels: np.ndarray,
+    labels: np.ndarray | None,
+    explained: Explained | None,
+    rel3d: np.ndarray | None,
+    extracted: dict[str, Any],
+    truth: np.ndarray | None,
+) -> dict[str, bytes]:
+    """A volume's pictures: the 2-D artifacts drawn on a mosaic of evenly spaced axial slices
+    (`montage_slices`, row by row), one colour scale and a threshold `tau` from the whole volume;
+    relevance.npy holds the full (C, D, H, W) relevance. DICOM: `series_dicom_artifacts`."""
+    out: dict[str, bytes] = {}
+    wants = params.wants
+    slices = montage_slices(pixels.shape[1])
+    if labels is not None and wants("segmentation.png"):
+        out["segmentation.png"] = render.segmentation_png(tile(labels, slices), info.num_classes)
+    if explained is None or rel3d is None:
+        return out
+    kw = transfer_args(params)
+    tau = display_scale(rel3d, params)["tau"]
+    if tau is not None:  # the log transfer's threshold, from the whole volume
+        kw = {"mode": kw["mode"], "tau": tau}
+    rel_tiles = tile(rel3d, slices)
+    if wants("relevance.png"):
+        out["relevance.png"] = render.relevance_png(rel_tiles, **kw)
+    if wants("overlay.png"):
+        out["overlay.png"] = render.overlay_png(tile(pixels, slices), rel_tiles, **kw)
+    if wants("colorbar.png"):
+        out["colorbar.png"] = render.colorbar_png()
+    if wants("relevance.npy"):
+        out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
+    for name, found in extracted.items():
+        if wants(f"mask-{name}.png"):
+            out[f"mask-{name}.png"] = render.mask_png(tile(found.mask, slices))
+    if truth is not None and truth.any() and wants("pr-curve.png"):
+        curves = {"relevance": metric_fns.pr_curve(rel3d, truth)}
+        curves.update({n: metric_fns.pr_curve(f.score, truth) for n, f in extracted.items() if f.score is not None})
+        out["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
+    return out
+
+
+def segments_and_codes(
+    params: JobParams, info: ModelInfo, labels: np.ndarray | None, extracted: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """DICOM SEG segments (each model class but background, each LRP mask) and their declared codes."""
+    coded = info.metadata.coding
+    segments: dict[str, np.ndarray] = {}
+    codes: dict[str, Any] = {}
+    if labels is not None:
+        for i, n in enumerate(info.class_names[1:], start=1):
+            segments[f"{n} ({info.name})"] = labels == i
+            codes[f"{n} ({info.name})"] = segment_triplets(coded(n))
+    # An LRP mask estimates where the explained class is: it carries that class's codes (a
+    # classifier explaining its predicted class: the one class with declared codes, if one).
+    cls, declared = params.target.cls, info.metadata.segment_codes
+    explained_class = (
+        info.class_names[int(cls)] if cls is not None else next(iter(declared)) if len(declared) == 1 else None
+    )
+    mask_codes = segment_triplets(coded(explained_class)) if explained_class is not None else None
+    for n, f in extracted.items():
+        segments[f"LRP mask ({n})"] = f.mask
+        if mask_codes is not None:
+            codes[f"LRP mask ({n})"] = mask_codes
+    return segments, codes
+
+
+def series_dicom_artifacts(
+    params: JobParams,
+    info: ModelInfo,
+    image: DecodedImage,
+    labels: np.ndarray | None,
+    extracted: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, bytes]:
+    """A DICOM SEG of a volume decoded from a DICOM series, one frame per slice and segment, each
+    referencing its instance. (No relevance map: a Parametric Map of a series is not built yet.)"""
+    if image.series is None or not params.wants("seg.dcm"):
+        return {}
+    from lrpseg.io import DicomExportError
+    from lrpseg.io.dicom_out import series_segmentation_to_dicom_seg
+
+    segments, codes = segments_and_codes(params, info, labels, extracted)
+    if not segments:
+        return {}
+    try:
+        seg = series_segmentation_to_dicom_seg(
+            image.series, segments, model_id=info.name, model_version=info.version, segment_codes=codes
+        )
+    except DicomExportError as exc:
+        warnings.append(f"no DICOM output: {exc}")
+        return {}
+    return {"seg.dcm": bytes(seg)}
+
+
 def dicom_artifacts(
     params: JobParams,
     info: ModelInfo,
@@ -628,15 +749,15 @@ def dicom_artifacts(
     from lrpseg.io.dicom_out import relevance_to_dicom, segmentation_to_dicom_seg
 
     out: dict[str, bytes] = {}
-    segments: dict[str, np.ndarray] = {}
-    if labels is not None:
-        segments.update({f"{n} ({info.name})": labels == i for i, n in enumerate(info.class_names) if i > 0})
-    segments.update({f"LRP mask ({n})": f.mask for n, f in extracted.items()})
+    segments, codes = segments_and_codes(params, info, labels, extracted)
     model_id, model_version = info.name, info.version
     try:
         if segments and params.wants("seg.dcm"):
-            seg = segmentation_to_dicom_seg(image.dicom, segments, model_id=model_id, model_version=model_version)
-            out["seg.dcm"] = bytes(seg)
+            out["seg.dcm"] = bytes(
+                segmentation_to_dicom_seg(
+                    image.dicom, segments, model_id=model_id, model_version=model_version, segment_codes=codes
+                )
+            )
         if rel2d is not None and rel2d.shape == (image.height, image.width) and params.wants("relevance.dcm"):
             rel = relevance_to_dicom(
                 image.dicom, rel2d.astype(np.float32), model_id=model_id, model_version=model_version
@@ -645,3 +766,11 @@ def dicom_artifacts(
     except DicomExportError as exc:
         warnings.append(f"no DICOM output: {exc}")
     return out
+
+
+def segment_triplets(coding: Any) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+    """A registry SegmentCoding as lrpseg.io.dicom_out's (category, type) code triplets."""
+    return (
+        (coding.category.scheme, coding.category.value, coding.category.meaning),
+        (coding.type.scheme, coding.type.value, coding.type.meaning),
+    )

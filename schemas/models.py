@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -20,6 +22,15 @@ class ModelOut(BaseModel):
     zbox_bounds: tuple[float, float]
     description: str = ""
     default: bool = False
+    spatial_dims: int = Field(2, description="2: images (N, C, H, W); 3: volumes (N, C, D, H, W)")
+    domain: dict[str, Any] | None = Field(
+        None, description="inputs the model is made for: DICOM modalities and a description; others are refused"
+    )
+    intended_use: str = ""
+    segment_codes: dict[str, dict[str, dict[str, str]]] = Field(
+        default_factory=dict, description="class -> DICOM SEG category and type codes (scheme, value, meaning)"
+    )
+    input_window: dict[str, float] | None = Field(None, description="center/width applied to the source values")
 
 
 class ModelList(BaseModel):

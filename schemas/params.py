@@ -222,6 +222,11 @@ class JobParams(Strict):
     )
     resize: bool = Field(False, description="resize to a classifier's fixed input size instead of rejecting")
     frame: int | None = Field(None, ge=0, le=MAX_FRAME, description="frame of a multi-frame DICOM")
+    allow_domain_mismatch: bool = Field(
+        False,
+        description="run a DICOM input whose Modality lies outside the model's declared domain (else 422); "
+        "the result then carries a warning",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

@@ -26,6 +26,9 @@ class InputSummary(Out):
     width: int
     dicom: bool
     frame: int | None = None
+    depth: int | None = Field(None, description="slices of a volume (NIfTI, DICOM series, 3-D .npy); None for 2-D")
+    modality: str | None = Field(None, description="DICOM Modality of a DICOM input")
+    window: dict[str, float] | None = Field(None, description="the model's input window (center, width) applied")
     resized_from: tuple[int, int] | None = Field(None, description="original (height, width) when resized")
 
 
@@ -37,6 +40,7 @@ class ClassShare(Out):
 
 
 class SegmentationSummary(Out):
+    depth: int | None = None
     height: int
     width: int
     classes: list[ClassShare]

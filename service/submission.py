@@ -255,7 +255,7 @@ def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-i
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
-    return DecodeLimits(settings.max_pixels, settings.max_side)
+    return DecodeLimits(settings.max_pixels, settings.max_side, settings.max_voxels)
 
 
 def raw(upload: Upload) -> RawInput:
@@ -289,7 +289,7 @@ class Checked:
 
     info: ModelInfo
     params: ResolvedParams
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
 
 
 def check_submission(

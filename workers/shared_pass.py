@@ -158,7 +158,7 @@ def run_pass(
     return len(group)
 
 
-def _pass_key(inputs: JobInputs) -> tuple[str, tuple[int, int, int], dict[str, Any]]:
+def _pass_key(inputs: JobInputs) -> tuple[str, tuple[int, ...], dict[str, Any]]:
     """Jobs whose keys agree can share one pass: model, image (C, H, W), the params the pass reads."""
     return (inputs.info.id, inputs.shape, batch_params(inputs.params.params))
 

@@ -101,6 +101,7 @@ def decode_dicom(data: bytes, limits: Limits, frame: int | None) -> DecodedImage
         dicom=reference_dataset(ds, frame=index if multi else None),
         frame=index if multi else None,
         frames=frames,
+        modality=str(ds.get("Modality") or "").strip().upper() or None,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -35,14 +35,17 @@ from lrpseg.io.errors import DicomExportError
 from lrpseg.io.quiet import quiet
 
 __all__ = [
+    "DEFAULT_SEGMENT_CODES",
     "PARAMETRIC_MAP",
     "SECONDARY_CAPTURE",
     "SEG",
     "DicomBytes",
+    "SegmentCodes",
     "relevance_to_dicom",
     "relevance_to_dicom_with_kind",
     "render_relevance",
     "segmentation_to_dicom_seg",
+    "series_segmentation_to_dicom_seg",
 ]
 
 SEG = "seg"
@@ -54,6 +57,15 @@ _MAX_LO = 64
 _BUILD_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError)
 _CLASSIC_FRAME_KEYWORDS = ("FrameIncrementPointer", "GridFrameOffsetVector")
 _REQUIRED_SOURCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+
+
+Triplet = tuple[str, str, str]  # (coding scheme designator, code value, code meaning)
+SegmentCodes = tuple[Triplet, Triplet]  # (Segmented Property Category, Segmented Property Type)
+# A segment without declared codes: the generic pair PS3.16 CID 7150/7151 offer for "something abnormal".
+DEFAULT_SEGMENT_CODES: SegmentCodes = (
+    ("SCT", "49755003", "Morphologically Abnormal Structure"),
+    ("SCT", "52988006", "Lesion"),
+)
 
 
 class DicomBytes(bytes):
@@ -78,11 +90,14 @@ def segmentation_to_dicom_seg(
     model_version: str,
     series_number: int = 900,
     frame: int | None = None,
+    segment_codes: Mapping[str, SegmentCodes] | None = None,
 ) -> DicomBytes:
     """A BINARY DICOM SEG with one segment per mask name, in the order given.
 
     ``masks`` maps a segment label (e.g. "defect (U-Net)", "LRP mask (bmm)") to a
-    bool (H, W) array of the source's Rows x Columns. Algorithm identification is
+    bool (H, W) array of the source's Rows x Columns. ``segment_codes`` maps a label to its
+    (category, type) code triplets, the model's declared segment codes; labels not in it get
+    :data:`DEFAULT_SEGMENT_CODES`. Algorithm identification is
     ``model_id``/``model_version``. ``frame`` (0-based) defaults to the frame recorded by
     ``decode_image`` on its ``.dicom``; a multi-frame source needs one.
     """
@@ -91,20 +106,7 @@ def segmentation_to_dicom_seg(
     ref = reference_dataset(source)
     _check_source(ref)
     labels, stack = _mask_stack(masks, int(ref.Rows), int(ref.Columns))
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_id, version=model_version, family=codes.cid7162.ArtificialIntelligence
-    )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Lesion,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-        )
-        for number, label in enumerate(labels, start=1)
-    ]
+    descriptions = _descriptions(labels, model_id, model_version, segment_codes)
     target = _FrameTarget(ref, frame)
     with quiet():
         try:
@@ -127,6 +129,91 @@ def segmentation_to_dicom_seg(
             raise DicomExportError(f"cannot build a DICOM SEG for this source: {_reason(exc, ref)}") from None
         target.add_frame_references(seg)
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
+
+
+def series_segmentation_to_dicom_seg(
+    sources: Sequence[Dataset],
+    masks: Mapping[str, np.ndarray],
+    *,
+    model_id: str,
+    model_version: str,
+    series_number: int = 900,
+    segment_codes: Mapping[str, SegmentCodes] | None = None,
+) -> DicomBytes:
+    """A BINARY DICOM SEG of a volume decoded from a series: one frame per slice and segment,
+    each referencing its source instance. ``sources`` are the slices' datasets in slice order
+    (``decode_image(zip).series``); ``masks`` map labels to bool (D, Rows, Columns) volumes;
+    ``segment_codes`` as for :func:`segmentation_to_dicom_seg`."""
+    _check_lo("model_id", model_id)
+    _check_lo("model_version", model_version)
+    refs = [reference_dataset(source) for source in sources]
+    if not refs:
+        raise DicomExportError("no source instances given")
+    for ref in refs:
+        _check_source(ref)
+    rows, columns = int(refs[0].Rows), int(refs[0].Columns)
+    bad = [label for label, mask in masks.items() if np.shape(mask) != (len(refs), rows, columns)]
+    if bad:
+        raise DicomExportError(
+            f"mask {bad[0]!r} has shape {np.shape(masks[bad[0]])}; the series is {len(refs)}x{rows}x{columns}"
+        )
+    # each slice as its own (H, W) mask through the 2-D checks (labels, boolean values)
+    slices = [{label: np.asarray(mask)[d] for label, mask in masks.items()} for d in range(len(refs))]
+    labels, _ = _mask_stack(slices[0], rows, columns)
+    stacked = np.stack([_mask_stack(item, rows, columns)[1] for item in slices])  # (D, H, W, S)
+    descriptions = _descriptions(labels, model_id, model_version, segment_codes)
+    with quiet():
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=refs,
+                pixel_array=stacked,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(),
+                series_number=series_number,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                omit_empty_frames=False,
+                content_label="LRPSEG",
+                content_description=f"Segmentation by {model_id} {model_version}"[:_MAX_LO],
+                **_equipment(model_id, model_version),
+            )
+        except _BUILD_ERRORS as exc:
+            raise DicomExportError(f"cannot build a DICOM SEG for this series: {_reason(exc, refs[0])}") from None
+        _tidy_pixel_measures(seg)
+        return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
+
+
+def _descriptions(
+    labels: list[str], model_id: str, model_version: str, segment_codes: Mapping[str, SegmentCodes] | None
+) -> list[hd.seg.SegmentDescription]:
+    """One segment description per label: the declared codes, else DEFAULT_SEGMENT_CODES."""
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_id, version=model_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    declared = segment_codes or {}
+    descriptions = []
+    for number, label in enumerate(labels, start=1):
+        category, kind = declared.get(label, DEFAULT_SEGMENT_CODES)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=label,
+                segmented_property_category=_concept(category),
+                segmented_property_type=_concept(kind),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
+        )
+    return descriptions
+
+
+def _concept(triplet: Triplet) -> hd.sr.CodedConcept:
+    scheme, value, meaning = triplet
+    try:
+        return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+    except _BUILD_ERRORS as exc:
+        raise DicomExportError(f"segment code {triplet} is not a valid coded concept: {exc}") from None
 
 
 def relevance_to_dicom(

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMATS", "DecodedImage"]
 
-FORMATS = ("png", "jpeg", "tiff", "npy", "dicom")
+FORMATS = ("png", "jpeg", "tiff", "npy", "dicom", "nifti", "dicom-series")
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +28,13 @@ class DecodedImage:
         (multi-frame DICOM, multi-page TIFF), else None.
     frames: number of frames (pages) in the source.
     raw: source values before scaling into [0, 1], same (C, H, W) shape, source dtype
-        (DICOM: stored values before modality/VOI LUT, colour already converted to RGB).
+        (DICOM: stored values before modality/VOI LUT, colour already converted to RGB;
+        DICOM series: modality values, after Rescale Slope/Intercept).
+    depth: for a volume (NIfTI, DICOM series, 3-D ``.npy``), the number of slices D; then
+        ``array`` and ``raw`` are (C, D, H, W). None for a 2-D image.
+    modality: the DICOM Modality (CT, MR, OT, ...) of a DICOM source, else None.
+    series: for a DICOM series, each slice's reduced source dataset (as ``dicom``), in slice
+        order: what a DICOM SEG of the volume references.
     """
 
     array: np.ndarray
@@ -41,6 +47,18 @@ class DecodedImage:
     frame: int | None = None
     raw: np.ndarray | None = None
     frames: int = 1
+    depth: int | None = None
+    modality: str | None = None
+    series: tuple[Dataset, ...] | None = None
+
+    @property
+    def is_volume(self) -> bool:
+        return self.depth is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(C, H, W), or (C, D, H, W) for a volume."""
+        return tuple(self.array.shape)
 
     @classmethod
     def build(
@@ -53,11 +71,13 @@ class DecodedImage:
         dicom: Dataset | None = None,
         frame: int | None = None,
         frames: int = 1,
+        modality: str | None = None,
+        series: tuple[Dataset, ...] | None = None,
     ) -> DecodedImage:
-        """Fill channels/height/width from a (C, H, W) array."""
-        if array.ndim != 3 or array.shape[0] not in (1, 3) or array.dtype != np.float32:
-            raise AssertionError(f"internal: expected float32 (C,H,W), got {array.dtype} {array.shape}")
-        c, h, w = array.shape
+        """Fill channels/height/width (and depth) from a (C, H, W) or (C, D, H, W) array."""
+        if array.ndim not in (3, 4) or array.shape[0] not in (1, 3) or array.dtype != np.float32:
+            raise AssertionError(f"internal: expected float32 (C,H,W) or (C,D,H,W), got {array.dtype} {array.shape}")
+        c, h, w = array.shape[0], array.shape[-2], array.shape[-1]
         return cls(
             array=np.ascontiguousarray(array),
             format=format,
@@ -69,4 +89,7 @@ class DecodedImage:
             frame=frame,
             raw=np.ascontiguousarray(raw.astype(raw.dtype.newbyteorder("="), copy=False)),
             frames=frames,
+            depth=int(array.shape[1]) if array.ndim == 4 else None,
+            modality=modality,
+            series=series,
         )

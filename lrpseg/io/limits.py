@@ -11,10 +11,27 @@ __all__ = ["Limits", "select_frame"]
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-image pixel budget: ``max_pixels`` = H*W of the decoded frame, ``max_side`` per side."""
+    """Per-image pixel budget: ``max_pixels`` = H*W of the decoded frame, ``max_side`` per side;
+    a volume's slices obey both, and ``max_voxels`` bounds D*H*W (its depth obeys ``max_side``)."""
 
     max_pixels: int = 16_777_216
     max_side: int = 8192
+    max_voxels: int = 256**3
+
+    def check_volume(self, depth: int, height: int, width: int, what: str = "volume") -> None:
+        """Raise 422 for an empty volume, 413 for one over the budget (slice size, depth or voxels)."""
+        if depth <= 0:
+            raise ImageDecodeError(422, "empty_image", f"{what} has no slices")
+        self.check(height, width, f"{what}'s slice")
+        if depth > self.max_side:
+            raise ImageDecodeError(413, "side_too_large", f"{what} has {depth} slices; at most {self.max_side}")
+        voxels = depth * height * width
+        if voxels > self.max_voxels:
+            raise ImageDecodeError(
+                413,
+                "too_many_voxels",
+                f"{what} is {depth}x{height}x{width} = {voxels} voxels; at most {self.max_voxels} are accepted",
+            )
 
     def check(self, height: int, width: int, what: str = "image") -> None:
         """Raise 422 for an empty image, 413 for one over the budget."""

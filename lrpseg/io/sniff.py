@@ -6,6 +6,8 @@ import struct
 
 from pydicom.valuerep import VR
 
+from lrpseg.io.nifti import is_nifti
+
 __all__ = ["UNSUPPORTED_SIGNATURES", "sniff"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -24,15 +26,13 @@ UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xff\x0a", "JPEG XL"),
     (4, b"ftypheic", "HEIC"),
     (4, b"ftypavif", "AVIF"),
-    (0, b"PK\x03\x04", "ZIP (e.g. .npz)"),
     (0, b"\x1f\x8b", "gzip"),
     (0, b"%PDF", "PDF"),
-    (344, b"n+1\x00", "NIfTI"),
 )
 
 
 def sniff(data: bytes, filename: str | None = None, content_type: str | None = None) -> str:
-    """Return "png", "jpeg", "tiff", "npy", "dicom", "unsupported:<name>" or "unknown"."""
+    """Return "png", "jpeg", "tiff", "npy", "dicom", "nifti", "zip", "unsupported:<name>" or "unknown"."""
     if data[128:132] == b"DICM":  # checked first: a preamble may itself hold a TIFF header
         return "dicom"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -45,6 +45,10 @@ def sniff(data: bytes, filename: str | None = None, content_type: str | None = N
         return "npy"
     if _looks_like_bare_dataset(data):
         return "dicom"
+    if is_nifti(data):  # plain or gzip-compressed
+        return "nifti"
+    if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a DICOM series as a zip (an .npz is refused when opened)
+        return "zip"
     for offset, magic, name in UNSUPPORTED_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
             return f"unsupported:{name}"

@@ -13,7 +13,8 @@ from torch import Tensor, fx, nn
 
 from lrpseg.lrp.composites import Bounds, rule_map
 from lrpseg.lrp.errors import RuleError
-from lrpseg.lrp.graph import Kind, NodeInfo, analyse, fold_batchnorm, trace
+from lrpseg.lrp.graph import Kind, NodeInfo, analyse, fold_batchnorm, output_source, trace
+from lrpseg.lrp.norms import sigma_constant
 from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
 
 NORM_EPS = 1e-6
@@ -49,11 +50,11 @@ class PreparedModel:
                 if node.op == "placeholder":
                     env[node] = x
                 elif node.op == "output":
-                    out = fx.node.map_arg(node.args[0], lambda n: env[n])
+                    out = output_source(fx.node.map_arg(node.args[0], lambda n: env[n]))
                 else:
                     env[node] = self._run(node, env)
         if not isinstance(out, Tensor):
-            raise RuleError("the model must return a single tensor of logits")
+            raise RuleError("the model must return a tensor of logits (or a dict with 'out', or a tuple)")
         return env, out
 
     def _run(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
@@ -92,7 +93,7 @@ class PreparedModel:
     def backward(self, env: dict[fx.Node, Any], r_out: Tensor, rules: dict[str, Rule]) -> tuple[Tensor, Tensor]:
         """Relevance at the input and the relevance absorbed by biases, per sample."""
         out_node = next(n for n in self.infos if n.op == "output")
-        source = out_node.args[0]
+        source = self.infos[out_node].inputs[0]
         rel: dict[fx.Node, Tensor] = {source: r_out}
         bias = r_out.new_zeros(r_out.shape[0])
         result = torch.zeros_like(env[next(iter(self.infos))])
@@ -121,7 +122,10 @@ class PreparedModel:
             return [(x_node, step.relevance)]
         if kind is Kind.PASS:
             return [(info.inputs[0], r)]
-        if kind in (Kind.ADD, Kind.NORM):
+        if kind is Kind.GATE:  # y = g * x (g a gate or constant): x gets all of it
+            x_node = info.inputs[0]
+            return [(x_node, sum_to_shape(r, env[x_node].shape))]
+        if kind in (Kind.ADD, Kind.NORM, Kind.STATS):
             rule = rules.get(info.name)
             s = r / stabilize(env[node], rule.epsilon if isinstance(rule, Norm) else NORM_EPS)
         if kind is Kind.ADD:
@@ -130,6 +134,13 @@ class PreparedModel:
         if kind is Kind.NORM:
             x_node = info.inputs[0]
             return [(x_node, env[x_node] * self._vjp(node, env, [x_node], s)[0])]
+        if kind is Kind.STATS:  # z-rule through the layer with σ held constant
+            x_node = info.inputs[0]
+            with torch.enable_grad():
+                leaf = env[x_node].detach().requires_grad_()
+                out = sigma_constant(info.module, leaf)
+                (g,) = torch.autograd.grad(out, leaf, s, create_graph=s.requires_grad)
+            return [(x_node, env[x_node] * g)]
         if node.target in (torch.cat, torch.concat):
             return self._split_cat(node, env, r)
         # GRADIENT: split exactly as the gradient does
@@ -152,6 +163,16 @@ class PreparedModel:
                 out, [leaves[n] for n in inputs], v, create_graph=v.requires_grad, allow_unused=True
             )
         return [torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(inputs, grads)]
+
+
+def sum_to_shape(r: Tensor, shape: torch.Size) -> Tensor:
+    """Sum relevance over the dimensions an operand was broadcast along."""
+    if r.shape == shape:
+        return r
+    lead = r.dim() - len(shape)
+    r = r.sum(dim=tuple(range(lead))) if lead else r
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and r.shape[i] != 1)
+    return r.sum(dim=dims, keepdim=True) if dims else r
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]] = weakref.WeakKeyDictionary()

@@ -28,14 +28,44 @@ class Kind(enum.Enum):
     PASS = "pass"  # elementwise activations, identities: relevance passes unchanged
     GRADIENT = "gradient"  # max-pool, cat, slicing, padding, reshapes: split by the gradient
     NORM = "norm"  # upsampling, average pooling: the parameter-free z-rule
+    STATS = "stats"  # Batch/Instance/Group/LayerNorm: sigma held constant, the rest a linear map (z-rule)
     ADD = "add"  # a + b: proportional split
+    GATE = "gate"  # x * g, x * c, x / c: g (a sigmoid-like gate) or c held constant, all relevance to x
     OUTPUT = "output"
 
 
 PARAM_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+NORM_LAYER_MODULES = (
+    *BATCHNORM_MODULES,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+# Elementwise activations: relevance passes unchanged (identity rule).
+ACTIVATION_MODULES = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+)
+IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 MODULE_KINDS: dict[type, Kind] = {
-    **{t: Kind.PASS for t in (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d)},
+    **{t: Kind.PASS for t in (*ACTIVATION_MODULES, *IDENTITY_MODULES)},
     **{
         t: Kind.GRADIENT
         for t in (
@@ -47,10 +77,15 @@ MODULE_KINDS: dict[type, Kind] = {
             nn.AdaptiveMaxPool3d,
             nn.Flatten,
             nn.Unflatten,
+            nn.ZeroPad1d,
             nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
             nn.ConstantPad2d,
+            nn.ConstantPad3d,
         )
     },
+    **{t: Kind.STATS for t in NORM_LAYER_MODULES},
     **{
         t: Kind.NORM
         for t in (
@@ -66,10 +101,39 @@ MODULE_KINDS: dict[type, Kind] = {
         )
     },
 }
+ACTIVATION_FUNCTIONS = (
+    F.relu,
+    torch.relu,
+    F.leaky_relu,
+    F.prelu,
+    torch.prelu,
+    F.relu6,
+    F.elu,
+    F.selu,
+    torch.selu,
+    F.celu,
+    F.silu,
+    F.gelu,
+    F.mish,
+    F.softplus,
+    F.sigmoid,
+    torch.sigmoid,
+    F.tanh,
+    torch.tanh,
+    F.hardtanh,
+    F.hardswish,
+    F.hardsigmoid,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+)
+# Ops whose output, multiplied into another tensor, acts as a gate (held constant).
+GATE_FUNCTIONS = (F.sigmoid, torch.sigmoid, F.hardsigmoid, F.softmax, torch.softmax, F.tanh, torch.tanh)
+GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Tanh)
+GATE_METHODS = ("sigmoid", "softmax", "tanh")
 FUNCTION_KINDS: dict[object, Kind] = {
-    F.relu: Kind.PASS,
-    torch.relu: Kind.PASS,
-    F.leaky_relu: Kind.PASS,
+    **{f: Kind.PASS for f in ACTIVATION_FUNCTIONS},
     torch.cat: Kind.GRADIENT,
     torch.concat: Kind.GRADIENT,
     torch.flatten: Kind.GRADIENT,
@@ -81,7 +145,17 @@ FUNCTION_KINDS: dict[object, Kind] = {
     F.max_pool3d: Kind.GRADIENT,
     torch.squeeze: Kind.GRADIENT,
     torch.unsqueeze: Kind.GRADIENT,
+    torch.permute: Kind.GRADIENT,
+    torch.transpose: Kind.GRADIENT,
+    torch.movedim: Kind.GRADIENT,
+    torch.stack: Kind.GRADIENT,
     F.interpolate: Kind.NORM,
+    F.upsample: Kind.NORM,
+    torch.mean: Kind.NORM,
+    F.batch_norm: Kind.STATS,
+    F.instance_norm: Kind.STATS,
+    F.group_norm: Kind.STATS,
+    F.layer_norm: Kind.STATS,
     F.avg_pool1d: Kind.NORM,
     F.avg_pool2d: Kind.NORM,
     F.avg_pool3d: Kind.NORM,
@@ -90,17 +164,165 @@ FUNCTION_KINDS: dict[object, Kind] = {
     F.adaptive_avg_pool3d: Kind.NORM,
     operator.add: Kind.ADD,
     torch.add: Kind.ADD,
+    operator.mul: Kind.GATE,
+    torch.mul: Kind.GATE,
+    operator.truediv: Kind.GATE,
+    torch.div: Kind.GATE,
 }
 METHOD_KINDS: dict[str, Kind] = {
-    "relu": Kind.PASS,
-    "contiguous": Kind.PASS,
-    "clone": Kind.PASS,
-    **{m: Kind.GRADIENT for m in ("view", "reshape", "flatten", "permute", "squeeze", "unsqueeze", "transpose")},
+    **{m: Kind.PASS for m in ("relu", "sigmoid", "tanh", "contiguous", "clone", "float", "double", "to")},
+    **{
+        m: Kind.GRADIENT
+        for m in (
+            "view",
+            "reshape",
+            "flatten",
+            "permute",
+            "squeeze",
+            "unsqueeze",
+            "transpose",
+            "expand",
+            "expand_as",
+            "view_as",
+            "reshape_as",
+            "movedim",
+            "moveaxis",
+        )
+    },
+    "mean": Kind.NORM,
     "add": Kind.ADD,
+    "mul": Kind.GATE,
+    "div": Kind.GATE,
 }
 UPSAMPLING_MODULES = (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
-INPLACE_FUNCTIONS = {operator.iadd: operator.add, torch.relu_: torch.relu}
-INPLACE_METHODS = {"relu_": "relu", "add_": "add"}
+# The same ops in an exported (.pt2) program's aten graph, by operator name.
+ATEN_KINDS: dict[str, Kind] = {
+    **{
+        name: Kind.PASS
+        for name in (
+            "relu",
+            "leaky_relu",
+            "prelu",
+            "_prelu_kernel",
+            "relu6",
+            "hardtanh",
+            "elu",
+            "selu",
+            "celu",
+            "silu",
+            "gelu",
+            "mish",
+            "softplus",
+            "sigmoid",
+            "tanh",
+            "hardswish",
+            "hardsigmoid",
+            "dropout",
+            "feature_dropout",
+            "alpha_dropout",
+            "feature_alpha_dropout",
+            "clone",
+            "contiguous",
+            "alias",
+            "_to_copy",
+            "to",
+            "type_as",
+        )
+    },
+    **{
+        name: Kind.GRADIENT
+        for name in (
+            "max_pool1d",
+            "max_pool2d",
+            "max_pool3d",
+            "max_pool2d_with_indices",
+            "max_pool3d_with_indices",
+            "adaptive_max_pool1d",
+            "adaptive_max_pool2d",
+            "adaptive_max_pool3d",
+            "cat",
+            "concat",
+            "stack",
+            "view",
+            "reshape",
+            "_unsafe_view",
+            "flatten",
+            "permute",
+            "transpose",
+            "movedim",
+            "t",
+            "squeeze",
+            "unsqueeze",
+            "expand",
+            "slice",
+            "select",
+            "pad",
+            "constant_pad_nd",
+        )
+    },
+    **{
+        name: Kind.NORM
+        for name in (
+            "upsample_nearest1d",
+            "upsample_nearest2d",
+            "upsample_nearest3d",
+            "upsample_linear1d",
+            "upsample_bilinear2d",
+            "upsample_trilinear3d",
+            "_upsample_nearest_exact1d",
+            "_upsample_nearest_exact2d",
+            "_upsample_nearest_exact3d",
+            "avg_pool1d",
+            "avg_pool2d",
+            "avg_pool3d",
+            "adaptive_avg_pool1d",
+            "adaptive_avg_pool2d",
+            "adaptive_avg_pool3d",
+            "_adaptive_avg_pool2d",
+            "_adaptive_avg_pool3d",
+            "mean",
+        )
+    },
+    "add": Kind.ADD,
+    "mul": Kind.GATE,
+    "div": Kind.GATE,
+}
+ATEN_GATES = ("sigmoid", "hardsigmoid", "_softmax", "softmax", "tanh")
+ATEN_SHAPES = ("view", "reshape", "_unsafe_view", "expand", "squeeze", "unsqueeze", "flatten", "clone", "alias")
+ATEN_SKIPPED = ("_assert_tensor_metadata", "_assert_scalar", "_assert_async", "sym_size", "sym_numel", "sym_stride")
+
+
+def aten_name(node: fx.Node) -> str | None:
+    """'conv2d' for a call of torch.ops.aten.conv2d.<overload>; None for anything else."""
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return None
+    namespace, _, name = target._schema.name.partition("::")
+    return name if namespace == "aten" else None
+
+
+def upsamples(node: fx.Node, module: nn.Module | None) -> bool:
+    """Upsample/interpolate or a transposed convolution: what starts a decoder."""
+    if isinstance(module, (*UPSAMPLING_MODULES, nn.modules.conv._ConvTransposeNd)):
+        return True
+    return node.target in (F.interpolate, F.upsample) or (aten_name(node) or "").startswith(("upsample", "_upsample"))
+
+
+INPLACE_FUNCTIONS = {
+    operator.iadd: operator.add,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    torch.relu_: torch.relu,
+    torch.sigmoid_: torch.sigmoid,
+}
+INPLACE_METHODS = {
+    "relu_": "relu",
+    "add_": "add",
+    "mul_": "mul",
+    "div_": "div",
+    "sigmoid_": "sigmoid",
+    "tanh_": "tanh",
+}
 NON_TENSOR_METHODS = {"size", "dim", "numel", "type", "get_device"}
 
 
@@ -167,18 +389,19 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
-    """Fold each BatchNorm into the Conv/Linear that feeds it (exact, eps included)."""
+    """Fold each BatchNorm into the Conv/Linear that feeds it (exact, eps included).
+
+    A BatchNorm that does not directly follow a layer used only by it stays in the
+    graph: it is then a normalisation node (Kind.STATS) with its running statistics.
+    """
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), BATCHNORM_MODULES):
             continue
+        bn = gm.get_submodule(node.target)
         src = node.args[0]
         src_mod = gm.get_submodule(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
-        if not isinstance(src_mod, PARAM_MODULES) or len(src.users) != 1:
-            raise UnsupportedOperationError(
-                f"{describe(node, gm)} does not directly follow a Conv/Linear layer used only by it; "
-                "LRP needs BatchNorm folded into the preceding layer"
-            )
-        bn = gm.get_submodule(node.target)
+        if not isinstance(src_mod, PARAM_MODULES) or len(src.users) != 1 or bn.running_mean is None:
+            continue
         if isinstance(src_mod, nn.Linear):
             fused = fuse_linear_bn_eval(src_mod, bn)
         else:
@@ -196,6 +419,42 @@ def _is_tensor_add(node: fx.Node, carries: set[fx.Node]) -> bool:
     return len(operands) == 2 and all(a in carries for a in operands) and not node.kwargs.get("alpha")
 
 
+SHAPE_FUNCTIONS = (torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze, operator.getitem)
+SHAPE_METHODS = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "contiguous")
+
+
+def is_gate(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether `node` is the output of a sigmoid-like op (seen through reshapes and expands)."""
+    while True:
+        if node.op == "call_module":
+            return isinstance(gm.get_submodule(str(node.target)), GATE_MODULES)
+        if node.op == "call_function" and (node.target in GATE_FUNCTIONS or aten_name(node) in ATEN_GATES):
+            return True
+        if node.op == "call_method" and node.target in GATE_METHODS:
+            return True
+        shape_op = (
+            node.op == "call_function" and (node.target in SHAPE_FUNCTIONS or aten_name(node) in ATEN_SHAPES)
+        ) or (node.op == "call_method" and node.target in SHAPE_METHODS)
+        if not shape_op or not node.args or not isinstance(node.args[0], fx.Node):
+            return False
+        node = node.args[0]
+
+
+def gated_operand(node: fx.Node, gm: fx.GraphModule, carries: set[fx.Node]) -> fx.Node | None:
+    """For x * g, x * c or x / c: the operand x that receives all relevance (None: not a gate)."""
+    operands = list(node.args[:2])
+    carrying = [a for a in operands if isinstance(a, fx.Node) and a in carries]
+    is_div = node.target in (operator.truediv, torch.div) or node.target == "div" or aten_name(node) == "div"
+    if is_div:
+        return operands[0] if carrying == [operands[0]] else None  # x / constant only
+    if len(carrying) == 1:
+        return carrying[0]  # x * constant
+    gates = [a for a in carrying if is_gate(a, gm)]
+    if len(carrying) == 2 and len(gates) == 1:
+        return next(a for a in carrying if a is not gates[0])
+    return None
+
+
 def classify(node: fx.Node, gm: fx.GraphModule, carries: set[fx.Node]) -> Kind:
     """The Kind of a relevance-carrying node, or UnsupportedOperationError naming it."""
     if node.op == "placeholder":
@@ -205,22 +464,57 @@ def classify(node: fx.Node, gm: fx.GraphModule, carries: set[fx.Node]) -> Kind:
     kind: Kind | None = None
     if node.op == "call_module":
         mod = gm.get_submodule(str(node.target))
-        kind = Kind.PARAM if isinstance(mod, PARAM_MODULES) else MODULE_KINDS.get(type(mod))
+        kind = Kind.PARAM if isinstance(mod, PARAM_MODULES) else module_kind(mod)
     elif node.op == "call_function":
         kind = FUNCTION_KINDS.get(node.target)
+        if kind is None:
+            kind = ATEN_KINDS.get(aten_name(node))
     elif node.op == "call_method":
         kind = METHOD_KINDS.get(str(node.target))
     if kind is Kind.ADD and not _is_tensor_add(node, carries):
         kind = None  # adding a constant or scaling is not a relevance-preserving merge
+    if kind is Kind.GATE and gated_operand(node, gm, carries) is None:
+        kind = None  # a product of two tensors neither of which is a gate
     if node.target is F.pad and node.kwargs.get("mode", "constant") != "constant":
         kind = None
     if kind is None:
         raise UnsupportedOperationError(
             f"LRP has no rule for {describe(node, gm)}. Supported: Conv/ConvTranspose/Linear (BatchNorm folded), "
-            "ReLU/LeakyReLU, max/avg pooling, Upsample/interpolate, cat, slicing, pad, a + b of two tensors, "
-            "flatten/reshape/view"
+            "Batch/Instance/Group/LayerNorm, elementwise activations (ReLU, PReLU, ELU, SELU, SiLU, GELU, Sigmoid, "
+            "Tanh, ...), max/avg/adaptive pooling, Upsample/interpolate, cat, slicing, pad, a + b of two tensors, "
+            "x * gate (sigmoid-like) or x * constant, flatten/reshape/view"
         )
     return kind
+
+
+def module_kind(module: nn.Module) -> Kind | None:
+    """The Kind of a leaf module, by its class or the nearest base class we know."""
+    return next((MODULE_KINDS[t] for t in type(module).__mro__ if t in MODULE_KINDS), None)
+
+
+def receiving_inputs(node: fx.Node, kind: Kind, inputs: list[fx.Node], gm: fx.GraphModule, carries: set[fx.Node]):
+    """The inputs that receive relevance from `node` (a gate's gate gets none)."""
+    if kind is Kind.GATE:
+        return [gated_operand(node, gm, carries)]
+    if kind in (Kind.PASS, Kind.NORM, Kind.STATS, Kind.PARAM):
+        first = node.args[0] if node.args else None
+        return [first] if isinstance(first, fx.Node) and first in carries else inputs[:1]
+    return inputs
+
+
+def output_source(value: object) -> object:
+    """The logits in a model's output: a tensor, `out` of a dict (torchvision), or the first of a tuple."""
+    if isinstance(value, dict):
+        if "out" in value:
+            return value["out"]
+        if len(value) == 1:
+            return next(iter(value.values()))
+        raise UnsupportedOperationError(f"the model returns a dict without an 'out' entry: keys {sorted(value)}")
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise UnsupportedOperationError("the model returns an empty tuple")
+        return output_source(value[0])
+    return value
 
 
 def _roles(infos: dict[fx.Node, NodeInfo], gm: fx.GraphModule) -> None:
@@ -229,9 +523,7 @@ def _roles(infos: dict[fx.Node, NodeInfo], gm: fx.GraphModule) -> None:
     before_up: dict[fx.Node, bool] = {}
     for node, info in infos.items():
         before_param[node] = any(before_param[i] or infos[i].kind is Kind.PARAM for i in info.inputs)
-        upsamples = isinstance(info.module, UPSAMPLING_MODULES) or node.target is F.interpolate
-        upsamples |= isinstance(info.module, nn.modules.conv._ConvTransposeNd)
-        before_up[node] = upsamples or any(before_up[i] for i in info.inputs)
+        before_up[node] = upsamples(node, info.module) or any(before_up[i] for i in info.inputs)
     after_param: dict[fx.Node, bool] = {}
     for node in reversed(infos):
         users = [u for u in node.users if u in infos]
@@ -248,24 +540,59 @@ def _roles(infos: dict[fx.Node, NodeInfo], gm: fx.GraphModule) -> None:
 
 
 def analyse(gm: fx.GraphModule) -> dict[fx.Node, NodeInfo]:
-    """Classify every relevance-carrying node (topological order) and assign roles."""
+    """Classify every node that relevance flows through (topological order) and assign roles.
+
+    Nodes fed by the input but whose relevance goes nowhere (a gate's branch, an
+    auxiliary output) need no rule; an unsupported op on the relevance path fails here.
+    """
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnsupportedOperationError(f"the model must take exactly one input tensor, it takes {len(placeholders)}")
     carries: set[fx.Node] = set(placeholders)
-    infos: dict[fx.Node, NodeInfo] = {}
+    found: dict[fx.Node, tuple[Kind | UnsupportedOperationError, list[fx.Node]]] = {}
     for node in gm.graph.nodes:
         inputs = [i for i in node.all_input_nodes if i in carries]
         if node.op != "placeholder" and not inputs:
             continue  # shapes, sizes, constants: no relevance flows here
-        if node.op == "call_function" and node.target is getattr:
-            continue  # x.shape, x.dtype, ...
+        if node.op == "call_function" and (node.target is getattr or aten_name(node) in ATEN_SKIPPED):
+            continue  # x.shape, x.dtype, assertions, ...
         if node.op == "call_method" and node.target in NON_TENSOR_METHODS:
             continue
+        if node.op == "call_module" and str(node.target).startswith("_guards"):
+            continue  # torch.export's input guards
+        if node.op == "output":
+            source = output_source(node.args[0])
+            if not isinstance(source, fx.Node) or source not in carries:
+                raise UnsupportedOperationError("the model's output does not depend on its input")
+            found[node] = (Kind.OUTPUT, [source])
+            break
         carries.add(node)
-        kind = classify(node, gm, carries)
+        try:
+            kind: Kind | UnsupportedOperationError = classify(node, gm, carries)
+            receivers = receiving_inputs(node, kind, inputs, gm, carries)  # type: ignore[arg-type]
+        except UnsupportedOperationError as exc:
+            kind, receivers = exc, inputs
+        found[node] = (kind, receivers)
+    reached = _reaching_output(found)
+    infos: dict[fx.Node, NodeInfo] = {}
+    for node, (kind, receivers) in found.items():
+        if node not in reached:
+            continue
+        if isinstance(kind, UnsupportedOperationError):
+            raise kind
         module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         layer = Layer(module) if kind is Kind.PARAM else None
-        infos[node] = NodeInfo(node, kind, inputs, layer, module)
+        infos[node] = NodeInfo(node, kind, receivers, layer, module)
     _roles(infos, gm)
     return infos
+
+
+def _reaching_output(found: dict[fx.Node, tuple[object, list[fx.Node]]]) -> set[fx.Node]:
+    """Nodes from which relevance reaches the output, following receiving inputs backwards."""
+    reached: set[fx.Node] = set()
+    for node in reversed(list(found)):
+        if found[node][0] is Kind.OUTPUT:
+            reached.add(node)
+        if node in reached:
+            reached.update(found[node][1])
+    return reached

@@ -50,7 +50,8 @@ class MaskResult:
 
 
 def as_relevance_map(relevance: Any) -> np.ndarray:
-    """Check a relevance map and return it as float64 (H, W).
+    """Check a relevance map and return it as float64 (H, W), or (D, H, W) for a volume (the
+    mixtures fit the flattened values; the mean filter becomes a 5x5x5 box).
 
     Accepts anything numpy can convert and torch tensors. Raises
     InvalidRelevanceError for the wrong rank, an empty map, a non-real dtype or
@@ -59,9 +60,10 @@ def as_relevance_map(relevance: Any) -> np.ndarray:
     if hasattr(relevance, "detach"):  # a torch tensor, possibly on a GPU or with a graph
         relevance = relevance.detach().cpu().numpy()
     array = np.asarray(relevance)
-    if array.ndim != 2:
+    if array.ndim not in (2, 3):
         raise InvalidRelevanceError(
-            f"relevance must be a 2-D (H, W) map, got shape {array.shape}; sum a (C, H, W) map over channels first"
+            f"relevance must be a 2-D (H, W) map or a (D, H, W) volume, got shape {array.shape}; "
+            "sum a (C, H, W) map over channels first"
         )
     if array.size == 0:
         raise InvalidRelevanceError(f"relevance map is empty (shape {array.shape})")

@@ -16,6 +16,7 @@ from lrpseg.registry.model_info import ModelInfo, fail
 from lrpseg.registry.pt2 import load_exported
 
 PROBE_SIZE = 64  # input side for the load-time forward check when any size is accepted
+PROBE_SIZE_3D = 16  # the same for volume models (16**3 voxels)
 
 
 def read_safetensors(info: ModelInfo) -> dict[str, Tensor]:
@@ -58,14 +59,15 @@ def load_family_model(info: ModelInfo) -> nn.Module:
 
 def probe(info: ModelInfo, model: nn.Module, device: torch.device) -> None:
     """One forward pass on a small input: the output must have the declared shape."""
-    side = info.input_size or PROBE_SIZE
-    x = torch.zeros(1, info.in_channels, side, side, device=device)
+    side = info.input_size or (PROBE_SIZE_3D if info.spatial_dims == 3 else PROBE_SIZE)
+    x = torch.zeros(1, info.in_channels, *(side,) * info.spatial_dims, device=device)
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:
         raise fail(info.path, f"forward pass on a {tuple(x.shape)} input failed: {type(exc).__name__}: {exc}") from None
-    expected = (1, info.num_classes, side, side) if info.kind == "segmenter" else (1, info.num_classes)
+    spatial = (side,) * info.spatial_dims
+    expected = (1, info.num_classes, *spatial) if info.kind == "segmenter" else (1, info.num_classes)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
     if shape != expected:
         raise fail(

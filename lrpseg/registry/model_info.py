@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lrpseg.models import UNetConfig, VGGConfig
 from lrpseg.registry.errors import RegistryError
+from lrpseg.registry.metadata import ModelMetadata, read_metadata
 
 CONFIG_FILE = "config.json"
 FORMAT = "lrpseg-model/1"
@@ -59,6 +60,8 @@ class ModelInfo:
     weights_file: str = "model.safetensors"
     evaluation: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)  # domain, intended use, codes, window
+    spatial_dims: int = 2  # 3: the model takes volumes (N, C, D, H, W)
 
     @property
     def zbox_bounds_per_channel(self) -> list[tuple[float, float]]:
@@ -66,13 +69,15 @@ class ModelInfo:
         return [((0.0 - m) / s, (1.0 - m) / s) for m, s in zip(self.mean, self.std)]
 
     def normalize(self, x01: Tensor) -> Tensor:
-        """(N, C, H, W) pixels in [0, 1] -> the model's input space."""
-        if x01.ndim != 4 or x01.shape[1] != self.in_channels:
+        """(N, C, H, W) pixels in [0, 1] (3-D models: (N, C, D, H, W)) -> the model's input space."""
+        if x01.ndim != 2 + self.spatial_dims or x01.shape[1] != self.in_channels:
+            axes = "D, H, W" if self.spatial_dims == 3 else "H, W"
             raise ValueError(
-                f"model {self.id} expects (N, {self.in_channels}, H, W) input, got shape {tuple(x01.shape)}"
+                f"model {self.id} expects (N, {self.in_channels}, {axes}) input, got shape {tuple(x01.shape)}"
             )
-        mean = torch.tensor(self.mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+        view = (1, -1) + (1,) * self.spatial_dims
+        mean = torch.tensor(self.mean, dtype=x01.dtype, device=x01.device).view(view)
+        std = torch.tensor(self.std, dtype=x01.dtype, device=x01.device).view(view)
         return (x01 - mean) / std
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +97,8 @@ class ModelInfo:
             "zbox_bounds": list(self.zbox_bounds),
             "description": self.description,
             "card": json.loads(json.dumps(self.card)),
+            "spatial_dims": self.spatial_dims,
+            **self.metadata.to_dict(),
         }
 
 
@@ -234,6 +241,7 @@ def read_model_info(directory: Path) -> ModelInfo:
     metrics = config.get("metrics", {})
     if not isinstance(metrics, dict):
         raise fail(directory, "metrics must be a JSON object")
+    names = class_names(directory, config, num_classes)
     return ModelInfo(
         id=f"{name}@{version}",
         name=name,
@@ -242,7 +250,7 @@ def read_model_info(directory: Path) -> ModelInfo:
         family=family,
         in_channels=in_channels,
         num_classes=num_classes,
-        class_names=class_names(directory, config, num_classes),
+        class_names=names,
         input_size=input_size(directory, config, fixed),
         mean=mean,
         std=std,
@@ -254,4 +262,14 @@ def read_model_info(directory: Path) -> ModelInfo:
         weights_file=weights_file(directory, config, family),
         evaluation=dict(config.get("evaluation") or {}),
         training=dict(config.get("training") or {}),
+        metadata=read_metadata(directory, config, names),
+        spatial_dims=spatial_dims(directory, params),
     )
+
+
+def spatial_dims(directory: Path, params: dict[str, Any]) -> int:
+    """2 (images) or 3 (volumes), as the architecture declares it ("spatial_dims", default 2)."""
+    dims = params.get("spatial_dims", 2)
+    if dims not in (2, 3) or isinstance(dims, bool):
+        raise fail(directory, f"spatial_dims must be 2 or 3, got {dims!r}")
+    return int(dims)

@@ -44,6 +44,28 @@ def breakdown_section(rows: dict[str, dict[str, float]]) -> list[str]:
     return [*lines, ""]
 
 
+def domain_section(config: dict[str, Any]) -> list[str]:
+    """Input domain (refused DICOM modalities) and the DICOM SEG codes of each class, if declared."""
+    domain, codes = config.get("domain"), config.get("segment_codes") or {}
+    if not domain and not codes:
+        return []
+    lines = ["## Domain and DICOM coding", ""]
+    if domain:
+        lines += [
+            f"Made for {domain.get('description') or 'its training data'}; as DICOM, modalities "
+            f"{', '.join(domain['modalities'])}. A DICOM input of another modality is refused (422) unless the "
+            "request sets `allow_domain_mismatch`, and the result then carries a warning.",
+            "",
+        ]
+    for name, coding in codes.items():
+        category, kind = coding["category"], coding["type"]
+        lines.append(
+            f"- DICOM SEG segment `{name}`: category ({category['scheme']}, {category['value']}, "
+            f'"{category["meaning"]}"), type ({kind["scheme"]}, {kind["value"]}, "{kind["meaning"]}")'
+        )
+    return [*lines, ""] if codes else lines
+
+
 def render_card(config: dict[str, Any]) -> str:
     """Markdown card: model, data, training, measured test metrics, intended use, limits."""
     training, data, evaluation = config["training"], config["data"], config["evaluation"]
@@ -120,6 +142,7 @@ def render_card(config: dict[str, Any]) -> str:
         "",
         config["intended_use"],
         "",
+        *domain_section(config),
         "## Limits",
         "",
         *[f"- {limit}" for limit in config["limits"]],

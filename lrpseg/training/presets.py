@@ -43,6 +43,21 @@ VGG_LIMITS = [
     "missed defect: see 'Where it errs'.",
 ]
 
+# Every shipped model sees grey surface photographs. As DICOM such pictures are "OT" (other) or "XC"
+# (external-camera photography); a CT, MR, X-ray ... is outside the domain (lrpseg.inputs.check_domain).
+SURFACE_DOMAIN = {
+    "modalities": ["OT", "XC"],
+    "description": "grey photographs of machined or cast metal surfaces (procedurally generated in training)",
+}
+# DICOM SEG needs a Segmented Property Category and Type. SNOMED CT and DCM code anatomy and pathology,
+# not flaws in materials: category SCT 260787004 "Physical object" is the honest parent, and the type is
+# a private code (scheme "99LRPSEG"; PS3.3 8.2: private schemes start with "99") instead of borrowing
+# "Lesion" for a crack in a casting. docs/models.md says why.
+SURFACE_DEFECT_CODES = {
+    "category": {"scheme": "SCT", "value": "260787004", "meaning": "Physical object"},
+    "type": {"scheme": "99LRPSEG", "value": "SURFDEF", "meaning": "Surface defect"},
+}
+
 PRESETS: dict[str, Preset] = {
     "unet": Preset(
         key="unet",

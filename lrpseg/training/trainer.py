@@ -21,7 +21,7 @@ from lrpseg.data import DefectDatasetConfig, generate_split, split_seeds, stack_
 from lrpseg.models import build_model
 from lrpseg.training.evaluate import card_report, evaluate
 from lrpseg.training.losses import segmentation_loss
-from lrpseg.training.presets import NORM_MEAN, NORM_STD, PRESETS, Preset
+from lrpseg.training.presets import NORM_MEAN, NORM_STD, PRESETS, SURFACE_DEFECT_CODES, SURFACE_DOMAIN, Preset
 
 SELECTION_METRIC = {"segmenter": "defect_iou", "classifier": "balanced_accuracy"}
 
@@ -265,4 +265,6 @@ def model_config(preset: Preset, opts: TrainOptions, arch: dict[str, Any], data:
         "training": {"n_train": opts.n_train, "n_val": opts.n_val, "n_test": opts.n_test, **settings},
         "intended_use": preset.intended_use,
         "limits": preset.limits,
+        "domain": SURFACE_DOMAIN,
+        "segment_codes": {"defect": SURFACE_DEFECT_CODES} if "defect" in preset.class_names else {},
     }

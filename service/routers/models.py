@@ -27,6 +27,8 @@ def model_out(info: ModelInfo, default_id: str) -> ModelOut:
         zbox_bounds=(float(info.zbox_bounds[0]), float(info.zbox_bounds[1])),
         description=info.description,
         default=info.id == default_id,
+        spatial_dims=info.spatial_dims,
+        **info.metadata.to_dict(),
     )
 
 

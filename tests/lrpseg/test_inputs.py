@@ -20,7 +20,7 @@ from lrpseg.registry import ModelInfo, Registry
 from schemas.params import JobParams
 from tests.service import factories
 
-LIMITS = DecodeLimits(max_pixels=256 * 256, max_side=256)
+LIMITS = DecodeLimits(max_pixels=256 * 256, max_side=256, max_voxels=64**3)
 
 
 @pytest.fixture(scope="module")

@@ -272,3 +272,118 @@ def test_a_batch_needs_one_shape_and_shared_params(unet, sample) -> None:
     with pytest.raises(ValueError, match="must agree"):
         run_jobs(model, info, [image, image], [params(), params(lrp={"composite": "montavon"})])
     assert run_jobs(model, info, [], []) == []
+
+
+# ---- volumes and model metadata ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clinical(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return factories.write_clinical_models(tmp_path_factory.mktemp("clinical"))
+
+
+@pytest.fixture(scope="module")
+def volume_job(clinical: Registry):
+    info, model = clinical.get(factories.VOLUME), clinical.load(factories.VOLUME)
+    volume, truth = factories.defect_volume()
+    buffer = io.BytesIO()
+    np.save(buffer, volume)
+    image = decode_image(buffer.getvalue())
+    return info, model, image, truth, run_job(model, info, image, params(), truth)
+
+
+def test_volume_job_is_the_library_on_the_whole_volume(volume_job) -> None:
+    info, model, image, truth, out = volume_job
+    result = JobResult.model_validate(out.result)
+    assert result.input.depth == 16 and result.segmentation.depth == 16
+    x = model_input(info, image)
+    expected = explain(model, x, target="class", cls=1, rules="ours", bounds=tuple(info.zbox_bounds))
+    relevance = npy(out)
+    assert relevance.shape == (1, 16, 32, 32)
+    np.testing.assert_allclose(relevance, expected.relevance[0].numpy(), rtol=1e-5, atol=1e-9)
+    rel3d = relevance.sum(0, dtype=np.float64)
+    predicted = model(x)[0].argmax(0).numpy() == 1
+    assert result.explanation.explained_pixels == predicted.sum() > 0
+    for name in ("simple", "gmm", "bmm"):  # the extractors on the volume itself (5x5x5 mean filter)
+        mask = masks.extract(name, rel3d).mask
+        summary = result.masks[name]
+        assert summary.pixels == mask.sum()
+        m = summary.vs_ground_truth
+        assert m.iou == pytest.approx(jaccard_score(truth.ravel(), mask.ravel(), zero_division=0))
+        assert m.precision == pytest.approx(precision_score(truth.ravel(), mask.ravel(), zero_division=0))
+        assert m.recall == pytest.approx(recall_score(truth.ravel(), mask.ravel(), zero_division=0))
+    model_metrics = result.ground_truth.model
+    assert model_metrics.iou == pytest.approx(jaccard_score(truth.ravel(), predicted.ravel()))
+
+
+def test_volume_artifacts_are_slice_montages(volume_job) -> None:
+    from lrpseg.render import segmentation_rgb
+    from lrpseg.render.montage import GAP, montage_slices, tile
+
+    info, model, image, _, out = volume_job
+    assert "seg.dcm" not in out.artifacts and {"overlay.png", "segmentation.png", "mask-bmm.png"} <= set(out.artifacts)
+    slices = montage_slices(16)
+    assert slices == [0, 2, 4, 6, 8, 9, 11, 13, 15]
+    seg = factories.decode_png(out.artifacts["segmentation.png"])
+    assert seg.shape[:2] == (3 * 32 + 2 * GAP, 3 * 32 + 2 * GAP)
+    labels = model(model_input(info, image))[0].argmax(0).numpy()  # tiles: those slices, row by row
+    assert (seg == segmentation_rgb(tile(labels, slices), 2)).all()
+    mask = factories.decode_png(out.artifacts["mask-simple.png"]) > 0
+    rel3d = npy(out).sum(0, dtype=np.float64)
+    assert (mask == tile(masks.extract("simple", rel3d).mask, slices)).all()
+
+
+def test_volume_and_model_dimensions_must_agree(clinical: Registry, unet, volume_job) -> None:
+    info3d, _, volume, _, _ = volume_job
+    info2d, model2d = unet
+    with pytest.raises(ParamsError, match="takes 2-D images; got a volume of 16 slices"):
+        run_job(model2d, info2d, volume, params())
+    flat = decode_image(factories.png_bytes(factories.defect_image(32)[0]))
+    with pytest.raises(ParamsError, match="takes volumes"):
+        check_image(params(), info3d, flat.channels, flat.height, flat.width, flat.depth)
+    with pytest.raises(ParamsError) as found:
+        check_image(params(method="seg-grad-cam"), info3d, 1, 32, 32, 16)
+    assert found.value.field == "params.method"
+
+
+def test_domain_mismatch_is_refused_unless_allowed(clinical: Registry) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    info, model = clinical.get(factories.SURFACE), clinical.load(factories.SURFACE)
+    ct = decode_image(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    with pytest.raises(ParamsError, match=r"modality CT; model tiny-surface@1 is made for modalities \['OT', 'XC'\]"):
+        run_job(model, info, ct, params())
+    out = run_job(model, info, ct, params(allow_domain_mismatch=True, masks=["gmm"]))
+    assert any("outside the model's domain" in w for w in out.result["warnings"])
+    seg = pydicom.dcmread(io.BytesIO(out.artifacts["seg.dcm"]))
+    for item in seg.SegmentSequence:  # the class and its LRP mask carry the model's codes
+        category, kind = item.SegmentedPropertyCategoryCodeSequence[0], item.SegmentedPropertyTypeCodeSequence[0]
+        assert (category.CodingSchemeDesignator, category.CodeValue) == ("SCT", "260787004")
+        assert (kind.CodingSchemeDesignator, kind.CodeValue, kind.CodeMeaning) == (
+            "99LRPSEG",
+            "SURFDEF",
+            "Surface defect",
+        )
+
+
+def test_input_window_replaces_the_decoders_scaling(clinical: Registry, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from lrpseg.pipeline import model_pixels
+    from lrpseg.registry import read_model_info
+
+    source = clinical.get(factories.SURFACE).path
+    config = json.loads((source / "config.json").read_text())
+    config.update(input_window={"center": 40, "width": 400}, domain=None)
+    config = {k: v for k, v in config.items() if v is not None}
+    target = tmp_path / "windowed@1"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps(config))
+    (target / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes())
+    info = read_model_info(target)
+    ct = decode_image(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    hu = ct.raw[0].astype(np.float64) * float(ct.dicom.RescaleSlope) + float(ct.dicom.RescaleIntercept)
+    expected = np.clip((hu - (40 - 200)) / 400, 0, 1)
+    np.testing.assert_allclose(model_pixels(ct, info)[0], expected, atol=1e-6)
+    assert not np.allclose(ct.array[0], expected)  # the decoder alone scales otherwise

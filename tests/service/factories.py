@@ -16,6 +16,12 @@ from lrpseg.registry import Registry, save_model_dir
 
 SEGMENTER = "tiny-unet@1"
 CLASSIFIER = "tiny-vgg@1"
+VOLUME = "tiny-unet3d@1"
+SURFACE = "tiny-surface@1"
+SURFACE_CODES = {
+    "category": {"scheme": "SCT", "value": "260787004", "meaning": "Physical object"},
+    "type": {"scheme": "99LRPSEG", "value": "SURFDEF", "meaning": "Surface defect"},
+}
 TEST_DB = 13
 
 
@@ -50,6 +56,53 @@ def write_models(folder: Path) -> Registry:
         },
     )
     return Registry([folder], default=SEGMENTER)
+
+
+def write_clinical_models(folder: Path) -> Registry:
+    """A random 3-D U-Net (16x32x32 volumes) and a 2-D U-Net declaring a surface-photo domain
+    (DICOM OT/XC) with segment codes for its defect class."""
+    torch.manual_seed(0)
+    unet3d = UNet(UNetConfig(in_channels=1, num_classes=2, depth=2, base_width=2, spatial_dims=3)).eval()
+    volume, _ = defect_volume()
+    x = (torch.from_numpy(volume).float()[None, None] - 0.5) / 0.25
+    with torch.no_grad():
+        logits = unet3d(x)[0]
+        unet3d.head.bias[1] -= torch.quantile((logits[1] - logits[0]).flatten(), 0.85)
+    common = {"kind": "segmenter", "class_names": ["background", "defect"], "version": "1"}
+    norm = {"mean": 0.5, "std": 0.25}
+    save_model_dir(
+        folder / VOLUME,
+        unet3d,
+        {**common, "name": "tiny-unet3d", "architecture": unet3d.config.to_dict(), "normalization": norm},
+    )
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(in_channels=1, num_classes=2, depth=2, base_width=4)).eval()
+    calibrate(unet)
+    save_model_dir(
+        folder / SURFACE,
+        unet,
+        {
+            **common,
+            "name": "tiny-surface",
+            "architecture": unet.config.to_dict(),
+            "normalization": norm,
+            "domain": {"modalities": ["OT", "XC"], "description": "grey surface photographs"},
+            "intended_use": "tests",
+            "segment_codes": {"defect": SURFACE_CODES},
+        },
+    )
+    return Registry([folder], default=VOLUME)
+
+
+def defect_volume(shape: tuple[int, int, int] = (16, 32, 32), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (D, H, W) in [0, 1]: textured background with a bright tube along the depth, and its mask."""
+    rng = np.random.default_rng(seed)
+    d, h, w = shape
+    volume = rng.normal(0.4, 0.05, shape)
+    zz, yy, xx = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
+    truth = (yy - h / 2) ** 2 + (xx - w / 3 - zz / 2) ** 2 <= 4
+    volume[truth] = 0.85
+    return np.clip(volume, 0, 1).astype(np.float32), truth
 
 
 def calibrate(unet: UNet, share: float = 0.15) -> None:

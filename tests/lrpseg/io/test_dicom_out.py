@@ -168,3 +168,26 @@ def test_source_that_highdicom_refuses_gives_a_clear_error() -> None:
         segmentation_to_dicom_seg(image.dicom, _masks(image.height, image.width), **MODEL)
     # the relevance still goes out, as a Secondary Capture
     assert relevance_to_dicom(image.dicom, np.zeros((image.height, image.width)), **MODEL).kind == SECONDARY_CAPTURE
+
+
+def test_series_seg_has_a_frame_per_slice_referencing_its_instance() -> None:
+    from lrpseg.io.dicom_out import series_segmentation_to_dicom_seg
+    from tests.lrpseg.io.test_dicom_series import encode, series, zipped
+
+    volume = decode_image(zipped({f"{i}.dcm": encode(ds) for i, (_, ds) in enumerate(series(4))}))
+    assert volume.series is not None and len(volume.series) == 4
+    rng = np.random.default_rng(0)
+    masks = {"defect (m)": rng.random((4, 128, 128)) > 0.7, "LRP mask (bmm)": rng.random((4, 128, 128)) > 0.9}
+    codes = {"defect (m)": (("SCT", "260787004", "Physical object"), ("99LRPSEG", "SURFDEF", "Surface defect"))}
+    data = series_segmentation_to_dicom_seg(volume.series, masks, model_id="m", model_version="1", segment_codes=codes)
+    seg = hd.seg.segread(io.BytesIO(data))
+    uids = [str(ds.SOPInstanceUID) for ds in volume.series]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2])
+    assert (pixels[..., 0].astype(bool) == masks["defect (m)"]).all()
+    assert (pixels[..., 1].astype(bool) == masks["LRP mask (bmm)"]).all()
+    first, second = seg.SegmentSequence
+    assert first.SegmentedPropertyTypeCodeSequence[0].CodeValue == "SURFDEF"
+    assert second.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Lesion"  # no codes given: the default
+    assert str(seg.StudyInstanceUID) == str(volume.series[0].StudyInstanceUID)
+    with pytest.raises(DicomExportError, match="the series is 4x128x128"):
+        series_segmentation_to_dicom_seg(volume.series, {"x": masks["defect (m)"][:3]}, model_id="m", model_version="1")

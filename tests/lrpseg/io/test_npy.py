@@ -73,7 +73,7 @@ def test_non_finite_refused(bad: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "code"), [((5,), "bad_ndim"), ((1, 3, 4, 4), "bad_ndim"), ((5, 6, 7), "bad_channels")]
+    ("shape", "code"), [((5,), "bad_ndim"), ((1, 1, 3, 4, 4), "bad_ndim"), ((5, 6, 7, 8), "bad_channels")]
 )
 def test_bad_shapes_refused(shape: tuple[int, ...], code: str) -> None:
     with pytest.raises(ImageDecodeError) as info:
@@ -118,3 +118,18 @@ def test_zero_size_and_frame() -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_image(_npy(np.zeros((4, 4), np.float32)), frame=1)
     assert info.value.code == "frame_out_of_range"
+
+
+@pytest.mark.parametrize(("shape", "depth"), [((4, 6, 5), 4), ((1, 3, 6, 5), 3), ((3, 2, 6, 5), 2)])
+def test_volumes(shape: tuple[int, ...], depth: int) -> None:
+    values = np.random.default_rng(3).integers(0, 65535, shape, dtype=np.uint16)
+    volume = decode_image(_npy(values))
+    channels = shape[0] if len(shape) == 4 else 1
+    assert (volume.depth, volume.channels, volume.height, volume.width) == (depth, channels, 6, 5)
+    np.testing.assert_allclose(volume.array.reshape(values.shape), values / 65535.0, rtol=1e-6)
+
+
+def test_volume_voxel_limit_is_413() -> None:
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(_npy(np.zeros((10, 10, 10), np.float32)), max_voxels=999)
+    assert (info.value.status, info.value.code) == (413, "too_many_voxels")

@@ -80,7 +80,7 @@ def test_simple_on_two_pixels_splits_them() -> None:
 @pytest.mark.parametrize(
     ("relevance", "message"),
     [
-        (np.ones((2, 2, 2)), "2-D"),
+        (np.ones((2, 2, 2, 2)), "2-D"),
         (np.ones((0, 3)), "empty"),
         (np.array([[1.0, np.nan]]), "NaN"),
         (np.array([[1.0, np.inf]]), "NaN or infinite"),
