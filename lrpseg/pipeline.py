@@ -249,10 +249,12 @@ def lrp_summary(
     r_out: Tensor,
     reference: float,
     bias: float,
+    stabilizer: float,
     mask: Tensor,
     index: int = 0,
 ) -> Explained:
-    """Sample `index` of an LRP result as Explained; conservation and bias share relative to `reference`."""
+    """Sample `index` of an LRP result as Explained; conservation, bias and stabiliser shares relative to
+    `reference` (for class, region and all targets the three add up to 1)."""
     rel = relevance[index].detach().float().cpu().numpy()
     pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(rel.shape[-2:], bool)
     total = float(rel.sum(dtype=np.float64))
@@ -267,6 +269,7 @@ def lrp_summary(
         "r_out_sum": finite(r_out[index].sum().item()),
         "conservation": ratio(total, reference),
         "bias_share": ratio(bias, reference),
+        "stabilizer_share": ratio(stabilizer, reference),
         "channel_shares": [ratio(float(v), total) if total else 0.0 for v in per_channel],
     }
     return Explained("lrp", rel, summary, pixel_set)
@@ -302,8 +305,11 @@ def forward_and_lrp(
         return logits * seen["mask"]
 
     p = lrp.run(model, x, r_out, rules, bounds)
+    stab = p.stabilizer.tolist() if p.stabilizer is not None else [0.0] * x.shape[0]
     explained = [
-        lrp_summary(params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), seen["mask"], i)
+        lrp_summary(
+            params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), stab[i], seen["mask"], i
+        )
         for i in range(x.shape[0])
     ]
     return p.logits.detach(), explained
@@ -319,7 +325,8 @@ def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor
         e = explain(model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds)
         # explain's reference: each explained location contributes 1 (region-normalized), else Σ r_out
         reference = float(e.mask[0].sum()) if target.kind == "region-normalized" else e.r_out[0].sum().item()
-        return lrp_summary(params, info, e.relevance, e.r_out, reference, e.bias_share[0].item() * reference, e.mask)
+        bias, stab = e.bias_share[0].item() * reference, e.stabilizer_share[0].item() * reference
+        return lrp_summary(params, info, e.relevance, e.r_out, reference, bias, stab, e.mask)
     mask = explained_mask(params, logits)
     variant = "grad" if params.method.value == "seg-grad-cam" else "hires"
     cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)

@@ -39,6 +39,7 @@ class Method(StrEnum):
 
 
 class Composite(StrEnum):
+    conserving = "conserving"
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
@@ -115,7 +116,11 @@ RuleSpec = Annotated[EpsilonRule | GammaRule | AlphaBetaRule | ZBoxRule | PlainR
 
 
 class LrpParams(Strict):
-    composite: Composite = Composite.ours
+    composite: Composite = Field(
+        Composite.conserving,
+        description="conserving (default): z^B first layer, bias-free z+ elsewhere; relevance reaches the pixels. "
+        "ours/montavon: seed 001's composites (the reproduction). docs/lrp.md says which to use for what",
+    )
     rules: dict[Name, RuleSpec] | None = Field(
         None,
         max_length=MAX_RULES,

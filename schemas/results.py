@@ -69,7 +69,12 @@ class ExplanationSummary(Out):
     relevance_sum: float
     r_out_sum: float | None = None
     conservation: float | None = Field(None, description="Σ input relevance / Σ r_out")
-    bias_share: float | None = None
+    bias_share: float | None = Field(None, description="relevance absorbed by biases / Σ r_out")
+    stabilizer_share: float | None = Field(
+        None,
+        description="relevance absorbed by the rules' stabilisers (ε) / Σ r_out; with conservation and "
+        "bias_share it adds up to 1 (class, region and all targets)",
+    )
     channel_shares: list[float] | None = None
     metrics: dict[str, float | None] = Field(
         default_factory=dict, description="relevance_mass_accuracy, pointing_game, negative_share"
