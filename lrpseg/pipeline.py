@@ -28,13 +28,15 @@ from lrpseg import metrics as metric_fns
 from lrpseg.io import DecodedImage
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
+from lrpseg.metrics import faithfulness
+from lrpseg.metrics.errors import InvalidScoreError
 from lrpseg.registry import ModelInfo
 
 if TYPE_CHECKING:
     from schemas.params import JobParams
 
 Progress = Callable[[str, float], None]
-STAGE_START = {"forward": 0.05, "lrp": 0.2, "masks": 0.55, "metrics": 0.7, "render": 0.8}
+STAGE_START = {"forward": 0.05, "lrp": 0.2, "faithfulness": 0.4, "masks": 0.55, "metrics": 0.7, "render": 0.8}
 MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
 
 
@@ -416,6 +418,12 @@ def forward_batch(
             explained = [
                 run_explanation(model, info, x[i : i + 1], logits[i : i + 1], params) for i in range(len(images))
             ]
+    if params.faithfulness:
+        clock.start("faithfulness")
+        for i, e in enumerate(explained):
+            found = None if e is None else faithfulness_summary(model, x[i : i + 1], logits[i : i + 1], e, params)
+            if e is not None and found is not None:
+                e.summary["faithfulness"] = found
     clock.stop()
     return [
         Forwarded(x01[i : i + 1], logits[i : i + 1], explained[i], dict(clock.ms), len(images))
@@ -423,9 +431,35 @@ def forward_batch(
     ]
 
 
+def faithfulness_summary(
+    model: nn.Module, x: Tensor, logits: Tensor, explained: Explained, params: JobParams
+) -> dict[str, Any] | None:
+    """Deletion / insertion curves of the explained output for the map, a random order and the gradient;
+    None when the explained output is 0 (nothing predicted as the class): no curve to normalise."""
+    mask = explained_mask(params, logits).detach()
+
+    def score(output: Tensor) -> Tensor:
+        return (output * mask).flatten(1).sum(1)
+
+    try:
+        runs = faithfulness.with_baselines(model, x.detach(), explained.relevance, score)
+    except InvalidScoreError:
+        return None
+    keys = ("deletion", "insertion", "deletion_auc", "insertion_auc", "difference")
+    first = runs["explanation"]
+    return {
+        "steps": first["steps"],
+        "baseline": first["baseline"],
+        "fractions": first["fractions"],
+        **{name: clean({k: run[k] for k in keys}) for name, run in runs.items()},
+    }
+
+
 def batch_params(params: JobParams) -> dict[str, Any]:
     """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
-    return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
+    return params.model_dump(
+        mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness"}
+    )
 
 
 def batch_key(params: JobParams, shape: tuple[int, int, int]) -> str | None:
@@ -541,7 +575,9 @@ def run_jobs(
         return []
     resolved = [resolve_params(p, info) for p in params]
     if any(batch_params(p) != batch_params(resolved[0]) for p in resolved):
-        raise ValueError("jobs in one batch must agree on model, task, method, lrp, target, cam_layer and resize")
+        raise ValueError(
+            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize and faithfulness"
+        )
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
     return [

@@ -225,6 +225,11 @@ class JobParams(Strict):
     )
     resize: bool = Field(False, description="resize to a classifier's fixed input size instead of rejecting")
     frame: int | None = Field(None, ge=0, le=MAX_FRAME, description="frame of a multi-frame DICOM")
+    faithfulness: bool = Field(
+        False,
+        description="also measure pixel deletion/insertion curves of the explanation, a random order and the plain "
+        "gradient (2 x 21 forward passes each; docs/lrp.md)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:
@@ -239,6 +244,8 @@ class JobParams(Strict):
                     raise ValueError(f"artifact {name.value} needs {extractor!r} in masks")
         if self.method is not Method.lrp and self.lrp != LrpParams():
             raise ValueError(f"lrp settings do not apply to method {self.method.value!r}")
+        if self.faithfulness and self.task is not Task.explain:
+            raise ValueError("faithfulness needs task 'explain'")
         if self.method is Method.lrp and self.cam_layer is not None:
             raise ValueError("cam_layer applies only to the CAM methods")
         return self

@@ -279,3 +279,34 @@ def test_a_batch_needs_one_shape_and_shared_params(unet, sample) -> None:
     with pytest.raises(ValueError, match="must agree"):
         run_jobs(model, info, [image, image], [params(), params(lrp={"composite": "montavon"})])
     assert run_jobs(model, info, [], []) == []
+
+
+def test_faithfulness_is_opt_in_and_equals_the_metric(unet, sample) -> None:
+    from lrpseg.metrics.faithfulness import deletion_insertion, input_gradient
+
+    (info, model), (image, _) = unet, sample
+    assert "faithfulness" not in run_job(model, info, image, params()).result["explanation"]
+    stages: list[str] = []
+    out = run_job(model, info, image, params(faithfulness=True), progress=lambda s, f: stages.append(s))
+    result = JobResult.model_validate(out.result)
+    assert "faithfulness" in stages and result.timings.faithfulness is not None
+    found = result.explanation.faithfulness
+    assert found is not None and found.steps == 20 and len(found.explanation.deletion) == 21
+
+    x = model_input(info, image)
+    with torch.no_grad():
+        mask = predicted_class_mask(model(x), 1)
+
+    def score(output: torch.Tensor) -> torch.Tensor:
+        return (output * mask).flatten(1).sum(1)
+
+    expected = deletion_insertion(model, x, npy(out), score)
+    assert found.explanation.difference == pytest.approx(expected["difference"], rel=1e-5, abs=1e-7)
+    gradient = deletion_insertion(model, x, input_gradient(model, x, score)[0], score)
+    assert found.gradient.deletion_auc == pytest.approx(gradient["deletion_auc"], rel=1e-5, abs=1e-7)
+    assert found.random.deletion != found.explanation.deletion
+
+
+def test_faithfulness_needs_an_explanation() -> None:
+    with pytest.raises(ValueError, match="faithfulness needs task 'explain'"):
+        JobParams.model_validate({"task": "segment", "faithfulness": True})
