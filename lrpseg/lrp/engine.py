@@ -232,7 +232,7 @@ def propagate(
 ) -> Tensor:
     """Input relevance (shape of `x`) for initial relevance `r_out` at the model output.
 
-    `rules` is a composite name ("montavon", "ours", "epsilon-gamma-box",
+    `rules` is a composite name ("conserving", "montavon", "ours", "epsilon-gamma-box",
     "epsilon-plus-flat", "epsilon") or {module name: Rule} with an optional "*" default.
     `bounds` = (low, high) of the input box for the z^B rule (default: per-sample min/max).
     """
