@@ -173,9 +173,10 @@ def main() -> None:
         ledger(model, data, bounds)
     else:
         print_table(table(model, data, bounds, args.steps), len(data))
+    curves = "" if args.ledger else f"{args.steps + 1}-point curves, "
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
-        f"\n{len(data)} images at {args.size}², {args.steps + 1}-point curves, {args.threads} threads, "
+        f"\n{len(data)} images at {args.size}², {curves}{args.threads} threads, "
         f"{time.perf_counter() - start:.0f} s, load average {load}"
     )
 
