@@ -31,6 +31,8 @@ from lrpseg.io import DecodedImage
 from lrpseg.io.window import windowed
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
+from lrpseg.metrics import faithfulness
+from lrpseg.metrics.errors import InvalidScoreError
 from lrpseg.registry import ModelInfo
 from lrpseg.render.montage import montage_slices, tile
 from lrpseg.rule_specs import make_rule
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from schemas.params import JobParams
 
 Progress = Callable[[str, float], None]
-STAGE_START = {"forward": 0.05, "lrp": 0.2, "masks": 0.55, "metrics": 0.7, "render": 0.8}
+STAGE_START = {"forward": 0.05, "lrp": 0.2, "faithfulness": 0.4, "masks": 0.55, "metrics": 0.7, "render": 0.8}
 MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
 
 
@@ -212,10 +214,12 @@ def lrp_summary(
     r_out: Tensor,
     reference: float,
     bias: float,
+    stabilizer: float,
     mask: Tensor,
     index: int = 0,
 ) -> Explained:
-    """Sample `index` of an LRP result as Explained; conservation and bias share relative to `reference`."""
+    """Sample `index` of an LRP result as Explained; conservation, bias and stabiliser shares relative to
+    `reference` (for class, region and all targets the three add up to 1)."""
     rel = relevance[index].detach().float().cpu().numpy()
     pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() > 2 else np.ones(rel.shape[1:], bool)
     total = float(rel.sum(dtype=np.float64))
@@ -230,6 +234,7 @@ def lrp_summary(
         "r_out_sum": finite(r_out[index].sum().item()),
         "conservation": ratio(total, reference),
         "bias_share": ratio(bias, reference),
+        "stabilizer_share": ratio(stabilizer, reference),
         "channel_shares": [ratio(float(v), total) if total else 0.0 for v in per_channel],
     }
     return Explained("lrp", rel, summary, pixel_set)
@@ -265,8 +270,11 @@ def forward_and_lrp(
         return logits * seen["mask"]
 
     p = lrp.run(model, x, r_out, rules, bounds)
+    stab = p.stabilizer.tolist() if p.stabilizer is not None else [0.0] * x.shape[0]
     explained = [
-        lrp_summary(params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), seen["mask"], i)
+        lrp_summary(
+            params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), stab[i], seen["mask"], i
+        )
         for i in range(x.shape[0])
     ]
     return p.logits.detach(), explained
@@ -282,7 +290,8 @@ def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor
         e = explain(model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds)
         # explain's reference: each explained location contributes 1 (region-normalized), else Σ r_out
         reference = float(e.mask[0].sum()) if target.kind == "region-normalized" else e.r_out[0].sum().item()
-        return lrp_summary(params, info, e.relevance, e.r_out, reference, e.bias_share[0].item() * reference, e.mask)
+        bias, stab = e.bias_share[0].item() * reference, e.stabilizer_share[0].item() * reference
+        return lrp_summary(params, info, e.relevance, e.r_out, reference, bias, stab, e.mask)
     mask = explained_mask(params, logits)
     variant: Literal["grad", "hires"] = "grad" if params.method.value == "seg-grad-cam" else "hires"
     cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)
@@ -376,6 +385,12 @@ def forward_batch(
             explained = [
                 run_explanation(model, info, x[i : i + 1], logits[i : i + 1], params) for i in range(len(images))
             ]
+    if params.faithfulness:
+        clock.start("faithfulness")
+        for i, e in enumerate(explained):
+            curves = None if e is None else faithfulness_summary(model, x[i : i + 1], logits[i : i + 1], e, params)
+            if e is not None and curves is not None:
+                e.summary["faithfulness"] = curves
     clock.stop()
     return [
         Forwarded(x01[i : i + 1], logits[i : i + 1], explained[i], dict(clock.ms), len(images))
@@ -383,9 +398,35 @@ def forward_batch(
     ]
 
 
+def faithfulness_summary(
+    model: nn.Module, x: Tensor, logits: Tensor, explained: Explained, params: JobParams
+) -> dict[str, Any] | None:
+    """Deletion / insertion curves of the explained output for the map, a random order and the gradient;
+    None when the explained output is 0 (nothing predicted as the class): no curve to normalise."""
+    mask = explained_mask(params, logits).detach()
+
+    def score(output: Tensor) -> Tensor:
+        return (output * mask).flatten(1).sum(1)
+
+    try:
+        runs = faithfulness.with_baselines(model, x.detach(), explained.relevance, score)
+    except InvalidScoreError:
+        return None
+    keys = ("deletion", "insertion", "deletion_auc", "insertion_auc", "difference")
+    first = runs["explanation"]
+    return {
+        "steps": first["steps"],
+        "baseline": first["baseline"],
+        "fractions": first["fractions"],
+        **{name: clean({k: run[k] for k in keys}) for name, run in runs.items()},
+    }
+
+
 def batch_params(params: JobParams) -> dict[str, Any]:
     """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
-    return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
+    return params.model_dump(
+        mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness"}
+    )
 
 
 def batch_key(resolved: ResolvedParams, shape: tuple[int, ...]) -> str | None:
@@ -523,7 +564,9 @@ def run_jobs(
         return []
     resolved = [resolve_params(p, info) for p in params]
     if any(batch_params(p.params) != batch_params(resolved[0].params) for p in resolved):
-        raise ValueError("jobs in one batch must agree on model, task, method, lrp, target, cam_layer and resize")
+        raise ValueError(
+            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize and faithfulness"
+        )
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
     return [

@@ -41,6 +41,7 @@ class Method(StrEnum):
 class Composite(StrEnum):
     """The names of lrpseg.rule_specs.SERVED_COMPOSITES (tests/lrpseg/test_rule_specs.py)."""
 
+    conserving = "conserving"
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
@@ -117,7 +118,11 @@ RuleSpec = Annotated[EpsilonRule | GammaRule | AlphaBetaRule | ZBoxRule | PlainR
 
 
 class LrpParams(Strict):
-    composite: Composite = Composite.ours
+    composite: Composite = Field(
+        Composite.conserving,
+        description="conserving (default): z^B first layer, bias-free z+ elsewhere; relevance reaches the pixels. "
+        "ours/montavon: seed 001's composites (the reproduction). docs/lrp.md says which to use for what",
+    )
     rules: dict[Name, RuleSpec] | None = Field(
         None,
         max_length=MAX_RULES,
@@ -227,6 +232,11 @@ class JobParams(Strict):
         description="run a DICOM input whose Modality lies outside the model's declared domain (else 422); "
         "the result then carries a warning",
     )
+    faithfulness: bool = Field(
+        False,
+        description="also measure pixel deletion/insertion curves of the explanation, a random order and the plain "
+        "gradient (2 x 21 forward passes each; docs/lrp.md)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:
@@ -241,6 +251,8 @@ class JobParams(Strict):
                     raise ValueError(f"artifact {name.value} needs {extractor!r} in masks")
         if self.method is not Method.lrp and self.lrp != LrpParams():
             raise ValueError(f"lrp settings do not apply to method {self.method.value!r}")
+        if self.faithfulness and self.task is not Task.explain:
+            raise ValueError("faithfulness needs task 'explain'")
         if self.method is Method.lrp and self.cam_layer is not None:
             raise ValueError("cam_layer applies only to the CAM methods")
         return self

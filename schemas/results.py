@@ -62,6 +62,25 @@ class SegMetrics(Out):
     positive_share: float | None
 
 
+class Curves(Out):
+    deletion: list[float] = Field(description="score / unperturbed score after deleting the top fractions")
+    insertion: list[float] = Field(description="score / unperturbed score with only the top fractions inserted")
+    deletion_auc: float = Field(description="smaller = more faithful")
+    insertion_auc: float = Field(description="larger = more faithful")
+    difference: float = Field(description="insertion_auc - deletion_auc; larger = more faithful, ~0 for random")
+
+
+class Faithfulness(Out):
+    """Pixel deletion / insertion of the explained output (lrpseg.metrics.faithfulness)."""
+
+    steps: int
+    baseline: str
+    fractions: list[float]
+    explanation: Curves
+    random: Curves
+    gradient: Curves
+
+
 class ExplanationSummary(Out):
     method: str
     composite: str | None = None
@@ -73,11 +92,17 @@ class ExplanationSummary(Out):
     relevance_sum: float
     r_out_sum: float | None = None
     conservation: float | None = Field(None, description="Σ input relevance / Σ r_out")
-    bias_share: float | None = None
+    bias_share: float | None = Field(None, description="relevance absorbed by biases / Σ r_out")
+    stabilizer_share: float | None = Field(
+        None,
+        description="relevance absorbed by the rules' stabilisers (ε) / Σ r_out; with conservation and "
+        "bias_share it adds up to 1 (class, region and all targets)",
+    )
     channel_shares: list[float] | None = None
     metrics: dict[str, float | None] = Field(
         default_factory=dict, description="relevance_mass_accuracy, pointing_game, negative_share"
     )
+    faithfulness: Faithfulness | None = Field(None, description="only when params.faithfulness is true")
     display: dict[str, float | None] = Field(
         default_factory=dict, description="max_abs and tau (relevance units) behind relevance.png and colorbar.png"
     )
@@ -105,6 +130,7 @@ class Timings(Out):
     decode: float | None = None
     forward: float | None = None
     lrp: float | None = None
+    faithfulness: float | None = None
     masks: float | None = None
     metrics: float | None = None
     render: float | None = None

@@ -1,5 +1,6 @@
 """Whole-output Layer-wise Relevance Propagation for segmentation and classification CNNs."""
 
+from lrpseg.lrp.bias_free import BiasFree
 from lrpseg.lrp.cam import seg_grad_cam
 from lrpseg.lrp.composites import COMPOSITES
 from lrpseg.lrp.engine import PreparedModel, Propagation, prepare, propagate, run
@@ -10,6 +11,7 @@ from lrpseg.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, 
 __all__ = [
     "COMPOSITES",
     "AlphaBeta",
+    "BiasFree",
     "Epsilon",
     "Explanation",
     "Flat",

@@ -12,25 +12,53 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
-from lrpseg.lrp.engine import prepare
+from lrpseg.lrp.engine import PreparedModel, prepare
+from lrpseg.lrp.graph import Kind
 
 
 def default_layer(model: nn.Module, x: Tensor) -> str:
-    """The deepest feature map: the module output with the smallest spatial size, last in data flow."""
+    """The layer CAM reads by default, found in data flow (never by module name).
+
+    Segmenters (spatial logits): the last full-resolution decoder feature map —
+    the last module output, in data-flow order, before the head (the parametric
+    layer with no parametric layer after it) that is as large as the head's
+    output (for a U-Net: what the 1x1 head reads). At the
+    10x10 bottleneck CAM is no better than random (issue 14). Classifiers (logits
+    without space): the deepest feature map, i.e. the smallest spatial output, last
+    in data flow (Grad-CAM's usual choice).
+    """
     prepared = prepare(model)
-    env, _ = prepared.forward(x[:1])
+    env, logits = prepared.forward(x[:1])
+    spatial = [
+        (order, node, value)
+        for order, node in enumerate(prepared.gm.graph.nodes)
+        if node.op == "call_module" and isinstance(value := env.get(node), Tensor) and value.dim() == x.dim()
+    ]
+    heads = [order for order, node in enumerate(prepared.gm.graph.nodes) if _is_head(prepared, node)]
+    if logits.dim() == x.dim() and heads:
+        head_area = _area(env[list(prepared.gm.graph.nodes)[heads[-1]]])
+        full = [node for order, node, value in spatial if order < heads[-1] and _area(value) >= head_area]
+        if full:
+            return str(full[-1].target)
     best: tuple[int, int, str] | None = None
-    for order, node in enumerate(prepared.gm.graph.nodes):
-        value = env.get(node)
-        if node.op == "call_module" and isinstance(value, Tensor) and value.dim() == x.dim():
-            area = int(torch.tensor(value.shape[2:]).prod())
-            if best is None or (area, -order) <= (best[0], -best[1]):
-                best = (area, order, str(node.target))
+    for order, node, value in spatial:
+        area = _area(value)
+        if best is None or (area, -order) <= (best[0], -best[1]):
+            best = (area, order, str(node.target))
     if best is None:
         raise ValueError("the model has no module with a spatial output to take CAM from")
     return best[2]
+
+
+def _area(value: Tensor) -> int:
+    return int(torch.tensor(value.shape[2:]).prod())
+
+
+def _is_head(prepared: PreparedModel, node: fx.Node) -> bool:
+    info = prepared.infos.get(node)
+    return info is not None and info.kind is Kind.PARAM and info.roles.head
 
 
 def seg_grad_cam(

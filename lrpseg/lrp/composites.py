@@ -8,6 +8,11 @@
   "Shallow" is the position among encoder layers in data-flow order:
   montavon's gamma covers the first half, ours' alpha-beta the first 3/8 —
   which reproduces Table 1 exactly on VGG-11 (8 convolutions).
+- conserving (the default for segmentation U-Nets): first z^B, every other
+  layer z+ without bias (zennit's ZPlus(zero_params='bias')). Biases absorb
+  nothing, z+ denominators are sums of positive terms (no sign flips), so a
+  median 0.98 of Σ r_out reaches the pixels of the shipped U-Net; the rest is
+  the ε of units with no positive input (docs/lrp.md has the measured table).
 - epsilon-gamma-box, epsilon-plus-flat: zennit's composites of those names,
   with the first layer taken in data flow.
 """
@@ -18,6 +23,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from lrpseg.lrp.bias_free import BiasFree
 from lrpseg.lrp.graph import Kind, NodeInfo
 from lrpseg.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 
@@ -54,6 +60,11 @@ def ours(info: NodeInfo, bounds: Bounds) -> Rule:
     return Gamma(0.25)
 
 
+def conserving(info: NodeInfo, bounds: Bounds) -> Rule:
+    """z^B on the first layer (its biases cancel), bias-free z+ everywhere else."""
+    return ZBox(*bounds) if info.roles.first else BiasFree(ZPlus())
+
+
 def epsilon_gamma_box(info: NodeInfo, bounds: Bounds) -> Rule:
     if isinstance(info.module, nn.Linear):
         return Epsilon(1e-6)
@@ -72,6 +83,7 @@ def epsilon(info: NodeInfo, bounds: Bounds) -> Rule:
 
 
 COMPOSITES: dict[str, Composite] = {
+    "conserving": conserving,
     "montavon": montavon,
     "ours": ours,
     "epsilon-gamma-box": epsilon_gamma_box,

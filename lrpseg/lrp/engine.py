@@ -27,6 +27,7 @@ class Propagation:
     logits: Tensor
     r_out: Tensor
     bias: Tensor  # (N,) relevance absorbed by biases
+    stabilizer: Tensor | None = None  # (N,) relevance absorbed by the rules' stabilisers
 
 
 class PreparedModel:
@@ -90,8 +91,19 @@ class PreparedModel:
         return {**resolved, **extra}  # type: ignore[dict-item]
 
     # --- backward ------------------------------------------------------------
-    def backward(self, env: dict[fx.Node, Any], r_out: Tensor, rules: dict[str, Rule]) -> tuple[Tensor, Tensor]:
-        """Relevance at the input and the relevance absorbed by biases, per sample."""
+    def backward(
+        self,
+        env: dict[fx.Node, Any],
+        r_out: Tensor,
+        rules: dict[str, Rule],
+        absorbed: dict[str, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Relevance at the input and the relevance absorbed by biases, per sample.
+
+        With `absorbed` given, absorbed["stabilizer"] receives (N,) the relevance the
+        stabilised denominators kept at parametric, additive and norm steps: what
+        entered a step minus what left it minus what its biases took.
+        """
         out_node = next(n for n in self.infos if n.op == "output")
         source = self.infos[out_node].inputs[0]
         rel: dict[fx.Node, Tensor] = {source: r_out}
@@ -105,10 +117,16 @@ class PreparedModel:
             if info.kind is Kind.INPUT:
                 result = r
                 continue
-            for inp, r_in in self._step(info, env, r, rules, bias_acc := []):
+            passed = self._step(info, env, r, rules, bias_acc := [])
+            for inp, r_in in passed:
                 rel[inp] = rel[inp] + r_in if inp in rel else r_in
             for b in bias_acc:
                 bias = bias + b
+            if absorbed is not None and info.kind in (Kind.PARAM, Kind.ADD, Kind.NORM):
+                kept = _per_sample(r) - sum((_per_sample(r_in) for _, r_in in passed), torch.zeros_like(bias))
+                absorbed["stabilizer"] = (
+                    absorbed.get("stabilizer", torch.zeros_like(bias)) + kept - sum(bias_acc, torch.zeros_like(bias))
+                )
         return result, bias
 
     def _step(
@@ -175,6 +193,10 @@ def sum_to_shape(r: Tensor, shape: torch.Size) -> Tensor:
     return r.sum(dim=dims, keepdim=True) if dims else r
 
 
+def _per_sample(t: Tensor) -> Tensor:
+    return t.flatten(1).sum(1)
+
+
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -217,8 +239,9 @@ def run(
     if r0.shape != logits.shape:
         raise ValueError(f"r_out has shape {tuple(r0.shape)}, the model output has {tuple(logits.shape)}")
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
-    relevance, bias = prepared.backward(env, r0.to(logits), resolved)
-    return Propagation(relevance, logits, r0, bias)
+    absorbed: dict[str, Tensor] = {}
+    relevance, bias = prepared.backward(env, r0.to(logits), resolved, absorbed)
+    return Propagation(relevance, logits, r0, bias, absorbed.get("stabilizer", torch.zeros_like(bias)))
 
 
 def propagate(
@@ -230,7 +253,7 @@ def propagate(
 ) -> Tensor:
     """Input relevance (shape of `x`) for initial relevance `r_out` at the model output.
 
-    `rules` is a composite name ("montavon", "ours", "epsilon-gamma-box",
+    `rules` is a composite name ("conserving", "montavon", "ours", "epsilon-gamma-box",
     "epsilon-plus-flat", "epsilon") or {module name: Rule} with an optional "*" default.
     `bounds` = (low, high) of the input box for the z^B rule (default: per-sample min/max).
     """

@@ -21,6 +21,7 @@ class Explanation:
     r_out: Tensor  # initial relevance at the output (for region-normalized: the normalised weights)
     conservation: Tensor  # (N,) Σ relevance / Σ r_out
     bias_share: Tensor  # (N,) Σ bias relevance / Σ r_out
+    stabilizer_share: Tensor  # (N,) Σ relevance the stabilisers absorbed / Σ r_out (the three shares add to 1)
     channel_shares: Tensor  # (N, C) Σ_c relevance / Σ relevance
     mask: Tensor  # the explained pixel set on the output (logits' shape)
 
@@ -71,13 +72,15 @@ def explain(
     else:
         r_out = logits * mask
         reference = r_out.flatten(1).sum(1)
-    relevance, bias = prepared.backward(env, r_out, resolved)
+    absorbed: dict[str, Tensor] = {}
+    relevance, bias = prepared.backward(env, r_out, resolved, absorbed)
     return Explanation(
         relevance=relevance,
         logits=logits,
         r_out=r_out,
         conservation=_ratio(relevance.flatten(1).sum(1), reference),
         bias_share=_ratio(bias, reference),
+        stabilizer_share=_ratio(absorbed.get("stabilizer", torch.zeros_like(bias)), reference),
         channel_shares=channel_shares(relevance),
         mask=mask,
     )

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 from sklearn.metrics import jaccard_score, precision_score, recall_score
 
+from core.settings import Settings
 from lrpseg.registry import Registry
 from schemas.jobs import JobView
-from core.settings import Settings
 from tests.lrpseg.io.test_dicom_series import encode, series, zipped
 from tests.service import factories
 
@@ -54,7 +54,8 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def test_nifti_volume_end_to_end(client: TestClient, work: Callable[[], bool]) -> None:
     volume, truth = factories.defect_volume()  # (D, H, W) = (16, 32, 32)
     nii = gzip.compress(nib.Nifti1Image(volume.transpose(2, 1, 0), np.eye(4)).to_bytes())  # stored (x, y, z)
-    view = finished(client, work, post(client, "scan.nii.gz", nii, truth=npy_bytes(truth.astype(np.uint8))))
+    ours = {"lrp": {"composite": "ours"}}  # the tiny model's defect logits are negative (docs/lrp.md)
+    view = finished(client, work, post(client, "scan.nii.gz", nii, ours, truth=npy_bytes(truth.astype(np.uint8))))
     result = view.result
     assert result.model.id == factories.VOLUME
     assert (result.input.format, result.input.depth, result.input.height, result.input.width) == ("nifti", 16, 32, 32)

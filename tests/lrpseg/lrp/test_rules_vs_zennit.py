@@ -55,7 +55,7 @@ def test_rule_equals_zennit(model_name: str, rule_name: str) -> None:
 
 
 @pytest.mark.parametrize("model_name", list(MODELS))
-@pytest.mark.parametrize("composite", ["montavon", "ours", "epsilon-gamma-box", "epsilon-plus-flat"])
+@pytest.mark.parametrize("composite", ["conserving", "montavon", "ours", "epsilon-gamma-box", "epsilon-plus-flat"])
 def test_composite_equals_zennit(model_name: str, composite: str) -> None:
     model, x = MODELS[model_name]()
     assert _compare(model, x, composite) <= TOL

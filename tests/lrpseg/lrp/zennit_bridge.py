@@ -11,10 +11,14 @@ from zennit.core import Stabilizer
 from zennit.layer import Sum
 
 from lrpseg import lrp
+from lrpseg.lrp.bias_free import BiasFree
 from lrpseg.lrp.graph import Kind
 
 
 def to_zennit(rule: lrp.Rule) -> zr.BasicHook | zr.Pass:
+    if isinstance(rule, BiasFree):
+        hook = to_zennit(rule.inner)
+        return type(hook)(**{**_zennit_args(rule.inner), "zero_params": "bias"})
     if isinstance(rule, lrp.Zero):
         return zr.Epsilon(epsilon=0.0)
     if isinstance(rule, lrp.Norm):
@@ -36,6 +40,25 @@ def to_zennit(rule: lrp.Rule) -> zr.BasicHook | zr.Pass:
         return zr.WSquare(stabilizer=rule.stabilizer)
     if isinstance(rule, lrp.Pass):
         return zr.Pass()
+    raise TypeError(rule)
+
+
+def _zennit_args(rule: lrp.Rule) -> dict:
+    """The keyword arguments to_zennit gives zennit's rule for `rule` (to add zero_params)."""
+    if isinstance(rule, lrp.Zero):
+        return {"epsilon": 0.0}
+    if isinstance(rule, lrp.Norm):
+        raise TypeError("Norm has no bias-free variant")
+    if isinstance(rule, lrp.Epsilon):
+        return {"epsilon": Stabilizer(rule.epsilon, norm_scale=True) if rule.relative else rule.epsilon}
+    if isinstance(rule, lrp.Gamma):
+        return {"gamma": rule.gamma, "stabilizer": rule.stabilizer}
+    if isinstance(rule, lrp.AlphaBeta):
+        return {"alpha": rule.alpha, "beta": rule.beta, "stabilizer": rule.stabilizer}
+    if isinstance(rule, lrp.ZBox):
+        return {"low": rule.low, "high": rule.high, "stabilizer": rule.stabilizer}
+    if isinstance(rule, (lrp.ZPlus, lrp.Flat, lrp.WSquare)):
+        return {"stabilizer": rule.stabilizer}
     raise TypeError(rule)
 
 
