@@ -166,15 +166,36 @@ class Target(Strict):
         return self
 
 
+THRESHOLD_DEFAULTS = {"mass": 0.9, "percentile": 50.0, "fraction": 0.05}
+
+
 class Visualisation(Strict):
     threshold: float = Field(
-        50.0,
+        0.9,
         ge=0,
         le=100,
-        description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|",
+        description="τ below which |R| is zeroed. mass (default 0.9): colour the fewest pixels that hold this "
+        "share of Σ|R|; percentile (0-100) of the non-zero |R| (seed 000); fraction of max |R|. "
+        "When left out: 0.9, 50 or 0.05 for the chosen mode; given without threshold_mode: a percentile "
+        "(as before mass became the default)",
     )
-    threshold_mode: Literal["percentile", "fraction"] = "percentile"
+    threshold_mode: Literal["mass", "percentile", "fraction"] = "mass"
     transfer: Literal["log", "linear"] = "log"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_for_mode(cls, data: object) -> object:
+        """Fill what was left out. No threshold: the mode's default (50 for percentile, not 0.9).
+        A threshold without a mode keeps its meaning from before mass became the default: a percentile."""
+        if not isinstance(data, dict):
+            return data
+        if "threshold" not in data:
+            mode = data.get("threshold_mode", "mass")
+            if mode in THRESHOLD_DEFAULTS:
+                return {**data, "threshold": THRESHOLD_DEFAULTS[mode]}
+        elif "threshold_mode" not in data:
+            return {**data, "threshold_mode": "percentile"}
+        return data
 
     @model_validator(mode="after")
     def _range(self) -> Visualisation:
