@@ -46,9 +46,10 @@ class Composite(StrEnum):
 
 
 class Extractor(StrEnum):
-    simple = "simple"
+    simple = "simple"  # simple, gmm, bmm: seed 001's procedures, exactly
     gmm = "gmm"
     bmm = "bmm"
+    component = "component"  # each relevant region cut at a share of its own peak (lrpseg.masks.components)
 
 
 class Artifact(StrEnum):
@@ -59,6 +60,7 @@ class Artifact(StrEnum):
     mask_simple = "mask-simple.png"
     mask_gmm = "mask-gmm.png"
     mask_bmm = "mask-bmm.png"
+    mask_component = "mask-component.png"
     pr_curve = "pr-curve.png"
     relevance_npy = "relevance.npy"
     seg_dcm = "seg.dcm"
@@ -234,7 +236,7 @@ class JobParams(Strict):
     lrp: LrpParams = LrpParams()
     cam_layer: Name | None = Field(None, description="module name for the CAM methods; default: the engine's choice")
     target: Target = Target()
-    masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=3)
+    masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=len(Extractor))
     visualisation: Visualisation = Visualisation()
     artifacts: list[Artifact] | None = Field(
         None, max_length=len(Artifact), description="which artifacts to produce; default: all that apply"

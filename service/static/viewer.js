@@ -245,7 +245,7 @@ function buildParams() {
       target.region = [state.region];
     }
     params.target = target;
-    params.masks = ["simple", "gmm", "bmm"].filter((m) => $(`mask-${m}`).checked);
+    params.masks = ["simple", "gmm", "bmm", "component"].filter((m) => $(`mask-${m}`).checked);
   }
   params.visualisation = {
     threshold: Number($("threshold").value),

@@ -81,7 +81,7 @@ def test_default_job_matches_the_library(unet, sample) -> None:
     labels = model(x).argmax(1)[0].numpy()
     assert [c.pixels for c in result.segmentation.classes] == np.bincount(labels.ravel(), minlength=2).tolist()
     rel2d = relevance.sum(0, dtype=np.float64)
-    for name in ("simple", "gmm", "bmm"):
+    for name in ("simple", "gmm", "bmm", "component"):
         mask = masks.extract(name, rel2d).mask
         summary = result.masks[name]
         assert summary.pixels == int(mask.sum())
