@@ -581,11 +581,11 @@ def pick_a_sample_then_drop_a_dicom(page: Any, live_server: str, worker: subproc
     page.click("#submit")
     job = httpx.get(f"{live_server}/v1/jobs/{wait_for_result(page, worker, previous)}", headers=key).json()
     assert job["result"]["input"]["dicom"] is True
-    assert job["result"]["params"]["masks"] == ["simple", "bmm"]
+    assert job["result"]["params"]["masks"] == ["simple", "bmm", "component"]
     assert {"seg.dcm", "relevance.dcm"} <= set(job["links"]["artifacts"])
     names = page.eval_on_selector_all("#download-list a", "els => els.map(a => a.textContent)")
     assert "seg.dcm" in names and "relevance.dcm" in names
-    assert page.locator("#mask-figures img").count() == 2
+    assert page.locator("#mask-figures img").count() == 3
 
 
 @requires_chromium
