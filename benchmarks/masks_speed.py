@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from lrpseg.masks import bmm, gmm, simple
+from lrpseg.masks import bmm, component, gmm, simple
 from lrpseg.masks.synthetic import lrp_like_map
 from lrpseg.metrics import pr_curve, segmentation_metrics
-from lrpseg.render import overlay_png, relevance_png
+from lrpseg.render import colorbar_png, overlay_png, relevance_png
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -55,6 +55,8 @@ def steps(size: int) -> dict[str, Callable[[], Any]]:
         "simple": lambda: simple(relevance),
         "gmm": lambda: gmm(relevance),
         "bmm": lambda: bmm(relevance),
+        "component": lambda: component(relevance),
+        "colorbar_png (labelled)": lambda: colorbar_png(10.0, tau=0.1, mass=0.9),
         "all three": lambda: (simple(relevance), gmm(relevance), bmm(relevance)),
         "metrics (3 masks)": lambda: [segmentation_metrics(r.mask, truth) for r in results.values()],
         "pr curves (2 scores)": lambda: [pr_curve(results[n].score, truth) for n in ("gmm", "bmm")],

@@ -1,17 +1,17 @@
 """Reproduce seed 001's magnetic-tile experiments (Tables 2 and 3, Figures 4 and 5) on the synthetic test split.
 
-    .venv/bin/python benchmarks/reproduce_seed001.py [--n-test 400] [--threads 2]
+    .venv/bin/python benchmarks/reproduce_seed001.py [--n-test 400] [--threads 2] [--vgg-version 2]
         [--pr-png docs/reproduce-seed001-pr.png] [--json results.json]
 
-Uses the shipped models (`vgg11-128n-defects@1`, `vgg11-onefc-defects@1`,
-`unet-defects@1`) on the first `--n-test` samples of the test split, generated
-with the data settings each model's config.json records. Prints, beside the
-paper's values:
+Uses the shipped models (`vgg11-128n-defects@2`, `vgg11-onefc-defects@2` at 192 px,
+or the 64-px `@1` heads with --vgg-version 1, and `unet-defects@1`) on the first
+`--n-test` samples of the test split, generated with the data settings each model's
+config.json records. Prints, beside the paper's values:
 
 - Table 2: balanced accuracy, TPR, TNR of both VGG-11 heads (image-level labels,
   all test images);
 - Table 3: IoU, precision, recall of Simple / GMM / BMM masks x rule set (ours,
-  montavon) x VGG head, from the LRP of the "defect" logit on the defective test
+  montavon) x VGG head (and, not in the paper, the Component extractor), from the LRP of the "defect" logit on the defective test
   images (channel-summed relevance), pooled over all their pixels; and the
   U-Net's own segmentation of the same images (plus, for reference, of its own
   128-px test images);
@@ -45,10 +45,18 @@ from lrpseg.render.plots import figure_png
 
 DEFAULT_PR_PNG = Path(__file__).resolve().parent.parent / "docs" / "reproduce-seed001-pr.png"
 
-CLASSIFIERS = {"128N": "vgg11-128n-defects@1", "one FC": "vgg11-onefc-defects@1"}
+VGG_VERSION = "2"  # 192-px heads; "1" = the 64-px heads
+
+
+def classifiers(version: str = VGG_VERSION) -> dict[str, str]:
+    return {"128N": f"vgg11-128n-defects@{version}", "one FC": f"vgg11-onefc-defects@{version}"}
+
+
+CLASSIFIERS = classifiers()
 SEGMENTER = "unet-defects@1"
 RULE_SETS = ("ours", "montavon")
-EXTRACTORS = ("simple", "gmm", "bmm")
+EXTRACTORS = ("simple", "gmm", "bmm")  # seed 001's, in Table 3
+EXTRA_EXTRACTORS = ("component",)  # ours, not in the paper
 GMM_SEED = 0
 
 # Seed 001, magnetic tiles. Table 2: balanced accuracy, TPR, TNR.
@@ -132,7 +140,7 @@ def minmax_per_image(maps: np.ndarray) -> np.ndarray:
 def extract_masks(maps: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per extractor: stacked masks (N, H, W) and scores (N, H, W) (None for Simple)."""
     out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    for name in EXTRACTORS:
+    for name in (*EXTRACTORS, *EXTRA_EXTRACTORS):
         results = [extract(name, m, seed=GMM_SEED) for m in maps]
         masks = np.stack([r.mask for r in results])
         scores = None if results[0].score is None else np.stack([r.score for r in results])  # type: ignore[misc]
@@ -146,9 +154,10 @@ def seg_row(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"iou": m["iou"], "precision": m["precision"], "recall": m["recall"], "predicted_share": float(pred.mean())}
 
 
-def classifier_table(registry: Registry, test: TestSet, batch_size: int) -> dict[str, dict[str, Any]]:
+def classifier_table(registry: Registry, test: TestSet, batch_size: int,
+                     heads: dict[str, str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     table = {}
-    for head, ref in CLASSIFIERS.items():
+    for head, ref in heads.items():
         info, model = registry.get(ref), registry.load(ref)
         pred = logits_of(model, info, test.images, batch_size).argmax(1).numpy()
         ours = classification_metrics(test.labels, pred)
@@ -156,18 +165,20 @@ def classifier_table(registry: Registry, test: TestSet, batch_size: int) -> dict
     return table
 
 
-def lrp_tables(registry: Registry, test: TestSet, batch_size: int) -> tuple[list[dict[str, Any]], dict[str, PRCurve]]:
+def lrp_tables(registry: Registry, test: TestSet, batch_size: int,
+               heads: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, PRCurve]]:  # fmt: skip
     """Table 3 rows for every rule set x head x extractor, and the PR curves of the scores."""
     rows: list[dict[str, Any]] = []
     curves: dict[str, PRCurve] = {}
     for rules in RULE_SETS:
-        for head, ref in CLASSIFIERS.items():
+        for head, ref in heads.items():
             info, model = registry.get(ref), registry.load(ref)
             maps = relevance_maps(model, info, test.images, rules, batch_size)
             for name, (masks, scores) in extract_masks(maps).items():
-                paper = dict(zip(METRICS, PAPER_TABLE3[(rules, head, name)]))
+                in_paper = PAPER_TABLE3.get((rules, head, name))
+                paper = dict(zip(METRICS, in_paper)) if in_paper else None
                 ours = seg_row(masks, test.masks)
-                if scores is not None:
+                if scores is not None and name in EXTRACTORS:
                     curves[f"{rules}/{head}/{name}"] = pr_curve(scores, test.masks)
                     ours["score_one_share"] = float(np.mean(scores >= SATURATED))
                 rows.append({"rules": rules, "head": head, "mask": name, "ours": ours, "paper": paper})
@@ -185,12 +196,13 @@ def unet_row(registry: Registry, test: TestSet, batch_size: int) -> tuple[dict[s
     return row, pr_curve(prob, test.masks)
 
 
-def reproduce(n_test: int = 400, *, batch_size: int = 50) -> dict[str, Any]:
+def reproduce(n_test: int = 400, *, batch_size: int = 50, vgg_version: str = VGG_VERSION) -> dict[str, Any]:
     """Run every experiment on the first n_test test samples; JSON-safe results plus the PR curves."""
     start = time.perf_counter()
     registry = Registry([SHIPPED_DIR])  # the shipped models, whatever $LRPSEG_MODELS_DIR holds
-    vgg_config = data_config(registry.get(CLASSIFIERS["128N"]))
-    if data_config(registry.get(CLASSIFIERS["one FC"])) != vgg_config:
+    heads = classifiers(vgg_version)
+    vgg_config = data_config(registry.get(heads["128N"]))
+    if data_config(registry.get(heads["one FC"])) != vgg_config:
         raise ValueError("the two VGG-11 heads were tested on different data settings")
     test = load_test_set(vgg_config, n_test)
     defective = test.defective()
@@ -199,11 +211,11 @@ def reproduce(n_test: int = 400, *, batch_size: int = 50) -> dict[str, Any]:
     timings: dict[str, float] = {"data": time.perf_counter() - start}
 
     t = time.perf_counter()
-    table2 = classifier_table(registry, test, batch_size)
+    table2 = classifier_table(registry, test, batch_size, heads)
     timings["classification"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    table3, curves = lrp_tables(registry, defective, batch_size)
+    table3, curves = lrp_tables(registry, defective, batch_size, heads)
     timings["lrp + masks"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -267,7 +279,8 @@ def format_report(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in results["table3"]:
-        cells = [f"{row['ours'][k]:.3f} \\| {row['paper'][k]:.3f}" for k in METRICS]
+        paper = row["paper"] or dict.fromkeys(METRICS)
+        cells = [f"{row['ours'][k]:.3f} \\| " + ("-" if paper[k] is None else f"{paper[k]:.3f}") for k in METRICS]
         one = row["ours"].get("score_one_share")
         lines.append(f"| {row['rules']} | {row['head']} | {row['mask']} | " + " | ".join(cells)
                      + f" | {row['ours']['predicted_share']:.4f} | {'-' if one is None else f'{one:.4f}'} |")  # fmt: skip
@@ -335,6 +348,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--pr-png", type=Path, default=DEFAULT_PR_PNG, help="where the PR figure goes")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--vgg-version", default=VGG_VERSION, help="VGG-11 heads: 2 (192 px, default) or 1 (64 px)")
     args = parser.parse_args(argv)
     if args.n_test < 2 or args.threads < 1 or args.batch_size < 1:
         parser.error("--n-test must be >= 2, --threads and --batch-size >= 1")
@@ -344,8 +358,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"cpus={os.cpu_count()} threads={args.threads} load={os.getloadavg()[0]:.2f} n_test={args.n_test}")
-    results = reproduce(args.n_test, batch_size=args.batch_size)
+    print(f"cpus={os.cpu_count()} threads={args.threads} load={os.getloadavg()[0]:.2f} n_test={args.n_test} "
+          f"vgg_version={args.vgg_version}")  # fmt: skip
+    results = reproduce(args.n_test, batch_size=args.batch_size, vgg_version=args.vgg_version)
     curves = results.pop("curves")
     args.pr_png.parent.mkdir(parents=True, exist_ok=True)
     args.pr_png.write_bytes(pr_figure_png(curves, results["positive_share"]))

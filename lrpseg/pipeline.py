@@ -177,13 +177,16 @@ def transfer_args(params: JobParams) -> dict[str, Any]:
 
 
 def display_scale(rel2d: np.ndarray, params: JobParams) -> dict[str, float | None]:
-    """max |R| and the threshold tau the PNGs used (relevance units), for reading the colour bar."""
+    """How the PNGs were scaled: per-image max |R| (transfer value +-1), the threshold tau in
+    relevance units, and the share of pixels it leaves coloured (the rule is in params.visualisation)."""
     peak = float(np.abs(rel2d).max())
     if peak == 0.0 or not math.isfinite(peak):
-        return {"max_abs": None, "tau": None}
+        return {"max_abs": None, "tau": None, "coloured_share": 0.0}
     kw = transfer_args(params)
     mode = kw.pop("mode")
-    return {"max_abs": peak, "tau": render.resolve_tau(rel2d, **kw) if mode == "log" else None}
+    tau = render.resolve_tau(rel2d, **kw) if mode == "log" else None
+    share = render.coloured_share(rel2d, tau) if tau is not None else float(np.mean(rel2d != 0))
+    return {"max_abs": peak, "tau": tau, "coloured_share": share}
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -653,7 +656,7 @@ def render_artifacts(
         out = volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
         return {**out, **series_dicom_artifacts(params, info, image, labels, extracted, warnings)}
     if labels is not None and wants("segmentation.png"):
-        out["segmentation.png"] = render.segmentation_png(labels, info.num_classes)
+        out["segmentation.png"] = render.segmentation_png(labels, info.num_classes, pixels)
     if explained is not None and rel2d is not None:
         kw = transfer_args(params)
         if wants("relevance.png"):
@@ -661,9 +664,7 @@ def render_artifacts(
         if wants("overlay.png"):
             out["overlay.png"] = render.overlay_png(pixels, rel2d, **kw)
         if wants("colorbar.png"):
-            # The bare strip (0.3 ms; a labelled matplotlib figure costs ~130 ms a job): its scale,
-            # max |R| and tau, is in the result's explanation.display.
-            out["colorbar.png"] = render.colorbar_png()
+            out["colorbar.png"] = colorbar_artifact(rel2d, params)
         if wants("relevance.npy"):
             out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
         for name, found in extracted.items():
@@ -707,7 +708,7 @@ def volume_artifacts(
     if wants("overlay.png"):
         out["overlay.png"] = render.overlay_png(tile(pixels, slices), rel_tiles, **kw)
     if wants("colorbar.png"):
-        out["colorbar.png"] = render.colorbar_png()
+        out["colorbar.png"] = colorbar_artifact(rel3d, params)
     if wants("relevance.npy"):
         out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
     for name, found in extracted.items():
@@ -771,6 +772,16 @@ def series_dicom_artifacts(
         warnings.append(f"no DICOM output: {exc}")
         return {}
     return {"seg.dcm": bytes(seg)}
+
+
+def colorbar_artifact(rel2d: np.ndarray, params: JobParams) -> bytes:
+    """The colour bar labelled with this map's scale (the bare strip for an all-zero map)."""
+    scale = display_scale(rel2d, params)
+    if scale["max_abs"] is None:
+        return render.colorbar_png()
+    mass = params.visualisation.threshold if params.visualisation.threshold_mode == "mass" else None
+    mode = params.visualisation.transfer
+    return render.colorbar_png(scale["max_abs"], tau=scale["tau"], mode=mode, mass=mass)
 
 
 def dicom_artifacts(

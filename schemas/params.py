@@ -49,9 +49,10 @@ class Composite(StrEnum):
 
 
 class Extractor(StrEnum):
-    simple = "simple"
+    simple = "simple"  # simple, gmm, bmm: seed 001's procedures, exactly
     gmm = "gmm"
     bmm = "bmm"
+    component = "component"  # each relevant region cut at a share of its own peak (lrpseg.masks.components)
 
 
 class Artifact(StrEnum):
@@ -62,6 +63,7 @@ class Artifact(StrEnum):
     mask_simple = "mask-simple.png"
     mask_gmm = "mask-gmm.png"
     mask_bmm = "mask-bmm.png"
+    mask_component = "mask-component.png"
     pr_curve = "pr-curve.png"
     relevance_npy = "relevance.npy"
     seg_dcm = "seg.dcm"
@@ -173,15 +175,36 @@ class Target(Strict):
         return self
 
 
+THRESHOLD_DEFAULTS = {"mass": 0.9, "percentile": 50.0, "fraction": 0.05}
+
+
 class Visualisation(Strict):
     threshold: float = Field(
-        50.0,
+        0.9,
         ge=0,
         le=100,
-        description="τ below which |R| is zeroed: a percentile of |R| (0-100) or a fraction of max |R|",
+        description="τ below which |R| is zeroed. mass (default 0.9): colour the fewest pixels that hold this "
+        "share of Σ|R|; percentile (0-100) of the non-zero |R| (seed 000); fraction of max |R|. "
+        "When left out: 0.9, 50 or 0.05 for the chosen mode; given without threshold_mode: a percentile "
+        "(as before mass became the default)",
     )
-    threshold_mode: Literal["percentile", "fraction"] = "percentile"
+    threshold_mode: Literal["mass", "percentile", "fraction"] = "mass"
     transfer: Literal["log", "linear"] = "log"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_for_mode(cls, data: object) -> object:
+        """Fill what was left out. No threshold: the mode's default (50 for percentile, not 0.9).
+        A threshold without a mode keeps its meaning from before mass became the default: a percentile."""
+        if not isinstance(data, dict):
+            return data
+        if "threshold" not in data:
+            mode = data.get("threshold_mode", "mass")
+            if mode in THRESHOLD_DEFAULTS:
+                return {**data, "threshold": THRESHOLD_DEFAULTS[mode]}
+        elif "threshold_mode" not in data:
+            return {**data, "threshold_mode": "percentile"}
+        return data
 
     @model_validator(mode="after")
     def _range(self) -> Visualisation:
@@ -220,7 +243,7 @@ class JobParams(Strict):
     lrp: LrpParams = LrpParams()
     cam_layer: Name | None = Field(None, description="module name for the CAM methods; default: the engine's choice")
     target: Target = Target()
-    masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=3)
+    masks: list[Extractor] = Field(default_factory=lambda: list(Extractor), max_length=len(Extractor))
     visualisation: Visualisation = Visualisation()
     artifacts: list[Artifact] | None = Field(
         None, max_length=len(Artifact), description="which artifacts to produce; default: all that apply"

@@ -19,10 +19,12 @@ class Problem(BaseModel):
                     "type": "https://lrpseg.dev/problems/invalid-params",
                     "title": "Invalid parameters",
                     "status": 422,
-                    "detail": "params.masks.0: Input should be 'simple', 'gmm' or 'bmm'",
+                    "detail": "params.masks.0: Input should be 'simple', 'gmm', 'bmm' or 'component'",
                     "instance": "/v1/jobs",
                     "request_id": "3b1c0c0e5d0f4d0e9a8d2f6b7c1e4a90",
-                    "errors": [{"field": "params.masks.0", "message": "Input should be 'simple', 'gmm' or 'bmm'"}],
+                    "errors": [
+                        {"field": "params.masks.0", "message": "Input should be 'simple', 'gmm', 'bmm' or 'component'"}
+                    ],
                 }
             ]
         },

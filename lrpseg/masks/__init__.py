@@ -1,4 +1,9 @@
-"""From relevance to masks: seed 001's Simple, GMM and BMM extractors (§3.3.2)."""
+"""From relevance to masks: seed 001's Simple, GMM and BMM extractors (§3.3.2) and Component.
+
+"simple", "gmm" and "bmm" are seed 001's procedures, exactly (their names are the API's);
+"component" is the extractor to pick for a segmentation U-Net's whole-output explanation
+(docs/masks-metrics-render.md compares them).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 from lrpseg.masks.beta_mixture import BetaComponent, BetaMixture, bmm, fit_beta_mixture
+from lrpseg.masks.components import component, scaled_filter_size
 from lrpseg.masks.errors import InvalidRelevanceError
 from lrpseg.masks.gaussian_mixture import gmm
 from lrpseg.masks.isodata import isodata_threshold, simple
 from lrpseg.masks.result import MaskResult
 
-EXTRACTORS: dict[str, Callable[..., MaskResult]] = {"simple": simple, "gmm": gmm, "bmm": bmm}
+EXTRACTORS: dict[str, Callable[..., MaskResult]] = {"simple": simple, "gmm": gmm, "bmm": bmm, "component": component}
+SEED001 = ("simple", "gmm", "bmm")  # seed 001's extractors, exactly as the paper defines them
 
 
 def extract(name: str, relevance: Any, *, seed: int = 0) -> MaskResult:
-    """Run the extractor called `name` ("simple", "gmm" or "bmm"); seed reaches the GMM's k-means."""
+    """Run the extractor called `name` ("simple", "gmm", "bmm" or "component"); seed reaches the GMM's k-means."""
     if name not in EXTRACTORS:
         raise ValueError(f"unknown mask extractor {name!r}; choose one of {sorted(EXTRACTORS)}")
     if name == "gmm":
@@ -25,14 +32,17 @@ def extract(name: str, relevance: Any, *, seed: int = 0) -> MaskResult:
 
 __all__ = [
     "EXTRACTORS",
+    "SEED001",
     "BetaComponent",
     "BetaMixture",
     "InvalidRelevanceError",
     "MaskResult",
     "bmm",
+    "component",
     "extract",
     "fit_beta_mixture",
     "gmm",
     "isodata_threshold",
+    "scaled_filter_size",
     "simple",
 ]

@@ -1,9 +1,9 @@
-"""Pictures: seed 000's threshold + log transfer, heatmap/overlay/mask/segmentation PNGs, PR-curve plots."""
+"""Pictures: seed 000's log transfer with a cumulative-mass threshold, heatmap/overlay/mask/segmentation PNGs, PR-curve plots."""
 
 from lrpseg.render.colors import DEFAULT_CMAP, class_palette, colorize
 from lrpseg.render.errors import RenderInputError
 from lrpseg.render.images import display_rgb
-from lrpseg.render.plots import colorbar_png, colorbar_rgb, pr_curve_png
+from lrpseg.render.plots import colorbar_caption, colorbar_png, colorbar_rgb, colorbar_ticks, pr_curve_png
 from lrpseg.render.png import (
     encode_png,
     mask_png,
@@ -14,20 +14,25 @@ from lrpseg.render.png import (
     segmentation_png,
     segmentation_rgb,
 )
-from lrpseg.render.transfer import inverse_transfer, log_transfer, resolve_tau
+from lrpseg.render.transfer import DEFAULT_MASS, coloured_share, inverse_transfer, log_transfer, mass_tau, resolve_tau
 
 __all__ = [
     "DEFAULT_CMAP",
+    "DEFAULT_MASS",
     "RenderInputError",
     "class_palette",
+    "colorbar_caption",
     "colorbar_png",
     "colorbar_rgb",
+    "colorbar_ticks",
     "colorize",
+    "coloured_share",
     "display_rgb",
     "encode_png",
     "inverse_transfer",
     "log_transfer",
     "mask_png",
+    "mass_tau",
     "overlay_png",
     "overlay_rgb",
     "pr_curve_png",

@@ -76,8 +76,15 @@ def mask_png(mask: Any) -> bytes:
     return encode_png(np.where(m, 255, 0).astype(np.uint8))
 
 
-def segmentation_rgb(labels: Any, num_classes: int) -> np.ndarray:
-    """uint8 (H, W, 3) class colours; class 0 (background) is black."""
+SEGMENTATION_ALPHA = 0.5  # class colour opacity over the input
+
+
+def segmentation_rgb(labels: Any, num_classes: int, image: Any = None, alpha: float = SEGMENTATION_ALPHA) -> np.ndarray:
+    """uint8 (H, W, 3) class colours; class 0 (background) is black.
+
+    With `image` (as overlay_rgb takes it): the class colours blended over the input
+    with opacity alpha, and background pixels show the input unchanged.
+    """
     lab = np.asarray(labels)
     if lab.ndim != 2 or lab.size == 0:
         raise RenderInputError(f"labels must be a non-empty 2-D (H, W) array, got shape {lab.shape}")
@@ -85,9 +92,18 @@ def segmentation_rgb(labels: Any, num_classes: int) -> np.ndarray:
         raise RenderInputError(f"labels must be integers, got dtype {lab.dtype}")
     if lab.min() < 0 or lab.max() >= num_classes:
         raise RenderInputError(f"labels must lie in [0, {num_classes - 1}], got [{lab.min()}, {lab.max()}]")
-    return class_palette(num_classes)[lab]
+    colours = class_palette(num_classes)[lab]
+    if image is None:
+        return colours
+    if not 0.0 <= alpha <= 1.0:
+        raise RenderInputError(f"alpha must be within [0, 1], got {alpha}")
+    base = display_rgb(image)
+    if base.shape[:2] != lab.shape:
+        raise RenderInputError(f"labels shape {lab.shape} does not match the image's (H, W) {base.shape[:2]}")
+    opacity = np.where(lab != 0, alpha, 0.0)[..., None]
+    return np.round((base * (1.0 - opacity) + colours / 255.0 * opacity) * 255).astype(np.uint8)
 
 
-def segmentation_png(labels: Any, num_classes: int) -> bytes:
-    """RGB PNG of segmentation_rgb."""
-    return encode_png(segmentation_rgb(labels, num_classes))
+def segmentation_png(labels: Any, num_classes: int, image: Any = None, alpha: float = SEGMENTATION_ALPHA) -> bytes:
+    """RGB PNG of segmentation_rgb (over `image` when given)."""
+    return encode_png(segmentation_rgb(labels, num_classes, image, alpha))

@@ -5,6 +5,7 @@
 // percentile, or a fraction of max |R|), log1p via logaddexp, index rounding half to even
 // like np.rint. tests/service/test_viewer.py compares the results with the Python ones.
 
+export const DEFAULT_MASS = 0.9; // render.transfer.DEFAULT_MASS: the pixels holding 90 % of sum |R|
 export const DEFAULT_PERCENTILE = 50;
 
 // ---- .npy ------------------------------------------------------------------------------
@@ -90,18 +91,42 @@ export function magnitudes(values) {
   return { peak, nonzero };
 }
 
-/** tau in relevance units (render.resolve_tau): give percentile (0-100) or fraction (0-1). */
-export function resolveTau(stats, { percentile = null, fraction = null } = {}) {
+/**
+ * render.transfer.mass_tau on the ascending non-zero |R|: the smallest |R| of the fewest pixels
+ * that hold `mass` of sum |R|. Same order of additions as np.cumsum over the descending values
+ * divided by max |R|, so the same tau to the last bit.
+ */
+export function massTau(nonzero, mass) {
+  if (!(mass >= 0 && mass <= 1)) throw new RangeError(`mass must be within [0, 1], got ${mass}`);
+  const n = nonzero.length;
+  if (n === 0) return 0;
+  const peak = nonzero[n - 1];
+  let total = 0;
+  for (let i = n - 1; i >= 0; i -= 1) total += nonzero[i] / peak;
+  const target = mass * total;
+  let running = 0;
+  for (let i = n - 1; i >= 0; i -= 1) {
+    running += nonzero[i] / peak;
+    if (running >= target) return nonzero[i];
+  }
+  return nonzero[0];
+}
+
+const given = (v) => v !== null && v !== undefined;
+
+/** tau in relevance units (render.resolve_tau): give mass (0-1, the default), percentile (0-100) or fraction (0-1). */
+export function resolveTau(stats, { percentile = null, fraction = null, mass = null } = {}) {
   const { peak, nonzero } = stats;
   if (nonzero.length === 0) return 0;
   let value;
-  if (fraction !== null && fraction !== undefined) {
+  if (given(fraction)) {
     if (!(fraction >= 0 && fraction <= 1)) throw new RangeError(`fraction must be within [0, 1], got ${fraction}`);
     value = fraction * peak;
+  } else if (given(percentile)) {
+    if (!(percentile >= 0 && percentile <= 100)) throw new RangeError(`percentile must be within [0, 100], got ${percentile}`);
+    value = percentileLinear(nonzero, percentile);
   } else {
-    const p = percentile === null || percentile === undefined ? DEFAULT_PERCENTILE : percentile;
-    if (!(p >= 0 && p <= 100)) throw new RangeError(`percentile must be within [0, 100], got ${p}`);
-    value = percentileLinear(nonzero, p);
+    value = massTau(nonzero, given(mass) ? mass : DEFAULT_MASS);
   }
   return value > 0 ? value : nonzero[0];
 }
@@ -127,7 +152,7 @@ export function log1pRatio(magnitude, tau) {
 
 /**
  * Relevance -> transfer values in [-1, 1] (render.log_transfer).
- * options: { mode: "log" | "linear", percentile, fraction }; returns { values, tau, peak }.
+ * options: { mode: "log" | "linear", mass, percentile, fraction }; returns { values, tau, peak }.
  */
 export function transfer(values, options = {}, stats = null) {
   const mode = options.mode || "log";

@@ -245,7 +245,7 @@ function buildParams() {
       target.region = [state.region];
     }
     params.target = target;
-    params.masks = ["simple", "gmm", "bmm"].filter((m) => $(`mask-${m}`).checked);
+    params.masks = ["simple", "gmm", "bmm", "component"].filter((m) => $(`mask-${m}`).checked);
   }
   params.visualisation = {
     threshold: Number($("threshold").value),
@@ -440,6 +440,9 @@ async function drawSegmentation(blob, result) {
   canvas.setAttribute("aria-label", `Segmentation over the input: ${parts.join(", ") || "no foreground"}`);
 }
 
+// schemas.params.THRESHOLD_DEFAULTS: each threshold mode's default value.
+const THRESHOLD_DEFAULTS = { mass: R.DEFAULT_MASS, percentile: 50, fraction: 0.05 };
+
 function initDisplayControls(vis) {
   $("view-mode").value = vis.threshold_mode;
   setSliderRange(vis.threshold_mode, vis.threshold);
@@ -458,7 +461,7 @@ function viewOptions() {
   const mode = document.querySelector("input[name=view-transfer]:checked").value;
   const thresholdMode = $("view-mode").value;
   const threshold = Number($("view-threshold").value);
-  return thresholdMode === "percentile" ? { mode, percentile: threshold } : { mode, fraction: threshold };
+  return { mode, [thresholdMode]: threshold }; // mass, percentile or fraction: render.resolveTau's keys
 }
 
 function syncSlider() {
@@ -466,7 +469,8 @@ function syncSlider() {
   $("view-threshold").disabled = linear;
   $("view-mode").disabled = linear;
   const value = Number($("view-threshold").value);
-  $("view-threshold-value").value = $("view-mode").value === "percentile" ? `${value} %` : `${value} × max`;
+  const labels = { percentile: `${value} %`, fraction: `${value} × max`, mass: `${+(value * 100).toFixed(1)} % of Σ|R|` };
+  $("view-threshold-value").value = labels[$("view-mode").value];
 }
 
 function renderHeatmap() {
@@ -748,11 +752,12 @@ function wire() {
 
   $("model").addEventListener("change", modelChanged);
   for (const id of ["task", "method", "target-kind", "threshold-mode"]) $(id).addEventListener("change", syncForm);
+  $("threshold-mode").addEventListener("change", () => { $("threshold").value = String(THRESHOLD_DEFAULTS[$("threshold-mode").value]); });
   $("job-form").addEventListener("submit", submit);
 
   $("view-threshold").addEventListener("input", () => { syncSlider(); scheduleRender(); });
   $("view-mode").addEventListener("change", () => {
-    setSliderRange($("view-mode").value, $("view-mode").value === "percentile" ? 50 : 0.05);
+    setSliderRange($("view-mode").value, THRESHOLD_DEFAULTS[$("view-mode").value]);
     syncSlider();
     renderHeatmap();
   });

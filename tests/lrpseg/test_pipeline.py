@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import jaccard_score, precision_score, recall_score
 
-from lrpseg import masks
+from lrpseg import masks, render
 from lrpseg.inputs import ParamsError, check_image, resolve_params
 from lrpseg.io import decode_image
 from lrpseg.lrp import explain, prepare, seg_grad_cam
@@ -85,7 +85,7 @@ def test_default_job_matches_the_library(unet, sample) -> None:
     labels = model(x).argmax(1)[0].numpy()
     assert [c.pixels for c in result.segmentation.classes] == np.bincount(labels.ravel(), minlength=2).tolist()
     rel2d = relevance.sum(0, dtype=np.float64)
-    for name in ("simple", "gmm", "bmm"):
+    for name in ("simple", "gmm", "bmm", "component"):
         mask = masks.extract(name, rel2d).mask
         summary = result.masks[name]
         assert summary.pixels == int(mask.sum())
@@ -94,6 +94,15 @@ def test_default_job_matches_the_library(unet, sample) -> None:
             np.testing.assert_allclose(summary.vs_ground_truth.iou, jaccard_score(truth.ravel(), mask.ravel()))
             np.testing.assert_allclose(summary.vs_ground_truth.precision, precision_score(truth.ravel(), mask.ravel()))
     assert result.ground_truth.no_skill == pytest.approx(truth.mean())
+
+    # Pictures: tau from the default 90 % relevance mass, the scale in the JSON and on the colour bar.
+    display = result.explanation.display
+    assert display["max_abs"] == np.abs(rel2d).max() and display["tau"] == render.resolve_tau(rel2d, mass=0.9)
+    assert display["coloured_share"] == render.coloured_share(rel2d, display["tau"])
+    expected_bar = render.colorbar_png(display["max_abs"], tau=display["tau"], mass=0.9)
+    assert out.artifacts["colorbar.png"] == expected_bar
+    pixels = image.array[0]
+    assert out.artifacts["segmentation.png"] == render.segmentation_png(labels, 2, pixels)
 
 
 def test_per_layer_overrides_change_only_those_layers(unet, sample) -> None:

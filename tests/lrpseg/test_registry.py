@@ -84,7 +84,13 @@ def test_default_registry_lists_the_shipped_models(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("LRPSEG_MODELS_DIR", raising=False)
     monkeypatch.delenv("LRPSEG_DEFAULT_MODEL", raising=False)
     registry = default_registry()
-    assert registry.ids() == ["unet-defects@1", "vgg11-128n-defects@1", "vgg11-onefc-defects@1"]
+    assert registry.ids() == [
+        "unet-defects@1",
+        "vgg11-128n-defects@1",
+        "vgg11-128n-defects@2",
+        "vgg11-onefc-defects@1",
+        "vgg11-onefc-defects@2",
+    ]
     assert registry.default_id == "unet-defects@1" and registry.get().id == "unet-defects@1"
     assert registry.get("vgg11-onefc-defects").kind == "classifier"
 
@@ -106,11 +112,11 @@ def test_shipped_metadata_and_normalisation() -> None:
 
 def test_load_gives_a_cached_eval_float32_module() -> None:
     registry = Registry([SHIPPED_DIR])
-    model = registry.load("vgg11-128n-defects@1")
+    model = registry.load("vgg11-128n-defects@2")
     assert isinstance(model, VGG11) and model.training is False
     params = list(model.parameters())
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" and not p.requires_grad for p in params)
-    assert Registry([SHIPPED_DIR]).load("vgg11-128n-defects", device="cpu") is model
+    assert Registry([SHIPPED_DIR]).load("vgg11-128n-defects", device="cpu") is model  # the latest version
 
 
 def test_unknown_reference_lists_the_known_ids() -> None:

@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from schemas.params import Artifact, Extractor, JobParams
+from schemas.params import Artifact, Extractor, JobParams, Visualisation
 
 
 def errors_of(raw: dict) -> list[tuple[str, str]]:
@@ -17,7 +17,7 @@ def errors_of(raw: dict) -> list[tuple[str, str]]:
 def test_empty_object_gives_the_documented_defaults() -> None:
     params = JobParams.model_validate_json("{}")
     assert params.task == "explain" and params.method == "lrp" and params.lrp.composite == "conserving"
-    assert params.masks == [Extractor.simple, Extractor.gmm, Extractor.bmm]
+    assert params.masks == [Extractor.simple, Extractor.gmm, Extractor.bmm, Extractor.component]
     assert params.target.kind == "class" and params.target.cls is None
     assert all(params.wants(a) for a in Artifact)
 
@@ -88,3 +88,14 @@ def test_openapi_schema_documents_examples() -> None:
     assert schema["examples"][0] == {}
     for example in schema["examples"]:
         JobParams.model_validate(example)
+
+
+def test_visualisation_defaults_to_the_relevance_mass_rule() -> None:
+    assert (Visualisation().threshold_mode, Visualisation().threshold) == ("mass", 0.9)
+    mode = Visualisation.model_validate({"threshold_mode": "percentile"})
+    assert mode.threshold == 50.0  # the mode's own default, not 0.9
+    assert Visualisation.model_validate({"threshold_mode": "fraction"}).threshold == 0.05
+    old = Visualisation.model_validate({"threshold": 90})  # a request written before mass was the default
+    assert (old.threshold_mode, old.threshold) == ("percentile", 90)
+    with pytest.raises(ValidationError, match="mass threshold must be <= 1"):
+        Visualisation.model_validate({"threshold": 2, "threshold_mode": "mass"})

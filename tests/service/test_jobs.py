@@ -83,6 +83,7 @@ def test_full_explain_job_returns_consistent_artifacts_and_metrics(
         "mask-simple.png",
         "mask-gmm.png",
         "mask-bmm.png",
+        "mask-component.png",
         "pr-curve.png",
     }
 

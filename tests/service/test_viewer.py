@@ -460,14 +460,21 @@ def test_viewer_end_to_end_in_chromium(
     )
     image = np.asarray(Image.open(SAMPLE))
     vis = result["params"]["visualisation"]
-    assert (vis["threshold"], vis["threshold_mode"], vis["transfer"]) == (50.0, "percentile", "log")
+    assert (vis["threshold"], vis["threshold_mode"], vis["transfer"]) == (0.9, "mass", "log")
+    shown = canvas_rgb(page, "heatmap-canvas")
+    assert_close_pixels(shown, render.relevance_rgb(rel2d), "heatmap at 90 % mass (the default)")
+    assert_close_pixels(canvas_rgb(page, "overlay-canvas"), render.overlay_rgb(image, rel2d), "overlay at 90 % mass")
+    server_png = factories.decode_png(httpx.get(job["links"]["artifacts"]["relevance.png"], headers=key).content)
+    assert_close_pixels(shown, server_png, "heatmap vs the job's relevance.png")
+    tau = float(page.text_content("#scale-note").split("|R| < ")[1].split(" ")[0])
+    assert math.isclose(tau, result["explanation"]["display"]["tau"], rel_tol=5e-4)
+
+    # Seed 000's percentile rule, in the browser: the slider starts at the median.
+    rendered = int(page.get_attribute("#results", "data-rendered"))
+    page.select_option("#view-mode", "percentile")
+    rendered = wait_rendered(page, rendered)
     before = canvas_rgb(page, "heatmap-canvas")
     assert_close_pixels(before, render.relevance_rgb(rel2d, percentile=50.0), "heatmap at p50")
-    assert_close_pixels(
-        canvas_rgb(page, "overlay-canvas"), render.overlay_rgb(image, rel2d, percentile=50.0), "overlay at p50"
-    )
-    server_png = factories.decode_png(httpx.get(job["links"]["artifacts"]["relevance.png"], headers=key).content)
-    assert_close_pixels(before, server_png, "heatmap vs the job's relevance.png")
 
     # Move the threshold slider with the keyboard: PageUp twice (10 % of the range each), then
     # ArrowRight and ArrowLeft (one step of 0.5 each) -> the 70th percentile.
@@ -574,11 +581,11 @@ def pick_a_sample_then_drop_a_dicom(page: Any, live_server: str, worker: subproc
     page.click("#submit")
     job = httpx.get(f"{live_server}/v1/jobs/{wait_for_result(page, worker, previous)}", headers=key).json()
     assert job["result"]["input"]["dicom"] is True
-    assert job["result"]["params"]["masks"] == ["simple", "bmm"]
+    assert job["result"]["params"]["masks"] == ["simple", "bmm", "component"]
     assert {"seg.dcm", "relevance.dcm"} <= set(job["links"]["artifacts"])
     names = page.eval_on_selector_all("#download-list a", "els => els.map(a => a.textContent)")
     assert "seg.dcm" in names and "relevance.dcm" in names
-    assert page.locator("#mask-figures img").count() == 2
+    assert page.locator("#mask-figures img").count() == 3
 
 
 @requires_chromium
@@ -618,6 +625,8 @@ def test_js_transfer_equals_lrpseg_render(browser: Any, live_server: str) -> Non
         "tiny": rng.normal(0, 1e-30, (16, 16)),
     }
     options = [
+        {"mode": "log"},
+        {"mode": "log", "mass": 0.95},
         {"mode": "log", "percentile": 50.0},
         {"mode": "log", "percentile": 0.0},
         {"mode": "log", "percentile": 99.5},

@@ -7,7 +7,15 @@ import pytest
 from PIL import Image
 
 from lrpseg.metrics import pr_curve
-from lrpseg.render import RenderInputError, colorbar_png, pr_curve_png
+from lrpseg.render import (
+    RenderInputError,
+    colorbar_caption,
+    colorbar_png,
+    colorbar_rgb,
+    colorbar_ticks,
+    inverse_transfer,
+    pr_curve_png,
+)
 
 
 def decode(data: bytes) -> Image.Image:
@@ -39,9 +47,29 @@ def test_plain_colorbar_runs_blue_white_red() -> None:
 
 
 @pytest.mark.parametrize("mode", ["log", "linear"])
-def test_labelled_colorbar_decodes(mode: str) -> None:
-    image = decode(colorbar_png(120.0, tau=0.5, mode=mode, width=300, height=20))
-    assert image.format == "PNG" and image.size[0] >= 250
+def test_labelled_colorbar_holds_the_strip_ticks_and_text(mode: str) -> None:
+    image = np.asarray(decode(colorbar_png(120.0, tau=0.5, mode=mode, mass=0.9, width=300, height=20)))
+    strip = colorbar_rgb(300, 20)
+    rows, cols = image.shape[:2]
+    assert rows > 20 + 2 * 11 and cols >= 300
+    left = next(x for x in range(cols) if np.array_equal(image[:20, x : x + 300], strip))  # the strip, unscaled
+    below = image[20:]
+    for value, _ in colorbar_ticks(120.0, tau=0.5, mode=mode):  # a black tick under each labelled value
+        x = left + round((value + 1.0) / 2.0 * 299)
+        assert below[:4, x].max() == 0
+    text = below[6:] < 128
+    assert text.any(axis=2).sum() > 200  # labels and caption were drawn
+
+
+def test_colorbar_ticks_give_the_relevance_at_each_colour() -> None:
+    ticks = colorbar_ticks(120.0, tau=0.5)
+    assert [t for t, _ in ticks] == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert ticks[-1][1] == "120" and ticks[0][1] == "-120" and ticks[2][1] == "0"
+    assert float(ticks[3][1]) == pytest.approx(inverse_transfer(0.5, peak=120.0, tau=0.5), rel=1e-2)
+    assert [label for _, label in colorbar_ticks(8.0, mode="linear")] == ["-8", "-4", "0", "4", "8"]
+    assert colorbar_caption(120.0, tau=0.5, mass=0.9) == (
+        "relevance, log scale; max |R| 120; |R| < 0.5 white, pixels holding 90 % of sum |R| coloured"
+    )
 
 
 def test_labelled_log_colorbar_needs_tau() -> None:

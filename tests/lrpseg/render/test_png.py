@@ -64,6 +64,20 @@ def test_segmentation_png_uses_class_colours() -> None:
     assert palette[0].tolist() == [0, 0, 0] and len({tuple(c) for c in class_palette(40)}) == 40
 
 
+def test_segmentation_png_draws_classes_over_the_input() -> None:
+    labels = np.zeros((4, 5), dtype=np.int64)
+    labels[1:3, 2:4] = 1
+    grey = np.linspace(0, 255, 20).reshape(4, 5).astype(np.uint8)
+    image = np.asarray(decode(segmentation_png(labels, 2, grey, alpha=0.5))).astype(np.float64)
+    base = np.repeat(grey[..., None], 3, axis=2)
+    assert np.array_equal(image[labels == 0], base[labels == 0])  # background shows the input
+    colour = class_palette(2)[1].astype(np.float64)
+    expected = np.round((base[labels == 1] / 255 * 0.5 + colour / 255 * 0.5) * 255)
+    assert np.array_equal(image[labels == 1], expected)
+    with pytest.raises(RenderInputError, match="does not match"):
+        segmentation_png(labels, 2, np.zeros((3, 3)))
+
+
 @pytest.mark.parametrize(
     "image",
     [

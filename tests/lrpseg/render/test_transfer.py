@@ -7,6 +7,7 @@ import pytest
 
 from lrpseg.masks.synthetic import lrp_like_map
 from lrpseg.render import RenderInputError, inverse_transfer, log_transfer, resolve_tau
+from lrpseg.render.transfer import DEFAULT_MASS, coloured_share, mass_tau
 
 
 @pytest.fixture
@@ -21,7 +22,9 @@ def test_matches_the_seed_formula(relevance: np.ndarray) -> None:
     np.testing.assert_allclose(log_transfer(relevance, tau=tau), expected, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("threshold", [{}, {"percentile": 90.0}, {"fraction": 0.01}, {"tau": 2.0}, {"mode": "linear"}])
+@pytest.mark.parametrize(
+    "threshold", [{}, {"mass": 0.5}, {"percentile": 90.0}, {"fraction": 0.01}, {"tau": 2.0}, {"mode": "linear"}]
+)
 def test_is_odd_and_monotone(relevance: np.ndarray, threshold: dict) -> None:
     f = log_transfer(relevance, **threshold)
     np.testing.assert_array_equal(log_transfer(-relevance, **threshold), -f)
@@ -41,7 +44,7 @@ def test_values_below_tau_are_zeroed(relevance: np.ndarray) -> None:
 
 def test_tau_resolution(relevance: np.ndarray) -> None:
     a = np.abs(relevance)
-    assert resolve_tau(relevance) == pytest.approx(np.median(a[a > 0]))  # default: percentile 50
+    assert resolve_tau(relevance) == mass_tau(a, DEFAULT_MASS) == resolve_tau(relevance, mass=0.9)
     assert resolve_tau(relevance, percentile=99.0) == pytest.approx(np.percentile(a, 99.0))
     assert resolve_tau(relevance, fraction=0.05) == pytest.approx(0.05 * a.max())
     assert resolve_tau(relevance, fraction=0.0) == pytest.approx(a[a > 0].min())  # "no threshold"
@@ -49,6 +52,32 @@ def test_tau_resolution(relevance: np.ndarray) -> None:
     sparse[0, :3] = [1.0, -2.0, 4.0]
     assert resolve_tau(sparse, percentile=50.0) == 2.0  # percentile of the non-zero |R|
     assert resolve_tau(np.zeros((3, 3))) == 0.0
+
+
+@pytest.mark.parametrize("mass", [0.0, 0.3, 0.9, 0.95, 1.0])
+def test_mass_tau_keeps_the_fewest_pixels_that_hold_the_mass(relevance: np.ndarray, mass: float) -> None:
+    a = np.abs(relevance).ravel()
+    tau = resolve_tau(relevance, mass=mass)
+    kept = np.sort(a[a >= tau])
+    # the kept pixels hold the mass; without the smallest kept one they do not (exact sums)
+    assert kept.sum() >= mass * a.sum() * (1 - 1e-12)
+    if 0.0 < mass < 1.0:
+        assert kept[1:].sum() < mass * a.sum()
+    elif mass == 0.0:
+        assert tau == a.max()
+    else:
+        assert tau == a[a > 0].min()
+    assert resolve_tau(relevance * 1e300, mass=mass) == pytest.approx(tau * 1e300, rel=1e-12)
+
+
+def test_mass_threshold_colours_few_pixels_of_a_concentrated_map() -> None:
+    r = np.full((50, 50), 1e-3)
+    r[20:25, 20:25] = 10.0  # 1 % of the pixels hold 99 % of |R|
+    tau = resolve_tau(r)
+    assert tau == 10.0 and coloured_share(r, tau) == 0.01
+    assert coloured_share(r, resolve_tau(r, percentile=50.0)) == 1.0  # seed 000's median colours all
+    with pytest.raises(RenderInputError, match="mass"):
+        resolve_tau(r, mass=1.5)
 
 
 def test_extreme_scales_do_not_overflow(relevance: np.ndarray) -> None:
