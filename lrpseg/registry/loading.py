@@ -11,11 +11,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from lrpseg.lrp.graph import output_source
 from lrpseg.models import build_model
+from lrpseg.models.families import FAMILIES as LIBRARY_FAMILIES
+from lrpseg.models.families import FamilyError, Logits
 from lrpseg.registry.model_info import ModelInfo, fail
 from lrpseg.registry.pt2 import load_exported
 
 PROBE_SIZE = 64  # input side for the load-time forward check when any size is accepted
+PROBE_SIZE_3D = 32
 
 
 def read_safetensors(info: ModelInfo) -> dict[str, Tensor]:
@@ -44,7 +48,10 @@ def describe_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> 
 
 
 def load_family_model(info: ModelInfo) -> nn.Module:
-    model = build_model(info.architecture)
+    try:
+        model = build_model(info.architecture)
+    except FamilyError as exc:
+        raise fail(info.path, str(exc)) from None
     state = read_safetensors(info)
     problem = describe_mismatch(model.state_dict(), state)
     if problem:
@@ -53,19 +60,22 @@ def load_family_model(info: ModelInfo) -> nn.Module:
     if bad:
         raise fail(info.path, f"{info.weights_file} holds non-finite values in {bad[:4]}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if info.family in LIBRARY_FAMILIES:
+        model = Logits(model)  # one logits tensor, whatever the library returns
     return model.eval()
 
 
 def probe(info: ModelInfo, model: nn.Module, device: torch.device) -> None:
     """One forward pass on a small input: the output must have the declared shape."""
-    side = info.input_size or PROBE_SIZE
-    x = torch.zeros(1, info.in_channels, side, side, device=device)
+    side = info.input_size or (PROBE_SIZE if info.spatial_dims == 2 else PROBE_SIZE_3D)
+    x = torch.zeros(1, info.in_channels, *(side,) * info.spatial_dims, device=device)
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:
         raise fail(info.path, f"forward pass on a {tuple(x.shape)} input failed: {type(exc).__name__}: {exc}") from None
-    expected = (1, info.num_classes, side, side) if info.kind == "segmenter" else (1, info.num_classes)
+    expected = (1, info.num_classes, *x.shape[2:]) if info.kind == "segmenter" else (1, info.num_classes)
+    out = output_source(out)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
     if shape != expected:
         raise fail(

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from lrpseg.models import UNetConfig, VGGConfig
+from lrpseg.models.families import FAMILIES as LIBRARY_FAMILIES
+from lrpseg.models.families import FamilyError, channels
 from lrpseg.registry.errors import RegistryError
 
 CONFIG_FILE = "config.json"
@@ -31,6 +33,8 @@ FAMILIES: dict[str, tuple[str | None, str, type | None]] = {
     "unet": ("segmenter", ".safetensors", UNetConfig),
     "vgg11": ("classifier", ".safetensors", VGGConfig),
     "exported": (None, ".pt2", None),
+    # networks of other libraries, built from the architecture's keyword arguments (lrpseg.models.families)
+    **{name: ("segmenter", ".safetensors", None) for name in LIBRARY_FAMILIES},
 }
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,6 +63,7 @@ class ModelInfo:
     weights_file: str = "model.safetensors"
     evaluation: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    spatial_dims: int = 2  # 3 for volumes (N, C, D, H, W)
 
     @property
     def zbox_bounds_per_channel(self) -> list[tuple[float, float]]:
@@ -67,12 +72,14 @@ class ModelInfo:
 
     def normalize(self, x01: Tensor) -> Tensor:
         """(N, C, H, W) pixels in [0, 1] -> the model's input space."""
-        if x01.ndim != 4 or x01.shape[1] != self.in_channels:
+        if x01.ndim != 2 + self.spatial_dims or x01.shape[1] != self.in_channels:
+            axes = "H, W" if self.spatial_dims == 2 else "D, H, W"
             raise ValueError(
-                f"model {self.id} expects (N, {self.in_channels}, H, W) input, got shape {tuple(x01.shape)}"
+                f"model {self.id} expects (N, {self.in_channels}, {axes}) input, got shape {tuple(x01.shape)}"
             )
-        mean = torch.tensor(self.mean, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x01.dtype, device=x01.device).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * self.spatial_dims
+        mean = torch.tensor(self.mean, dtype=x01.dtype, device=x01.device).view(shape)
+        std = torch.tensor(self.std, dtype=x01.dtype, device=x01.device).view(shape)
         return (x01 - mean) / std
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +94,7 @@ class ModelInfo:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "input_size": self.input_size,
+            "spatial_dims": self.spatial_dims,
             "mean": list(self.mean),
             "std": list(self.std),
             "zbox_bounds": list(self.zbox_bounds),
@@ -132,11 +140,17 @@ def architecture(directory: Path, config: dict[str, Any]) -> tuple[str, dict[str
     """(family, params, in_channels, num_classes, fixed input size) of the declared architecture."""
     arch = config.get("architecture")
     if not isinstance(arch, dict) or "family" not in arch:
-        raise fail(directory, 'config needs "architecture": {"family": "unet" | "vgg11" | "exported", ...}')
+        raise fail(directory, f'config needs "architecture": {{"family": one of {sorted(FAMILIES)}, ...}}')
     params = dict(arch)
     family = params.pop("family")
     if family not in FAMILIES:
         raise fail(directory, f"unknown family {family!r}; known: {sorted(FAMILIES)}")
+    if family in LIBRARY_FAMILIES:
+        try:
+            in_channels, num_classes, _ = channels(family, params)
+        except FamilyError as exc:
+            raise fail(directory, str(exc)) from None
+        return family, params, in_channels, num_classes, None
     config_class = FAMILIES[family][2]
     if config_class is None:
         try:
@@ -254,4 +268,5 @@ def read_model_info(directory: Path) -> ModelInfo:
         weights_file=weights_file(directory, config, family),
         evaluation=dict(config.get("evaluation") or {}),
         training=dict(config.get("training") or {}),
+        spatial_dims=channels(family, params)[2] if family in LIBRARY_FAMILIES else 2,
     )
