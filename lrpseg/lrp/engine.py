@@ -72,7 +72,10 @@ class PreparedModel:
         if node.op == "call_method":
             return getattr(args[0], str(node.target))(*args[1:], **kwargs)
         if node.op == "get_attr":
-            return getattr(self.gm, str(node.target))
+            obj: Any = self.gm
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+            return obj
         raise RuleError(f"unexpected graph node {node.op}")
 
     # --- rules ---------------------------------------------------------------
