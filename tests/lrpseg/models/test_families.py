@@ -203,3 +203,54 @@ def test_exported_graph_is_used_where_fx_cannot_trace() -> None:
 def test_bad_architectures_are_refused(arch: dict, message: str) -> None:
     with pytest.raises(FamilyError, match=message):
         build_model(arch)
+
+
+def fold_consecutive_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into the Conv registered just before it in the same parent
+    (Sequential conv-bn pairs, ResNet's conv1/bn1 and conv2/bn2): the BN-folded network."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    return model
+
+
+@pytest.mark.parametrize(
+    "composite",
+    ["ours", *(pytest.param(c, marks=pytest.mark.slow) for c in ("epsilon", "epsilon-plus-flat", "montavon"))],
+)
+def test_smp_resnet_unet_equals_zennit_with_its_resnet_canonizer(composite: str) -> None:
+    """smp Unet on a torchvision resnet encoder, BN folded: zennit's ResNet canonizer (a Sum module
+    with the Norm rule in each BasicBlock) + the same layer->rule map gives our relevance."""
+    import zennit.rules as zr
+    from zennit.attribution import Gradient
+    from zennit.composites import NameMapComposite
+    from zennit.torchvision import ResNetCanonizer
+
+    from tests.lrpseg.lrp.zennit_bridge import max_rel_diff, to_zennit
+
+    model, x = network("smp-unet-resnet18")
+    folded = fold_consecutive_batchnorm(model)
+    logits = folded(x)
+    r_out = logits * (logits.argmax(1, keepdim=True) == torch.arange(2).view(1, 2, 1, 1)).to(logits)
+    prepared = lrp.prepare(folded, x)
+    rules = prepared.resolve(composite, (-3.0, 3.0))
+    name_map = [((name,), to_zennit(rule)) for name, rule in rules.items()]
+    # zennit splits F.interpolate (nearest) by the gradient; the z-rule equals it without a stabiliser
+    upsampling = {i.name: lrp.Norm(1e-300) for i in prepared.infos.values() if "interpolate" in i.name}
+    assert upsampling
+    name_map += [((n,), zr.Pass()) for n, m in folded.named_modules() if isinstance(m, nn.ReLU)]
+    canonizer = ResNetCanonizer()
+    with Gradient(model=folded, composite=NameMapComposite(name_map=name_map, canonizers=[canonizer])) as attributor:
+        for name, module in folded.named_modules():  # the canonizer's Sum modules: the Norm rule (= our add)
+            if type(module).__name__ == "Sum":
+                zr.Norm().register(module)
+        _, theirs = attributor(x.clone(), r_out)
+    ours = lrp.propagate(folded, x, r_out, rules={**rules, **upsampling})
+    assert max_rel_diff(ours, theirs) < 1e-6
