@@ -547,7 +547,9 @@ def module_kind(module: nn.Module) -> Kind | None:
     return next((MODULE_KINDS[t] for t in type(module).__mro__ if t in MODULE_KINDS), None)
 
 
-def receiving_inputs(node: fx.Node, kind: Kind, inputs: list[fx.Node], gm: fx.GraphModule, carries: set[fx.Node]):
+def receiving_inputs(
+    node: fx.Node, kind: Kind, inputs: list[fx.Node], gm: fx.GraphModule, carries: set[fx.Node]
+) -> list[fx.Node]:
     """The inputs that receive relevance from `node` (a gate's gate gets none)."""
     if kind is Kind.GATE:
         return [gated_operand(node, gm, carries)]
