@@ -1,6 +1,15 @@
 """LRP speed: our single-sweep engine vs zennit vs a plain gradient, measured in one run.
 
 Usage: python benchmarks/lrp_speed.py [--sizes 256 512] [--repeats 5] [--device cpu|cuda] [--threads 2]
+       python benchmarks/lrp_speed.py --family monai-unet|monai-unet-3d|smp-unet-resnet34 [--sizes 256]
+           [--composites epsilon ours] [--repeats 3]
+
+--family picks the network: our U-Net (default "unet"), a MONAI UNet (channels 16..256,
+strides 2, two residual units, InstanceNorm + PReLU; 2-D or 3-D) or an smp Unet with a
+resnet34 encoder (random weights, BN folded). zennit runs on the same traced, BN-folded
+graph with the same layer->rule map; on networks with InstanceNorm or functional adds
+zennit treats those by the plain gradient, so its relevance differs (the diff column says
+by how much) and its time is that of a different explanation.
 
 For each size: forward time, plain gradient (forward + backward to the input),
 our time and zennit's for the same composite on the same BN-folded network and
@@ -101,8 +110,32 @@ def zennit_call(model: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, com
     return run
 
 
-def bench_size(model, size: int, device: torch.device, repeats: int) -> list[dict]:
-    x = torch.rand(1, model.config.in_channels, size, size, device=device) * 4 - 2
+FAMILIES = {
+    "monai-unet": {"family": "monai", "class": "UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+                   "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    "monai-unet-3d": {"family": "monai", "class": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
+                      "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    "smp-unet-resnet34": {"family": "segmentation_models_pytorch", "class": "Unet", "encoder_name": "resnet34",
+                          "in_channels": 1, "classes": 2},
+}  # fmt: skip
+
+
+def build(family: str, width: int) -> tuple[torch.nn.Module, int, int, str]:
+    """(model, in_channels, spatial dims, description)."""
+    if family == "unet":
+        model = UNet(UNetConfig(in_channels=1, num_classes=2, depth=4, base_width=width))
+        return model, 1, 2, f"U-Net depth 4, base width {width}, BatchNorm (folded)"
+    from lrpseg.models import build_model
+    from lrpseg.models.families import Logits
+
+    arch = FAMILIES[family]
+    return Logits(build_model(arch)), 1, int(arch.get("spatial_dims", 2)), f"{family}: {arch}"
+
+
+def bench_size(
+    model, size: int, device: torch.device, repeats: int, channels: int = 1, dims: int = 2, composites=COMPOSITES
+) -> list[dict]:
+    x = torch.rand(1, channels, *(size,) * dims, device=device) * 4 - 2
     bounds = (-2.0, 2.0)
     with torch.no_grad():
         logits = model(x)
@@ -119,7 +152,7 @@ def bench_size(model, size: int, device: torch.device, repeats: int) -> list[dic
         torch.autograd.grad(out, xg, mask)
 
     methods: dict[str, Callable[[], object]] = {"forward": forward, "gradient": gradient}
-    for comp in COMPOSITES:
+    for comp in composites:
         methods[f"ours:{comp}"] = lambda c=comp: lrp.propagate(model, x, lambda out: out * mask, rules=c, bounds=bounds)
         methods[f"zennit:{comp}"] = zennit_call(model, x, mask, comp, bounds)
     for fn in methods.values():  # warm up (also prepares the engine once)
@@ -135,7 +168,7 @@ def bench_size(model, size: int, device: torch.device, repeats: int) -> list[dic
         peaks[name] = pm.peak
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
-    for comp in COMPOSITES:
+    for comp in composites:
         ours = lrp.propagate(model, x, lambda out: out * mask, rules=comp, bounds=bounds)
         theirs = methods[f"zennit:{comp}"]()
         diff = float((ours - theirs).abs().max() / theirs.abs().max())
@@ -165,14 +198,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--family", choices=["unet", *FAMILIES], default="unet")
+    parser.add_argument("--composites", nargs="+", choices=list(lrp.COMPOSITES), default=list(COMPOSITES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = UNet(UNetConfig(in_channels=1, num_classes=2, depth=4, base_width=args.width)).eval().to(device)
+    model, channels, dims, what = build(args.family, args.width)
+    model = model.eval().to(device)
     print(
-        f"U-Net depth 4, base width {args.width}, BatchNorm (folded), float32, device {device}, "
-        f"threads {args.threads}, median of {args.repeats}"
+        f"{what}, float32, device {device}, threads {args.threads}, median of {args.repeats}, "
+        f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
     )
     header = (
         f"{'size':>5} {'composite':<18} {'fwd ms':>8} {'grad ms':>8} {'ours ms':>8} {'zennit ms':>9} "
@@ -180,7 +216,7 @@ def main() -> None:
     )
     print(header)
     for size in args.sizes:
-        for r in bench_size(model, size, device, args.repeats):
+        for r in bench_size(model, size, device, args.repeats, channels, dims, args.composites):
             print(
                 f"{r['size']:>5} {r['composite']:<18} {r['forward_ms']:>8.1f} {r['gradient_ms']:>8.1f} "
                 f"{r['ours_ms']:>8.1f} {r['zennit_ms']:>9.1f} {r['ours_vs_gradient']:>9.2f} "

@@ -134,7 +134,7 @@ def build_rules(params: JobParams, model: nn.Module, x: Tensor, bounds: tuple[fl
     overrides = params.lrp.rules
     if not overrides:
         return params.lrp.composite.value
-    resolved = dict(prepare(model).resolve(params.lrp.composite.value, bounds))
+    resolved = dict(prepare(model, x).resolve(params.lrp.composite.value, bounds))
     for name, spec in overrides.items():
         resolved[name] = make_rule(spec.model_dump(), bounds)
     return resolved

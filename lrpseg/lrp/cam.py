@@ -29,7 +29,7 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
     without space): the deepest feature map, i.e. the smallest spatial output, last
     in data flow (Grad-CAM's usual choice).
     """
-    prepared = prepare(model)
+    prepared = prepare(model, x)
     env, logits = prepared.forward(x[:1])
     spatial = [
         (order, node, value)
@@ -73,7 +73,7 @@ def seg_grad_cam(
     """(N, H, W) heatmap for the pixel set `mask` (the logits' shape: pixels x class channel)."""
     if variant not in ("grad", "hires"):
         raise ValueError(f"variant must be 'grad' or 'hires', got {variant!r}")
-    prepared = prepare(model)
+    prepared = prepare(model, x)
     layer = layer or default_layer(model, x)
     nodes = [n for n in prepared.gm.graph.nodes if n.op == "call_module" and n.target == layer]
     if not nodes:

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, fx, nn
 
 from lrpseg.lrp.composites import Bounds, rule_map
-from lrpseg.lrp.errors import RuleError
-from lrpseg.lrp.graph import Kind, NodeInfo, analyse, fold_batchnorm, output_source, trace
+from lrpseg.lrp.errors import RuleError, TraceError
+from lrpseg.lrp.graph import Kind, NodeInfo, analyse, export_graph, fold_batchnorm, output_source, trace
 from lrpseg.lrp.norms import sigma_constant
 from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
 
@@ -31,10 +31,15 @@ class Propagation:
 
 
 class PreparedModel:
-    """A model traced and BN-folded once; derived weights are cached on its layers."""
+    """A model traced and BN-folded once; derived weights are cached on its layers.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.gm = trace(model)
+    With `example`, the model is exported (torch.export) at that input's shape
+    instead of traced with torch.fx: `shape` then names the only input shape it serves.
+    """
+
+    def __init__(self, model: nn.Module, example: Tensor | None = None) -> None:
+        self.gm = trace(model) if example is None else export_graph(model, example)
+        self.shape: tuple[int, ...] | None = None if example is None else tuple(example.shape)
         fold_batchnorm(self.gm)
         self.infos: dict[fx.Node, NodeInfo] = analyse(self.gm)
         self.by_name = {info.name: info for info in self.infos.values()}
@@ -68,7 +73,10 @@ class PreparedModel:
         if node.op == "call_method":
             return getattr(args[0], str(node.target))(*args[1:], **kwargs)
         if node.op == "get_attr":
-            return getattr(self.gm, str(node.target))
+            obj: Any = self.gm
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+            return obj
         raise RuleError(f"unexpected graph node {node.op}")
 
     # --- rules ---------------------------------------------------------------
@@ -197,8 +205,9 @@ def _per_sample(t: Tensor) -> Tensor:
     return t.flatten(1).sum(1)
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, PreparedModel]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[Any, PreparedModel]]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
+VERIFY_RTOL = 1e-4  # the traced graph must give the model's own output (float32 rounding aside)
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -206,16 +215,48 @@ def _signature(model: nn.Module) -> tuple:
     return tuple((id(t), t._version, t.device, t.dtype) for t in (*model.parameters(), *model.buffers()))
 
 
-def prepare(model: nn.Module) -> PreparedModel:
-    """The cached PreparedModel for `model` (re-prepared if its weights changed)."""
+def _reproduces(prepared: PreparedModel, model: nn.Module, x: Tensor) -> bool:
+    """Whether the traced graph gives the model's output at `x` (fx can silently miss
+    Python branches on tensors, e.g. `isinstance(t, Tensor)` on a proxy)."""
+    with torch.no_grad():
+        expected = output_source(model(x))
+        try:
+            got = prepared.forward(x)[1]
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            return False  # e.g. a branch fx dropped left a shape mismatch
+    if not isinstance(expected, Tensor) or expected.shape != got.shape:
+        return False
+    scale = expected.abs().max().clamp_min(torch.finfo(expected.dtype).tiny)
+    return bool(((got - expected).abs().max() / scale) <= VERIFY_RTOL)
+
+
+def prepare(model: nn.Module, x: Tensor | None = None) -> PreparedModel:
+    """The cached PreparedModel for `model` (re-prepared if its weights changed).
+
+    The model is traced with torch.fx once; with an input `x`, the traced graph is
+    checked against the model's own output at the first call. Where fx fails or
+    disagrees, the model is exported with torch.export at `x`'s shape instead
+    (one graph per input shape).
+    """
     sig = _signature(model)
     with _LOCK:
         hit = _CACHE.get(model)
-        if hit is not None and hit[0] == sig:
-            return hit[1]
-    prepared = PreparedModel(model)
+        graphs = hit[1] if hit is not None and hit[0] == sig else {}
+    if None in graphs:
+        return graphs[None]
+    if x is not None and tuple(x.shape) in graphs:
+        return graphs[tuple(x.shape)]
+    key: Any = None
+    try:
+        prepared = PreparedModel(model)
+        if x is not None and not _reproduces(prepared, model, x):
+            raise TraceError("the torch.fx graph does not reproduce the model's output")
+    except TraceError:
+        if x is None:
+            raise
+        prepared, key = PreparedModel(model, x), tuple(x.shape)
     with _LOCK:
-        _CACHE[model] = (sig, prepared)
+        _CACHE[model] = (sig, {**graphs, key: prepared})
     return prepared
 
 
@@ -233,7 +274,7 @@ def run(
     bounds: Bounds | None = None,
 ) -> Propagation:
     """Forward once, build r_out (a tensor, or a function of the logits), propagate once."""
-    prepared = prepare(model)
+    prepared = prepare(model, x)
     env, logits = prepared.forward(x)
     r0 = r_out(logits) if callable(r_out) else r_out
     if r0.shape != logits.shape:

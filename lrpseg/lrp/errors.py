@@ -13,3 +13,7 @@ class UnsupportedOperationError(LRPError):
 
 class RuleError(LRPError):
     """A rule was mapped to a layer it cannot handle, or a rule map names unknown modules."""
+
+
+class TraceError(UnsupportedOperationError):
+    """torch.fx could not trace the model faithfully (then it is exported with torch.export)."""

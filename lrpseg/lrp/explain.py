@@ -53,7 +53,7 @@ def explain(
     `cls`), "region-normalized" (seed 003: every location of the region
     contributes equally, M_A = Σ_a M_a / ΣM_a), "all" (every pixel's predicted class).
     """
-    prepared = prepare(model)
+    prepared = prepare(model, x)
     env, logits = prepared.forward(x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
     if target == "class":

@@ -12,14 +12,18 @@ import copy
 import enum
 import operator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from lrpseg.lrp.errors import UnsupportedOperationError
+from lrpseg.lrp.canonical import AnyBatchNorm, AnyInstanceNorm, modularize
+from lrpseg.lrp.errors import TraceError, UnsupportedOperationError
 from lrpseg.lrp.layers import Layer
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class Kind(enum.Enum):
@@ -35,12 +39,13 @@ class Kind(enum.Enum):
 
 
 PARAM_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
-BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, AnyBatchNorm)
 NORM_LAYER_MODULES = (
     *BATCHNORM_MODULES,
     nn.InstanceNorm1d,
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
+    AnyInstanceNorm,
     nn.GroupNorm,
     nn.LayerNorm,
 )
@@ -152,6 +157,7 @@ FUNCTION_KINDS: dict[object, Kind] = {
     F.interpolate: Kind.NORM,
     F.upsample: Kind.NORM,
     torch.mean: Kind.NORM,
+    torch.sum: Kind.NORM,
     F.batch_norm: Kind.STATS,
     F.instance_norm: Kind.STATS,
     F.group_norm: Kind.STATS,
@@ -190,6 +196,7 @@ METHOD_KINDS: dict[str, Kind] = {
         )
     },
     "mean": Kind.NORM,
+    "sum": Kind.NORM,
     "add": Kind.ADD,
     "mul": Kind.GATE,
     "div": Kind.GATE,
@@ -281,6 +288,7 @@ ATEN_KINDS: dict[str, Kind] = {
             "_adaptive_avg_pool2d",
             "_adaptive_avg_pool3d",
             "mean",
+            "sum",
         )
     },
     "add": Kind.ADD,
@@ -365,19 +373,58 @@ def describe(node: fx.Node, gm: fx.GraphModule) -> str:
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace a copy of `model` (eval mode) with in-place ops made out-of-place."""
-    model = copy.deepcopy(model).eval()
+    """Symbolically trace a copy of `model` (eval mode) with in-place ops made out-of-place.
+
+    A GraphModule (e.g. an exported program's module) is copied, not traced again.
+    Functional conv/linear/norm calls on constant parameters become modules.
+    """
+    model = _eval(copy.deepcopy(model))
     for m in model.modules():
         if getattr(m, "inplace", False):
             m.inplace = False
+    if isinstance(model, fx.GraphModule):
+        gm = model
+    else:
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as exc:  # fx raises many types; the message is what matters
+            raise TraceError(
+                f"the model cannot be traced with torch.fx ({type(exc).__name__}: {exc}); data-dependent Python "
+                "control flow is not supported"
+            ) from exc
+    return _canonical(gm)
+
+
+def export_graph(model: nn.Module, example: Tensor) -> fx.GraphModule:
+    """The aten graph of `model` exported (torch.export, non-strict) at `example`'s shape.
+
+    For models torch.fx cannot trace faithfully (Python control flow on shapes,
+    isinstance checks on tensors): the graph holds for inputs of this shape only.
+    """
+    model = _eval(copy.deepcopy(model))
     try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types; the message is what matters
+        program = torch.export.export(model, (example.detach(),), strict=False)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
         raise UnsupportedOperationError(
-            f"the model cannot be traced with torch.fx ({type(exc).__name__}: {exc}); data-dependent Python "
-            "control flow is not supported"
+            f"the model can be neither traced with torch.fx nor exported ({type(exc).__name__}: {first})"
         ) from exc
+    return _canonical(program.module())
+
+
+def _out_of_place(target: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """aten.relu_.default -> aten.relu.default (None if `target` is not an in-place aten op)."""
+    namespace, _, name = target._schema.name.partition("::")
+    if namespace != "aten" or not name.endswith("_") or name.startswith("_"):
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    return getattr(packet, target._overloadname, None) if packet is not None else None
+
+
+def _canonical(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            node.target = _out_of_place(node.target) or node.target
         if node.op == "call_function" and node.target in INPLACE_FUNCTIONS:
             node.target = INPLACE_FUNCTIONS[node.target]
         elif node.op == "call_method" and node.target in INPLACE_METHODS:
@@ -385,7 +432,15 @@ def trace(model: nn.Module) -> fx.GraphModule:
         if "inplace" in node.kwargs:
             node.kwargs = {**node.kwargs, "inplace": False}
     gm.recompile()
-    return gm
+    modularize(gm)
+    return _eval(gm)
+
+
+def _eval(model: M) -> M:
+    """Eval mode without calling .eval() (an exported program's module refuses it)."""
+    for m in model.modules():
+        m.training = False
+    return model
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> None:
@@ -492,7 +547,9 @@ def module_kind(module: nn.Module) -> Kind | None:
     return next((MODULE_KINDS[t] for t in type(module).__mro__ if t in MODULE_KINDS), None)
 
 
-def receiving_inputs(node: fx.Node, kind: Kind, inputs: list[fx.Node], gm: fx.GraphModule, carries: set[fx.Node]):
+def receiving_inputs(
+    node: fx.Node, kind: Kind, inputs: list[fx.Node], gm: fx.GraphModule, carries: set[fx.Node]
+) -> list[fx.Node]:
     """The inputs that receive relevance from `node` (a gate's gate gets none)."""
     if kind is Kind.GATE:
         return [gated_operand(node, gm, carries)]

@@ -1,4 +1,5 @@
-"""Model families: U-Net segmenters and VGG-11 classifiers."""
+"""Model families: our U-Net segmenters and VGG-11 classifiers, and whitelisted networks of
+MONAI, segmentation_models_pytorch and torchvision (lrpseg.models.families)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from lrpseg.models.families import FAMILIES, build_library_model
 from lrpseg.models.unet import UNet, UNetConfig
 from lrpseg.models.vgg import VGG11, VGGConfig
 
@@ -20,4 +22,6 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return UNet(UNetConfig(**params))
     if family == "vgg11":
         return VGG11(VGGConfig(**params))
-    raise ValueError(f"unknown model family {family!r}; expected 'unet' or 'vgg11'")
+    if family in FAMILIES:
+        return build_library_model(family, params)
+    raise ValueError(f"unknown model family {family!r}; expected 'unet', 'vgg11' or one of {sorted(FAMILIES)}")

@@ -11,12 +11,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from lrpseg.lrp.graph import output_source
 from lrpseg.models import build_model
+from lrpseg.models.families import FAMILIES as LIBRARY_FAMILIES
+from lrpseg.models.families import FamilyError, Logits
 from lrpseg.registry.model_info import ModelInfo, fail
 from lrpseg.registry.pt2 import load_exported
 
 PROBE_SIZE = 64  # input side for the load-time forward check when any size is accepted
-PROBE_SIZE_3D = 16  # the same for volume models (16**3 voxels)
+PROBE_SIZE_3D = 32  # volume models (32**3 voxels: deep MONAI nets halve it 4 times)
 
 
 def read_safetensors(info: ModelInfo) -> dict[str, Tensor]:
@@ -45,7 +48,10 @@ def describe_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> 
 
 
 def load_family_model(info: ModelInfo) -> nn.Module:
-    model = build_model(info.architecture)
+    try:
+        model = build_model(info.architecture)
+    except FamilyError as exc:
+        raise fail(info.path, str(exc)) from None
     state = read_safetensors(info)
     problem = describe_mismatch(model.state_dict(), state)
     if problem:
@@ -54,6 +60,8 @@ def load_family_model(info: ModelInfo) -> nn.Module:
     if bad:
         raise fail(info.path, f"{info.weights_file} holds non-finite values in {bad[:4]}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if info.family in LIBRARY_FAMILIES:
+        model = Logits(model)  # one logits tensor, whatever the library returns
     return model.eval()
 
 
@@ -66,8 +74,8 @@ def probe(info: ModelInfo, model: nn.Module, device: torch.device) -> None:
             out = model(x)
     except Exception as exc:
         raise fail(info.path, f"forward pass on a {tuple(x.shape)} input failed: {type(exc).__name__}: {exc}") from None
-    spatial = (side,) * info.spatial_dims
-    expected = (1, info.num_classes, *spatial) if info.kind == "segmenter" else (1, info.num_classes)
+    expected = (1, info.num_classes, *x.shape[2:]) if info.kind == "segmenter" else (1, info.num_classes)
+    out = output_source(out)
     shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
     if shape != expected:
         raise fail(

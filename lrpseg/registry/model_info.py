@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from lrpseg.models import UNetConfig, VGGConfig
+from lrpseg.models.families import FAMILIES as LIBRARY_FAMILIES
+from lrpseg.models.families import FamilyError, channels
 from lrpseg.registry.errors import RegistryError
 from lrpseg.registry.metadata import ModelMetadata, read_metadata
 
@@ -32,6 +34,8 @@ FAMILIES: dict[str, tuple[str | None, str, type | None]] = {
     "unet": ("segmenter", ".safetensors", UNetConfig),
     "vgg11": ("classifier", ".safetensors", VGGConfig),
     "exported": (None, ".pt2", None),
+    # networks of other libraries, built from the architecture's keyword arguments (lrpseg.models.families)
+    **{name: ("segmenter", ".safetensors", None) for name in LIBRARY_FAMILIES},
 }
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -92,12 +96,12 @@ class ModelInfo:
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
             "input_size": self.input_size,
+            "spatial_dims": self.spatial_dims,
             "mean": list(self.mean),
             "std": list(self.std),
             "zbox_bounds": list(self.zbox_bounds),
             "description": self.description,
             "card": json.loads(json.dumps(self.card)),
-            "spatial_dims": self.spatial_dims,
             **self.metadata.to_dict(),
         }
 
@@ -139,11 +143,17 @@ def architecture(directory: Path, config: dict[str, Any]) -> tuple[str, dict[str
     """(family, params, in_channels, num_classes, fixed input size) of the declared architecture."""
     arch = config.get("architecture")
     if not isinstance(arch, dict) or "family" not in arch:
-        raise fail(directory, 'config needs "architecture": {"family": "unet" | "vgg11" | "exported", ...}')
+        raise fail(directory, f'config needs "architecture": {{"family": one of {sorted(FAMILIES)}, ...}}')
     params = dict(arch)
     family = params.pop("family")
     if family not in FAMILIES:
         raise fail(directory, f"unknown family {family!r}; known: {sorted(FAMILIES)}")
+    if family in LIBRARY_FAMILIES:
+        try:
+            in_channels, num_classes, _ = channels(family, params)
+        except FamilyError as exc:
+            raise fail(directory, str(exc)) from None
+        return family, params, in_channels, num_classes, None
     config_class = FAMILIES[family][2]
     if config_class is None:
         try:
@@ -263,7 +273,7 @@ def read_model_info(directory: Path) -> ModelInfo:
         evaluation=dict(config.get("evaluation") or {}),
         training=dict(config.get("training") or {}),
         metadata=read_metadata(directory, config, names),
-        spatial_dims=spatial_dims(directory, params),
+        spatial_dims=channels(family, params)[2] if family in LIBRARY_FAMILIES else spatial_dims(directory, params),
     )
 
 

@@ -228,7 +228,11 @@ def broken(root: Path, problem: str) -> Path:
     [
         ("missing weights", "weights file model.safetensors is missing"),
         ("bad json", r"config.json is not valid JSON \(Expecting .* at line 1"),
-        ("unknown family", r"unknown family 'resnet'; known: \['exported', 'unet', 'vgg11'\]"),
+        (
+            "unknown family",
+            r"unknown family 'resnet'; known: \['exported', 'monai', 'segmentation_models_pytorch', "
+            r"'torchvision.models.segmentation', 'unet', 'vgg11'\]",
+        ),
         ("class count", "class_names has 3 entries but the model outputs 2 classes"),
         ("pickle weights", "model.pt is a pickle-based file, which is never loaded"),
         ("kind mismatch", "family 'unet' is a segmenter, but kind says 'classifier'"),

@@ -14,6 +14,14 @@ from torch import Tensor, nn
 from lrpseg import lrp
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _norm(x: Tensor, dims: tuple[int, ...], detach: bool, eps: float = 1e-5) -> Tensor:
     """(x - mean) / σ over dims, σ optionally detached (the reference of the σ-constant rule)."""
     var = x.var(dim=dims, unbiased=False, keepdim=True)
