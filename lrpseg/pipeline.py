@@ -616,6 +616,8 @@ def render_artifacts(
     pixels = x01[0].cpu().numpy()
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(labels, info.num_classes)
+    if labels is not None and wants("segmentation.npy"):  # class indices, for programs (client, /v2 infer)
+        out["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is not None and rel2d is not None:
         kw = transfer_args(params)
         if wants("relevance.png"):

@@ -61,6 +61,7 @@ class Artifact(StrEnum):
     mask_bmm = "mask-bmm.png"
     pr_curve = "pr-curve.png"
     relevance_npy = "relevance.npy"
+    segmentation_npy = "segmentation.npy"
     seg_dcm = "seg.dcm"
     relevance_dcm = "relevance.dcm"
 

@@ -145,7 +145,7 @@ def test_classifier_resized_to_its_input(registry: Registry, sample) -> None:
 def test_segment_task_and_artifact_selection(unet, sample) -> None:
     (info, model), (image, truth) = unet, sample
     out = run_job(model, info, image, params(task="segment"), truth)
-    assert set(out.artifacts) == {"segmentation.png"} and "explanation" not in out.result
+    assert set(out.artifacts) == {"segmentation.png", "segmentation.npy"} and "explanation" not in out.result
     assert out.result["ground_truth"]["model"]["positive_share"] == pytest.approx(truth.mean())
     out = run_job(model, info, image, params(masks=["bmm"], artifacts=["mask-bmm.png", "relevance.npy"]))
     assert set(out.artifacts) == {"mask-bmm.png", "relevance.npy"} and list(out.result["masks"]) == ["bmm"]
