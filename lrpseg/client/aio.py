@@ -120,7 +120,7 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     async def result(self, job: str | Submitted | dict[str, Any]) -> Result:
-        view = job if isinstance(job, dict) else p.check_ended(await self.status(job))
+        view = p.check_ended(job if isinstance(job, dict) else await self.status(job))
         arrays = {name: (await self.request("GET", url)).content for name, url in p.array_links(view).items()}
         return p.result_of(view, arrays)
 
@@ -156,7 +156,7 @@ class AsyncClient:
     async def download(
         self, job: str | Submitted | dict[str, Any], out: Path, names: Iterable[str] | None = None
     ) -> list[Path]:
-        view = job if isinstance(job, dict) else p.check_ended(await self.status(job))
+        view = p.check_ended(job if isinstance(job, dict) else await self.status(job))
         links = view["links"].get("artifacts") or {}
         wanted = set(links) if names is None else set(names)
         out.mkdir(parents=True, exist_ok=True)

@@ -129,7 +129,7 @@ class Client:
 
     def result(self, job: str | Submitted | dict[str, Any]) -> Result:
         """A finished job's result with relevance.npy and segmentation.npy loaded as arrays."""
-        view = job if isinstance(job, dict) else p.check_ended(self.status(job))
+        view = p.check_ended(job if isinstance(job, dict) else self.status(job))
         arrays = {name: self.request("GET", url).content for name, url in p.array_links(view).items()}
         return p.result_of(view, arrays)
 
@@ -150,7 +150,7 @@ class Client:
         self, job: str | Submitted | dict[str, Any], out: Path, names: Iterable[str] | None = None
     ) -> list[Path]:
         """Save a finished job's artifacts (all, or `names`) into the folder `out`."""
-        view = job if isinstance(job, dict) else p.check_ended(self.status(job))
+        view = p.check_ended(job if isinstance(job, dict) else self.status(job))
         links = view["links"].get("artifacts") or {}
         wanted = set(links) if names is None else set(names)
         out.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,11 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from rq.job import Job
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import Headers
 
 import lrpseg
 from lrpseg.registry import ModelInfo, Registry, RegistryError
@@ -35,7 +35,7 @@ from schemas.inference_protocol import (
     ServerMetadata,
     TensorMetadata,
 )
-from schemas.problems import FieldError
+from schemas.problems import FieldError, Problem
 from service import views
 from service.deps import RedisDep, RegistryDep, SettingsDep, StatsDep, get_principal
 from service.errors import ApiError
@@ -140,8 +140,13 @@ def model_metadata(name: str, registry: RegistryDep, version: str | None = None)
     return metadata(find_model(registry, name, version), registry)
 
 
-@router.get("/models/{name}/ready", response_model=Ready, dependencies=AUTH)
-@router.get("/models/{name}/versions/{version}/ready", response_model=Ready, dependencies=AUTH)
+@router.get("/models/{name}/ready", response_model=Ready, dependencies=AUTH, responses={503: {"model": Ready}})
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_model=Ready,
+    dependencies=AUTH,
+    responses={503: {"model": Ready}},
+)
 def model_ready(
     name: str, registry: RegistryDep, stats: StatsDep, settings: SettingsDep, version: str | None = None
 ) -> JSONResponse:
@@ -154,6 +159,14 @@ def model_ready(
 
 # ---- inference ----------------------------------------------------------------------------------
 
+INFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "malformed request or tensor (`error` says which field)"},
+    404: {"model": Problem, "description": "no such model or version"},
+    422: {"model": Problem, "description": "the image does not fit the model, or bad explanation parameters"},
+    429: {"model": Problem, "description": "too many requests or jobs for this key (Retry-After)"},
+    503: {"model": Problem, "description": "queue full (Retry-After)"},
+    504: {"model": Problem, "description": "the jobs did not end within the timeout; they go on (ids in `error`)"},
+}
 INFER_DOC = {
     "requestBody": {
         "content": {
@@ -172,6 +185,7 @@ INFER_DOC = {
     "/models/{name}/infer",
     response_model=InferResponse,
     dependencies=AUTH,
+    responses=INFER_ERRORS,
     openapi_extra=INFER_DOC,
     summary="Run the model and explain it: segmentation/probabilities, relevance and result as tensors",
 )
@@ -179,6 +193,7 @@ INFER_DOC = {
     "/models/{name}/versions/{version}/infer",
     response_model=InferResponse,
     dependencies=AUTH,
+    responses=INFER_ERRORS,
     openapi_extra=INFER_DOC,
     summary="Infer with one version of the model",
 )
@@ -346,7 +361,7 @@ def check_ended(job: Job, job_ids: list[str], retry_after: int) -> None:
 def output_tensors(
     jobs: list[Job], outputs: list[str], info: ModelInfo, intake: Intake
 ) -> list[tuple[str, np.ndarray | list[bytes]]]:
-    results = [job.return_value() for job in jobs]
+    results: list[dict[str, Any]] = [job.return_value() or {} for job in jobs]
     tensors: list[tuple[str, np.ndarray | list[bytes]]] = []
     for name in outputs:
         if name == "result":
