@@ -26,6 +26,7 @@ from lrpseg import lrp, render
 from lrpseg import masks as mask_extractors
 from lrpseg import metrics as metric_fns
 from lrpseg.io import DecodedImage
+from lrpseg.io.levels import InputLevels, LevelsError, apply_levels
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.registry import ModelInfo
@@ -71,13 +72,49 @@ def resolve_params(params: JobParams, info: ModelInfo) -> JobParams:
         raise ParamsError("params.target.kind", f"model {info.id} is a classifier; a region target needs a segmenter")
     if target.kind == "all" and cls is not None:
         raise ParamsError("params.target.cls", "target kind 'all' explains every class; leave cls out")
-    return params.model_copy(update={"model": info.id, "target": target.model_copy(update={"cls": cls})})
+    return params.model_copy(
+        update={
+            "model": info.id,
+            "target": target.model_copy(update={"cls": cls}),
+            "input": resolve_input(params, info),
+        }
+    )
+
+
+def resolve_input(params: JobParams, info: ModelInfo) -> Any:
+    """params.input over the model's defaults (config.json "input"); channels "reject" unless set."""
+    from pydantic import ValidationError
+
+    from schemas.params import InputParams
+
+    merged = {"channels": "reject", **info.input_defaults, **params.input.model_dump(exclude_unset=True)}
+    if merged["channels"] is None:
+        merged["channels"] = "reject"
+    try:
+        return InputParams.model_validate(merged)
+    except ValidationError as exc:
+        raise ParamsError("params.input", f"with model {info.id}'s input defaults: {exc.errors()[0]['msg']}") from None
+
+
+def prepare_image(image: DecodedImage, params: JobParams, info: ModelInfo) -> DecodedImage:
+    """The decoded image read as params.input says (resolved params), checked against the model."""
+    levels = params.input
+    window = (levels.window.centre, levels.window.width) if levels.window is not None else None
+    try:
+        image = apply_levels(image, InputLevels(levels.bits, window, levels.channels or "reject"), info.in_channels)
+    except LevelsError as exc:
+        raise ParamsError(exc.field, str(exc)) from None
+    check_image(params, info, image.channels, image.height, image.width)
+    return image
 
 
 def check_image(params: JobParams, info: ModelInfo, channels: int, height: int, width: int) -> None:
     """Channels and size against the model, boxes against the image."""
     if channels != info.in_channels:
-        raise ParamsError("image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}")
+        hint = ' (send params.input.channels "luminance" or "first" to convert RGB)' if channels == 3 else ""
+        raise ParamsError(
+            "image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}{hint}"
+        )
     size = info.input_size
     if size is not None and (height, width) != (size, size) and not params.resize:
         raise ParamsError(
@@ -445,7 +482,7 @@ def finish(
     device = forwarded.logits.device
     clock = Clock(device, progress)
     tail_start = time.perf_counter()
-    warnings: list[str] = []
+    warnings: list[str] = list(image.warnings)
     artifacts: dict[str, bytes] = {}
     result: dict[str, Any] = {
         "model": {"id": info.id, "name": info.name, "version": info.version, "kind": info.kind},
@@ -466,6 +503,8 @@ def finish(
         result["input"]["resized_from"] = (image.height, image.width)
     truth = resize_truth(ground_truth, (h, w)) if ground_truth is not None else None
     labels, model_mask = summarise_output(result, info, logits, params)
+    if model_mask is not None and not model_mask.any() and params.target.kind in ("class", "region"):
+        warnings.append(empty_target_warning(info, params))
 
     extracted: dict[str, Any] = {}
     rel2d: np.ndarray | None = None
@@ -568,6 +607,17 @@ def summarise_output(
     cls = params.target.cls
     model_mask = labels == cls if cls is not None else labels != 0
     return labels, model_mask
+
+
+def empty_target_warning(info: ModelInfo, params: JobParams) -> str:
+    """Never a silent all-background answer: say the model found nothing, and what to check."""
+    cls = params.target.cls
+    name = info.class_names[cls] if isinstance(cls, int) else str(cls)
+    return (
+        f"the model predicts no {name!r} pixels in this image: the explanation is of an empty output and "
+        "the masks' metrics compare empty masks. If the part should show one, check how the image's values "
+        "are read (params.input.bits or input.window)"
+    )
 
 
 def mask_summaries(extracted: dict[str, Any], model_mask: np.ndarray | None, truth: np.ndarray | None) -> dict:

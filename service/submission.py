@@ -20,7 +20,7 @@ from rq import Callback, Queue, Retry
 from rq.job import Job
 
 from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
-from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
+from lrpseg.pipeline import ParamsError, batch_key, prepare_image, resolve_params
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
@@ -280,8 +280,7 @@ def check_submission(
     info = resolve_model(registry, params)
     try:
         params = resolve_params(params, info)
-        decoded = decode(image, "image", settings, params.frame)
-        check_image(params, info, decoded.channels, decoded.height, decoded.width)
+        decoded = prepare_image(decode(image, "image", settings, params.frame), params, info)
         if gt is not None:
             truth = decode(gt, "ground_truth", settings, None)
             if (truth.height, truth.width) != (decoded.height, decoded.width):

@@ -18,7 +18,7 @@ from rq.timeouts import JobTimeoutException
 from torch import nn
 
 from lrpseg.io import DecodedImage, decode_image
-from lrpseg.pipeline import PipelineResult, check_image, finish, resolve_params, run_job
+from lrpseg.pipeline import PipelineResult, finish, prepare_image, resolve_params, run_job
 from lrpseg.registry import ModelInfo
 from schemas.params import JobParams
 from schemas.results import JobResult
@@ -70,7 +70,7 @@ def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> Loaded:
     info, model = rt.model(params.model or rt.registry.default_id)
     params = resolve_params(params, info)
     image = _decode(inputs.image.data, inputs.image.filename, inputs.image.content_type, rt, params.frame)
-    check_image(params, info, image.channels, image.height, image.width)
+    image = prepare_image(image, params, info)
     truth = None
     if inputs.ground_truth is not None:
         gt = inputs.ground_truth

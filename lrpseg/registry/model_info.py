@@ -59,6 +59,7 @@ class ModelInfo:
     weights_file: str = "model.safetensors"
     evaluation: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    input_defaults: dict[str, Any] = field(default_factory=dict)  # config "input": bits/window/channels
 
     @property
     def zbox_bounds_per_channel(self) -> list[tuple[float, float]]:
@@ -97,6 +98,17 @@ class ModelInfo:
 
 def fail(directory: Path, problem: str) -> RegistryError:
     return RegistryError(f"model directory {directory}: {problem}")
+
+
+INPUT_KEYS = ("bits", "window", "channels")
+
+
+def input_defaults(directory: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """config.json "input": how this model's images are usually sent (a job's params.input overrides)."""
+    value = config.get("input") or {}
+    if not isinstance(value, dict) or set(value) - set(INPUT_KEYS):
+        raise fail(directory, f"input must be a JSON object with keys from {list(INPUT_KEYS)}")
+    return dict(value)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -254,4 +266,5 @@ def read_model_info(directory: Path) -> ModelInfo:
         weights_file=weights_file(directory, config, family),
         evaluation=dict(config.get("evaluation") or {}),
         training=dict(config.get("training") or {}),
+        input_defaults=input_defaults(directory, config),
     )

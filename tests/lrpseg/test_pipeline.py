@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -271,3 +272,15 @@ def test_a_batch_needs_one_shape_and_shared_params(unet, sample) -> None:
     with pytest.raises(ValueError, match="must agree"):
         run_jobs(model, info, [image, image], [params(), params(lrp={"composite": "montavon"})])
     assert run_jobs(model, info, [], []) == []
+
+
+def test_an_empty_target_class_is_never_silent(unet, sample) -> None:
+    info, shifted = unet[0], copy.deepcopy(unet[1])
+    with torch.no_grad():
+        shifted.head.bias[1] -= 1e3  # the model now calls every pixel background
+    image, _ = sample
+    empty = run_job(shifted, info, image, params(masks=["simple"])).result
+    assert empty["segmentation"]["classes"][1]["pixels"] == 0
+    assert [w for w in empty["warnings"] if "predicts no 'defect' pixels" in w]
+    found = run_job(unet[1], info, image, params(masks=["simple"])).result
+    assert found["segmentation"]["classes"][1]["pixels"] > 0 and found["warnings"] == []
