@@ -65,12 +65,12 @@ class AsyncClient:
 
     async def ready(self) -> dict[str, Any]:
         try:
-            return (await self.http.get("/readyz")).json()
+            return p.body(await self.http.get("/readyz"))
         except httpx.TransportError as exc:
             raise (p.not_running(exc, self.url) or exc) from exc
 
     async def models(self) -> dict[str, Any]:
-        return (await self.request("GET", "/v1/models")).json()
+        return p.body(await self.request("GET", "/v1/models"))
 
     async def submit(
         self,
@@ -98,7 +98,7 @@ class AsyncClient:
         return p.batch_submitted(response)
 
     async def status(self, job: str | Submitted) -> dict[str, Any]:
-        return (await self.request("GET", f"/v1/jobs/{p.job_id_of(job)}")).json()
+        return p.body(await self.request("GET", f"/v1/jobs/{p.job_id_of(job)}"))
 
     async def wait(
         self, job: str | Submitted, timeout: float = 600.0, on_progress: Progress | None = None
@@ -107,7 +107,7 @@ class AsyncClient:
         deadline = time.monotonic() + timeout
         for poll in range(1 << 30):
             response = await self.request("GET", f"/v1/jobs/{job_id}")
-            view = response.json()
+            view = p.body(response)
             if on_progress is not None:
                 on_progress(view)
             if view["status"] in p.ENDED:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from lrpseg.client.errors import JobFailed, ProblemError, ServerNotRunning
+from lrpseg.client.errors import ClientError, JobFailed, ProblemError, ServerNotRunning
 from lrpseg.client.results import Result, Submitted
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -67,6 +67,17 @@ def problem(response: httpx.Response) -> ProblemError:
     if not isinstance(body, dict):
         body = {"title": response.reason_phrase or f"HTTP {response.status_code}", "detail": response.text[:200]}
     return ProblemError(response.status_code, body)
+
+
+def body(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object (anything else is not an lrpseg answer)."""
+    try:
+        value = response.json()
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ClientError(f"{response.request.url} answered {response.status_code} without a JSON object")
+    return value
 
 
 def job_id_of(job: str | Submitted | dict[str, Any]) -> str:

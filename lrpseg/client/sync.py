@@ -73,12 +73,12 @@ class Client:
     def ready(self) -> dict[str, Any]:
         """/readyz: whether Redis, a worker and the models are there (ProblemError-free: the body)."""
         try:
-            return self.http.get("/readyz").json()
+            return p.body(self.http.get("/readyz"))
         except httpx.TransportError as exc:
             raise (p.not_running(exc, self.url) or exc) from exc
 
     def models(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/models").json()
+        return p.body(self.request("GET", "/v1/models"))
 
     def submit(
         self,
@@ -107,7 +107,7 @@ class Client:
         return p.batch_submitted(response)
 
     def status(self, job: str | Submitted) -> dict[str, Any]:
-        return self.request("GET", f"/v1/jobs/{p.job_id_of(job)}").json()
+        return p.body(self.request("GET", f"/v1/jobs/{p.job_id_of(job)}"))
 
     def wait(self, job: str | Submitted, timeout: float = 600.0, on_progress: Progress | None = None) -> dict[str, Any]:
         """Poll until the job ends (with backoff); its finished view, or JobFailed / WaitTimeout."""
@@ -115,7 +115,7 @@ class Client:
         deadline = time.monotonic() + timeout
         for poll in range(1 << 30):
             response = self.request("GET", f"/v1/jobs/{job_id}")
-            view = response.json()
+            view = p.body(response)
             if on_progress is not None:
                 on_progress(view)
             if view["status"] in p.ENDED:
