@@ -82,8 +82,9 @@ def expand(paths: list[Path]) -> list[Path]:
     return images
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """An empty output folder, marked as ours; refuse a non-empty one unless --overwrite clears ours."""
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty output folder, unless --overwrite and an earlier lrpseg explain wrote it.
+    Nothing is touched yet: a failed submission leaves the folder as it was."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file")
     if out.exists() and any(out.iterdir()):
@@ -91,8 +92,13 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             raise UsageError(f"--out {out}/ is not empty; pass --overwrite to replace it, or choose another folder")
         if not (out / OUT_MARK).exists():
             raise UsageError(f"--out {out}/ was not written by lrpseg explain; it is left alone (clear it yourself)")
+
+
+def make_out(out: Path) -> None:
+    """The checked output folder, emptied and marked as ours."""
+    if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
     (out / OUT_MARK).write_text("written by lrpseg explain; --overwrite may clear this folder\n")
 
 
@@ -140,6 +146,7 @@ def explain_one(client: Client, args: argparse.Namespace, image: Path, params: d
     finally:
         if not args.quiet:
             print(file=sys.stderr)
+    make_out(out)
     saved = save(client, view, out)
     print(summary(view["result"]))
     print(f"saved {len(saved)} artifacts and result.json to {out}/")
@@ -161,6 +168,7 @@ def explain_many(
                 failed += 1
                 continue
             raise
+    make_out(out)
     done = 0
     bar = tqdm(total=len(jobs), unit="image", disable=args.quiet, file=sys.stderr)
     for image, job in jobs:
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         single = len(images) == 1 and not args.images[0].is_dir()
         out = args.out or (Path(f"{images[0].stem}-lrpseg") if single else BATCH_OUT)
         params = load_params(args.params, args.model)
-        prepare_out(out, args.overwrite)
+        check_out(out, args.overwrite)
         with Client(args.url, api_key=args.api_key) as client:
             if single:
                 return explain_one(client, args, images[0], params, out)

@@ -38,23 +38,26 @@ def test_unreachable_service_says_how_to_start_one(tmp_path: Path, capsys: pytes
     assert explain.run(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("lrpseg explain: connection refused") and f"running at http://127.0.0.1:{port}" in err
-    assert "make serve" in err
+    assert "make serve" in err and not (tmp_path / "o").exists()
 
 
 def test_a_non_empty_out_is_refused_and_only_ours_is_cleared(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    explain.prepare_out(out, overwrite=False)  # new: made and marked
+    explain.check_out(out, overwrite=False)
+    assert not out.exists()  # nothing is made before a job has finished
+    explain.make_out(out)
     assert [p.name for p in out.iterdir()] == [explain.OUT_MARK]
     (out / "relevance.png").write_bytes(b"an earlier job's")
     with pytest.raises(explain.UsageError, match="not empty; pass --overwrite"):
-        explain.prepare_out(out, overwrite=False)
-    explain.prepare_out(out, overwrite=True)
+        explain.check_out(out, overwrite=False)
+    explain.check_out(out, overwrite=True)
+    explain.make_out(out)
     assert [p.name for p in out.iterdir()] == [explain.OUT_MARK]  # the earlier files are gone
     theirs = tmp_path / "thesis"
     theirs.mkdir()
     (theirs / "chapter1.tex").write_text("years of work")
     with pytest.raises(explain.UsageError, match="not written by lrpseg explain"):
-        explain.prepare_out(theirs, overwrite=True)
+        explain.check_out(theirs, overwrite=True)
     assert (theirs / "chapter1.tex").exists()
 
 
