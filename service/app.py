@@ -26,7 +26,7 @@ from service.deps import get_principal
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
 from service.ratelimit import JobSlots, RateLimiter
-from service.routers import batches, health, inference_protocol, jobs, models, viewer
+from service.routers import api_docs, batches, health, inference_protocol, jobs, models, viewer
 
 DESCRIPTION = """Segmentation and whole-output LRP explanations as a service.
 
@@ -49,7 +49,10 @@ def create_app(
             redis.close()
 
     # /docs and /redoc from the Swagger UI and ReDoc files fastapi-offline ships: no CDN, works air-gapped
-    app = FastAPIOffline(title="lrpseg", version=lrpseg.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPIOffline(
+        title="lrpseg", version=lrpseg.__version__, description=DESCRIPTION, lifespan=lifespan, redoc_url=None
+    )
+    app.include_router(api_docs.router)  # /redoc: the same files, under a CSP (service/routers/api_docs.py)
     metrics = ServiceMetrics()
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     stats = Stats(redis, settings.key_prefix)
@@ -77,6 +80,8 @@ def create_app(
             expose_headers=["Location", "Retry-After", "X-Request-ID", *RATE_HEADERS],
         )
     app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
+    describe = app.openapi  # FastAPI's, which caches the document in app.openapi_schema
+    app.openapi = lambda: app.openapi_schema or inference_protocol.add_schemas(describe())  # type: ignore[method-assign]
     routers = (jobs.router, batches.router, models.router, health.router, inference_protocol.router, viewer.router)
     for router in routers:
         app.include_router(router, dependencies=V1_AUTH if router.prefix.startswith("/v1") else None)

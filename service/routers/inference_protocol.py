@@ -159,6 +159,17 @@ def model_ready(
 
 # ---- inference ----------------------------------------------------------------------------------
 
+
+def add_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Put InferRequest (and what it refers to) into the OpenAPI components: the infer routes read
+    their body themselves (JSON or the binary extension), so FastAPI does not list it."""
+    schema = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["InferRequest"] = schema
+    return openapi
+
+
 INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "malformed request or tensor (`error` says which field)"},
     404: {"model": Problem, "description": "no such model or version"},
