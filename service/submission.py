@@ -55,7 +55,7 @@ from service.deps import (
     StoreDep,
 )
 from service.errors import ApiError, params_error, retry_later
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
@@ -167,9 +167,9 @@ class Intake:
                 prepared.append(Prepared(new_job_id(), item, checked))
             reserved: list[str] = []
             try:
-                for item in prepared:
-                    reserve_slot(self.slots, self.principal, item.job_id, settings)
-                    reserved.append(item.job_id)
+                for ready in prepared:
+                    reserve_slot(self.slots, self.principal, ready.job_id, settings)
+                    reserved.append(ready.job_id)
             except ApiError:
                 self.release_slots(reserved)
                 raise

@@ -35,6 +35,7 @@ from schemas.inference_protocol import (
     ServerMetadata,
     TensorMetadata,
 )
+from schemas.jobs import JobState
 from schemas.problems import FieldError, Problem
 from service import views
 from service.deps import RedisDep, RegistryDep, SettingsDep, StatsDep, get_principal
@@ -223,7 +224,9 @@ async def infer(
     return Response(content, headers=headers)
 
 
-def run_inference(intake: Intake, redis: Any, info: ModelInfo, req: InferRequest, tail: bytes) -> tuple[bytes, dict]:
+def run_inference(
+    intake: Intake, redis: Any, info: ModelInfo, req: InferRequest, tail: bytes
+) -> tuple[bytes, dict[str, str]]:
     settings = intake.settings
     images = image_batch(req, tail, info, settings.max_pixels * 4 * settings.max_batch_images)
     if len(images) > settings.max_batch_images:
@@ -350,7 +353,7 @@ def npy_upload(array: np.ndarray) -> UploadFile:
 
 def check_ended(job: Job, job_ids: list[str], retry_after: int) -> None:
     state = views.state_of(job)
-    if state in (views.JobState.queued, views.JobState.started):
+    if state in (JobState.queued, JobState.started):
         raise ApiError(
             504,
             "Inference timed out",
@@ -359,7 +362,7 @@ def check_ended(job: Job, job_ids: list[str], retry_after: int) -> None:
             code="inference-timeout",
             headers={"Retry-After": str(retry_after)},
         )
-    if state is not views.JobState.finished:
+    if state is not JobState.finished:
         error = views.error_of(job, job.meta or {})
         raise ApiError(
             JOB_ERROR_STATUS.get(error.code, 500),

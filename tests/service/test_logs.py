@@ -149,7 +149,7 @@ def test_json_lines_carry_no_ansi_codes() -> None:
     """uvicorn logs with `color_message` (ANSI colours) in the record; JSON must not carry it."""
     stream = io.StringIO()
     logs.configure("info", "json", stream)
-    logging.getLogger("uvicorn.error").info(
+    logging.getLogger("lrpseg.test.uvicorn-like").warning(
         "Uvicorn running on %s", "http://127.0.0.1:8000", extra={"color_message": "\x1b[1mUvicorn\x1b[0m running on %s"}
     )
     logging.getLogger("lrpseg.test").warning("\x1b[31mred\x1b[0m text", extra={"note": "\x1b[32mgreen\x1b[0m"})
