@@ -42,7 +42,8 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail = status, title, detail
-        self.code = code or title.lower().replace(" ", "-")
+        # the problem `type` is PROBLEM_TYPE + code, always kebab-case (the decoders' codes are snake_case)
+        self.code = (code or title.lower().replace(" ", "-")).replace("_", "-")
         self.headers = headers or {}
         self.errors = errors
 
