@@ -41,7 +41,7 @@ from service import views
 from service.deps import RedisDep, RegistryDep, SettingsDep, StatsDep, get_principal
 from service.errors import ApiError
 from service.routers import health
-from service.submission import Intake, IntakeDep
+from service.submission import Intake, IntakeDep, check_capacity
 from service.tensors import (
     HEADER_LENGTH,
     TensorError,
@@ -234,6 +234,7 @@ def run_inference(
     outputs = requested_outputs(req, info)
     params = job_params(req.parameters or {}, info, outputs)
     wait = wait_seconds(req.parameters or {}, settings.max_wait)
+    check_capacity(intake.queue, settings, incoming=len(images))  # room for all N, or a 503 before any is queued
     job_ids: list[str] = []
     for array in images:
         job_ids.append(intake.accept(npy_upload(array), None, params, None))
