@@ -1,5 +1,5 @@
 """A real running service for tests that talk HTTP from outside: uvicorn on a free loopback
-port (the app with the test registry) and a real worker process (`python -m lrpseg.cli worker`)."""
+port (the app with the test registry) and a real worker process (`python -m launch worker`)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def start_server(app: Any) -> tuple[str, Callable[[], None]]:
     return f"http://127.0.0.1:{port}", stop
 
 
-def worker_env(connection: redis.Redis, registry: Registry, settings: Settings) -> dict[str, str]:
+def worker_env(connection: redis.Redis, registry: Registry, settings: Settings, preload: str) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"},
         "REDIS_URL": redis_url_of(connection),
@@ -62,7 +62,7 @@ def worker_env(connection: redis.Redis, registry: Registry, settings: Settings) 
         "LRPSEG_KEY_PREFIX": settings.key_prefix,
         "LRPSEG_MODELS_DIR": str(registry.dirs[0]),
         "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
-        "LRPSEG_PRELOAD": "all",
+        "LRPSEG_PRELOAD": preload,
         "LRPSEG_DEVICE": "cpu",
         "LRPSEG_TORCH_THREADS": "1",
         "LRPSEG_PARENT_PID": str(os.getpid()),
@@ -71,11 +71,13 @@ def worker_env(connection: redis.Redis, registry: Registry, settings: Settings) 
 
 
 @contextmanager
-def worker_process(connection: redis.Redis, registry: Registry, settings: Settings) -> Iterator[subprocess.Popen]:
+def worker_process(
+    connection: redis.Redis, registry: Registry, settings: Settings, preload: str = "all"
+) -> Iterator[subprocess.Popen]:
     """A real worker process on the settings' queue with the test models; stopped (and checked) after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lrpseg.cli", "worker"],
-        env=worker_env(connection, registry, settings),
+        [sys.executable, "-m", "launch", "worker"],
+        env=worker_env(connection, registry, settings, preload),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

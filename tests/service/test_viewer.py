@@ -12,10 +12,7 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,7 +25,6 @@ import numpy as np
 import pydicom.data
 import pytest
 import redis
-import uvicorn
 from PIL import Image
 
 with warnings.catch_warnings():
@@ -43,7 +39,8 @@ from lrpseg.render.colors import diverging_lut
 from service import samples
 from service.app import create_app
 from service.routers.viewer import CONTENT_SECURITY_POLICY
-from tests.service import factories
+from tests.service import factories, live
+from tests.service.live import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -227,13 +224,6 @@ requires_chromium = pytest.mark.skipif(
 )
 
 
-def redis_url_of(connection: redis.Redis) -> str:
-    kwargs = connection.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
 @pytest.fixture
 def serve(redis_conn: redis.Redis, registry: Registry) -> Iterator[Callable[[Settings], str]]:
     """Start the app on a free loopback port, served by uvicorn in a thread; its base URL."""
@@ -254,57 +244,11 @@ def live_server(serve: Callable[[Settings], str], settings: Settings) -> str:
     return serve(settings)
 
 
-def start_server(app: Any) -> tuple[str, Callable[[], None]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{port}", stop
-
-
 @pytest.fixture
 def worker_process(redis_conn: redis.Redis, registry: Registry, settings: Settings) -> Iterator[subprocess.Popen]:
     """A real worker process on the test queue with the test models."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"},
-        "REDIS_URL": redis_url_of(redis_conn),
-        "LRPSEG_QUEUE_NAME": settings.queue_name,
-        "LRPSEG_KEY_PREFIX": settings.key_prefix,
-        "LRPSEG_MODELS_DIR": str(registry.dirs[0]),
-        "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
-        "LRPSEG_PRELOAD": "default",
-        "LRPSEG_DEVICE": "cpu",
-        "LRPSEG_TORCH_THREADS": "1",
-        "LRPSEG_PARENT_PID": str(os.getpid()),
-        "LRPSEG_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "worker"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    assert proc.returncode in (0, -15), out.decode(errors="replace")[-2000:]
+    with live.worker_process(redis_conn, registry, settings, preload="default") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
