@@ -1,4 +1,6 @@
-"""Logging for `lrpseg serve`, `lrpseg api` and `lrpseg worker`: one JSON object per line.
+"""Logging for `lrpseg serve`, `lrpseg api` and `lrpseg worker`: one JSON object per line, or
+human-readable text (`log_format`: `auto`, the default, writes text to a terminal and JSON
+anywhere else; `json` and `text` force one).
 
 Every line carries `time`, `level`, `logger`, `message`, and `request_id` / `job_id` where
 known: the API sets them per request (`RequestContext`), a worker per job (read from RQ's
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,8 @@ job_id_var: ContextVar[str | None] = ContextVar("lrpseg_job_id", default=None)
 ACCESS = logging.getLogger("lrpseg.access")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "job_id"}
 _MARK = "_lrpseg_handler"
+_NOT_FIELDS = {"color_message"}  # uvicorn's copy of the message with ANSI colour codes
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # CSI escape sequences (colours, cursor moves)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s job=%(job_id)s] %(message)s"
 
 
@@ -76,12 +81,16 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": ANSI.sub("", record.getMessage()),
             "request_id": getattr(record, "request_id", None),
             "job_id": getattr(record, "job_id", None),
         }
         for key, value in record.__dict__.items():  # `extra=` fields of our own calls
-            if key not in _STANDARD and not key.startswith("_") and isinstance(value, str | int | float | bool):
+            if key in _STANDARD or key in _NOT_FIELDS or key.startswith("_"):
+                continue
+            if isinstance(value, str):
+                out[key] = ANSI.sub("", value)
+            elif isinstance(value, int | float | bool):
                 out[key] = value
         if record.exc_info:
             out["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
@@ -89,10 +98,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+def resolve_format(fmt: str, stream: IO[str]) -> str:
+    """`auto`: text for a person at a terminal, JSON for a log collector (a pipe or a file)."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: IO[str] | None = None) -> logging.Handler:
     """Route every logger (ours, uvicorn's, RQ's) through one handler on the root logger."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
+    fmt = resolve_format(fmt, stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     setattr(handler, _MARK, True)
     root = logging.getLogger()

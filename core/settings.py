@@ -100,7 +100,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: text on a terminal, JSON otherwise (a pipe, a file, a container's log)"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "serve": "start Redis (embedded unless REDIS_URL), workers and the API",
     "api": "run only the HTTP API",
     "worker": "run only an RQ worker",
-    "explain": "submit an image to a running service and save the artifacts",
+    "explain": "submit images (files or folders) to a running service and save the artifacts",
     "keys": "make an API key (printed once) and the line that configures its hash",
 }
 
@@ -41,9 +41,9 @@ def load(command: str) -> ModuleType:
 
         return worker
     if command == "explain":
-        from service import client
+        from launch import explain
 
-        return client
+        return explain
     if command == "keys":
         from launch import keys
 

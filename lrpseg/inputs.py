@@ -2,8 +2,9 @@
 
 The API runs it to refuse a bad submission (mapping `InputError` to problem+json), the worker
 runs it on the stored upload (mapping it to the job error `bad_input`); both get the same
-checks in the same order: params against the model, decode, image against the model and the
-params, ground truth against the image. The pass (`pipeline.forward_batch`, `pipeline.finish`)
+checks in the same order: params against the model, decode, read the values as params.input says
+(bit depth, window, colour: lrpseg.io.levels), image against the model and the params, ground
+truth against the image. The pass (`pipeline.forward_batch`, `pipeline.finish`)
 takes only `ResolvedParams`, which only `resolve_params` makes.
 """
 
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
+from lrpseg.io.levels import InputLevels, LevelsError, apply_levels
 from lrpseg.registry import ModelInfo
 
 if TYPE_CHECKING:
-    from schemas.params import JobParams
+    from schemas.params import InputParams, JobParams
 
 
 class InputError(ValueError):
@@ -97,8 +100,32 @@ def resolve_params(params: JobParams, info: ModelInfo) -> ResolvedParams:
         raise ParamsError("params.target.kind", f"model {info.id} is a classifier; a region target needs a segmenter")
     if target.kind == "all" and cls is not None:
         raise ParamsError("params.target.cls", "target kind 'all' explains every class; leave cls out")
-    resolved = params.model_copy(update={"model": info.id, "target": target.model_copy(update={"cls": cls})})
-    return ResolvedParams(resolved, info.id)
+    update = {"model": info.id, "target": target.model_copy(update={"cls": cls}), "input": resolve_input(params, info)}
+    return ResolvedParams(params.model_copy(update=update), info.id)
+
+
+def resolve_input(params: JobParams, info: ModelInfo) -> InputParams:
+    """params.input over the model's defaults (config.json "input"); channels "reject" unless set."""
+    from schemas.params import InputParams
+
+    merged = {"channels": "reject", **info.input_defaults, **params.input.model_dump(exclude_unset=True)}
+    if merged["channels"] is None:
+        merged["channels"] = "reject"
+    try:
+        return InputParams.model_validate(merged)
+    except ValidationError as exc:
+        raise ParamsError("params.input", f"with model {info.id}'s input defaults: {exc.errors()[0]['msg']}") from None
+
+
+def apply_input(image: DecodedImage, params: JobParams, info: ModelInfo) -> DecodedImage:
+    """The decoded image read as (resolved) params.input says: bit depth or window, RGB -> one
+    channel; with a warning when it uses little of its range (lrpseg.io.levels)."""
+    levels = params.input
+    window = (levels.window.centre, levels.window.width) if levels.window is not None else None
+    try:
+        return apply_levels(image, InputLevels(levels.bits, window, levels.channels or "reject"), info.in_channels)
+    except LevelsError as exc:
+        raise ParamsError(exc.field, str(exc)) from None
 
 
 def check_resolved(params: ResolvedParams, info: ModelInfo) -> JobParams:
@@ -116,7 +143,10 @@ def check_image(
     """Channels, size and 2-D/3-D against the model, boxes against the image (`depth`: a volume's slices)."""
     check_dims(params, info, depth)
     if channels != info.in_channels:
-        raise ParamsError("image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}")
+        hint = ' (send params.input.channels "luminance" or "first" to convert RGB)' if channels == 3 else ""
+        raise ParamsError(
+            "image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}{hint}"
+        )
     size = info.input_size
     if size is not None and (height, width) != (size, size) and not params.resize:
         raise ParamsError(
@@ -197,7 +227,7 @@ def prepare_inputs(
     """Resolve the params against the model, decode the image and the ground truth, check them all.
     InputError (ParamsError for the params) names the field at fault."""
     resolved = resolve_params(params, info)
-    decoded = decode_input(image, "image", limits, resolved.params.frame)
+    decoded = apply_input(decode_input(image, "image", limits, resolved.params.frame), resolved.params, info)
     check_input(resolved.params, info, decoded)
     truth = None
     if ground_truth is not None:

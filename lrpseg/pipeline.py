@@ -457,7 +457,7 @@ def finish(
     device = forwarded.logits.device
     clock = Clock(device, progress)
     tail_start = time.perf_counter()
-    warnings: list[str] = []
+    warnings: list[str] = list(image.warnings)
     artifacts: dict[str, bytes] = {}
     result: dict[str, Any] = {
         "model": {"id": info.id, "name": info.name, "version": info.version, "kind": info.kind},
@@ -486,6 +486,8 @@ def finish(
     if ground_truth is not None and not image.is_volume:
         truth = resize_truth(ground_truth, (h, w))
     labels, model_mask = summarise_output(result, info, logits, params)
+    if model_mask is not None and not model_mask.any() and params.target.kind in ("class", "region"):
+        warnings.append(empty_target_warning(info, params))
 
     extracted: dict[str, Any] = {}
     rel2d: np.ndarray | None = None  # (H, W), or (D, H, W) for a volume
@@ -606,6 +608,17 @@ def summarise_output(
     return labels, model_mask
 
 
+def empty_target_warning(info: ModelInfo, params: JobParams) -> str:
+    """Never a silent all-background answer: say the model found nothing, and what to check."""
+    cls = params.target.cls
+    name = info.class_names[cls] if isinstance(cls, int) else str(cls)
+    return (
+        f"the model predicts no {name!r} pixels in this image: the explanation is of an empty output and "
+        "the masks' metrics compare empty masks. If the part should show one, check how the image's values "
+        "are read (params.input.bits or input.window)"
+    )
+
+
 def mask_summaries(
     extracted: dict[str, Any], model_mask: np.ndarray | None, truth: np.ndarray | None
 ) -> dict[str, Any]:
@@ -657,6 +670,8 @@ def render_artifacts(
         return {**out, **series_dicom_artifacts(params, info, image, labels, extracted, warnings)}
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(labels, info.num_classes, pixels)
+    if labels is not None and wants("segmentation.npy"):  # class indices, for programs (client, /v2 infer)
+        out["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is not None and rel2d is not None:
         kw = transfer_args(params)
         if wants("relevance.png"):
@@ -696,6 +711,8 @@ def volume_artifacts(
     slices = montage_slices(pixels.shape[1])
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(tile(labels, slices), info.num_classes)
+    if labels is not None and wants("segmentation.npy"):
+        out["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is None or rel3d is None:
         return out
     kw = transfer_args(params)

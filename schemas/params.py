@@ -66,6 +66,7 @@ class Artifact(StrEnum):
     mask_component = "mask-component.png"
     pr_curve = "pr-curve.png"
     relevance_npy = "relevance.npy"
+    segmentation_npy = "segmentation.npy"
     seg_dcm = "seg.dcm"
     relevance_dcm = "relevance.dcm"
 
@@ -214,6 +215,34 @@ class Visualisation(Strict):
         return self
 
 
+class Window(Strict):
+    """A band of source values mapped onto [0, 1] (DICOM's window centre/width; for DICOM in
+    modality units such as HU)."""
+
+    centre: float = Field(ge=-1e12, le=1e12)
+    width: float = Field(gt=0, le=1e12)
+
+
+class InputParams(Strict):
+    """How to read the image's values. Unset fields take the model's defaults (its config.json
+    "input"), else: scale by the container's range, refuse RGB for a one-channel model."""
+
+    bits: int | None = Field(
+        None, ge=1, le=32, description="integer samples hold this many bits (12: 0..4095), whatever their container"
+    )
+    window: Window | None = Field(None, description="instead of bits: map centre ± width/2 onto [0, 1]")
+    channels: Literal["reject", "luminance", "first"] | None = Field(
+        None,
+        description="RGB for a one-channel model: reject (422, the default), luminance (Rec. 709) or first channel",
+    )
+
+    @model_validator(mode="after")
+    def _one_scale(self) -> InputParams:
+        if self.bits is not None and self.window is not None:
+            raise ValueError("give bits or window, not both")
+        return self
+
+
 class JobParams(Strict):
     """What to compute. All fields are optional; `{}` explains the default model's defect class."""
 
@@ -260,6 +289,7 @@ class JobParams(Strict):
         description="also measure pixel deletion/insertion curves of the explanation, a random order and the plain "
         "gradient (2 x 21 forward passes each; docs/lrp.md)",
     )
+    input: InputParams = Field(InputParams(), description="bit depth, window and colour handling of the image")
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -25,7 +26,7 @@ from service.deps import get_principal
 from service.middleware import BodyLimit, RequestContext
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
-from service.routers import batches, health, jobs, models, viewer
+from service.routers import api_docs, batches, health, inference_protocol, jobs, models, viewer
 
 DESCRIPTION = """Segmentation and whole-output LRP explanations as a service.
 
@@ -47,7 +48,11 @@ def create_app(
         if connection is None:
             redis.close()
 
-    app = FastAPI(title="lrpseg", version=lrpseg.__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc from the Swagger UI and ReDoc files fastapi-offline ships: no CDN, works air-gapped
+    app = FastAPIOffline(
+        title="lrpseg", version=lrpseg.__version__, description=DESCRIPTION, lifespan=lifespan, redoc_url=None
+    )
+    app.include_router(api_docs.router)  # /redoc: the same files, under a CSP (service/routers/api_docs.py)
     metrics = ServiceMetrics()
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
     stats = Stats(redis, settings.key_prefix)
@@ -75,7 +80,10 @@ def create_app(
             expose_headers=["Location", "Retry-After", "X-Request-ID", *RATE_HEADERS],
         )
     app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
-    for router in (jobs.router, batches.router, models.router, health.router, viewer.router):
+    describe = app.openapi  # FastAPI's, which caches the document in app.openapi_schema
+    app.openapi = lambda: app.openapi_schema or inference_protocol.add_schemas(describe())  # type: ignore[method-assign]
+    routers = (jobs.router, batches.router, models.router, health.router, inference_protocol.router, viewer.router)
+    for router in routers:
         app.include_router(router, dependencies=V1_AUTH if router.prefix.startswith("/v1") else None)
     return app
 

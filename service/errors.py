@@ -42,7 +42,8 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail = status, title, detail
-        self.code = code or title.lower().replace(" ", "-")
+        # the problem `type` is PROBLEM_TYPE + code, always kebab-case (the decoders' codes are snake_case)
+        self.code = (code or title.lower().replace(" ", "-")).replace("_", "-")
         self.headers = headers or {}
         self.errors = errors
 
@@ -81,9 +82,10 @@ def problem_response(request: Request, error: ApiError) -> JSONResponse:
     headers = dict(error.headers)
     if request_id:
         headers["X-Request-ID"] = request_id
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=error.status, headers=headers, media_type=PROBLEM_JSON
-    )
+    content = body.model_dump(exclude_none=True)
+    if request.url.path.startswith("/v2/"):  # the Open Inference Protocol's clients read `error`
+        content["error"] = f"{error.title}: {error.detail}" if error.detail else error.title
+    return JSONResponse(content, status_code=error.status, headers=headers, media_type=PROBLEM_JSON)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -60,7 +60,8 @@ from service.ratelimit import JobSlots
 
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-STATUS_TITLES = {400: "Bad image", 413: "Image too large", 415: "Unsupported image type", 422: "Invalid image"}
+# titles of errors about the uploaded files (a params field's error is "Invalid parameters")
+STATUS_TITLES = {400: "Bad image", 413: "Image too large", 415: "Unsupported image type", 422: "Invalid input"}
 
 
 @dataclass(frozen=True)
@@ -245,11 +246,12 @@ def read_upload(file: UploadFile | None, field: str, limit: int) -> Upload | Non
 
 
 def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-input") -> ApiError:
+    params = field.startswith("params")
     return ApiError(
         status,
-        STATUS_TITLES.get(status, "Invalid input"),
+        "Invalid parameters" if params else STATUS_TITLES.get(status, "Invalid input"),
         f"{field}: {message}",
-        code=code,
+        code="invalid-params" if params and code == "invalid-input" else code,  # as for a params typo
         errors=[FieldError(field=field, message=message)],
     )
 

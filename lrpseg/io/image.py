@@ -27,6 +27,7 @@ class DecodedImage:
     frame: 0-based index of the decoded frame when the source has several frames
         (multi-frame DICOM, multi-page TIFF), else None.
     frames: number of frames (pages) in the source.
+    warnings: what the caller should know about the input (lrpseg.io.levels), for the result.
     raw: source values before scaling into [0, 1], same (C, H, W) shape, source dtype
         (DICOM: stored values before modality/VOI LUT, colour already converted to RGB;
         DICOM series: modality values, after Rescale Slope/Intercept).
@@ -48,6 +49,7 @@ class DecodedImage:
     raw: np.ndarray | None = None
     frames: int = 1
     depth: int | None = None
+    warnings: tuple[str, ...] = ()
     modality: str | None = None
     series: tuple[Dataset, ...] | None = None
 

@@ -66,6 +66,7 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     metadata: ModelMetadata = field(default_factory=ModelMetadata)  # domain, intended use, codes, window
     spatial_dims: int = 2  # 3: the model takes volumes (N, C, D, H, W)
+    input_defaults: dict[str, Any] = field(default_factory=dict)  # config "input": bits/window/channels
 
     @property
     def zbox_bounds_per_channel(self) -> list[tuple[float, float]]:
@@ -108,6 +109,17 @@ class ModelInfo:
 
 def fail(directory: Path, problem: str) -> RegistryError:
     return RegistryError(f"model directory {directory}: {problem}")
+
+
+INPUT_KEYS = ("bits", "window", "channels")
+
+
+def input_defaults(directory: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """config.json "input": how this model's images are usually sent (a job's params.input overrides)."""
+    value = config.get("input") or {}
+    if not isinstance(value, dict) or set(value) - set(INPUT_KEYS):
+        raise fail(directory, f"input must be a JSON object with keys from {list(INPUT_KEYS)}")
+    return dict(value)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -274,6 +286,7 @@ def read_model_info(directory: Path) -> ModelInfo:
         training=dict(config.get("training") or {}),
         metadata=read_metadata(directory, config, names),
         spatial_dims=channels(family, params)[2] if family in LIBRARY_FAMILIES else spatial_dims(directory, params),
+        input_defaults=input_defaults(directory, config),
     )
 
 

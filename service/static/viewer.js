@@ -10,18 +10,22 @@ const POLL_MS = 250;
 const POLL_LIMIT_MS = 15 * 60 * 1000;
 const SETUP_ERROR = "Cannot load the models:";
 
+// What is on screen belongs to ONE input and at most ONE job made from it. A new input (file,
+// sample, drop, frame) replaces `input` whole and clears the result; a job keeps the input it
+// was submitted with, and anything it draws is dropped unless it is still `state.job`.
 const state = {
   models: [],
   colors: null, // { lut, palette }
-  image: null, // File or Blob with a name
-  truth: null,
-  preview: null, // { bitmap, width, height, rgba }
-  region: null, // { x0, y0, x1, y1 } in image pixels
+  input: null, // { id, image: File, preview: { bitmap, width, height, rgba } | null }
+  truth: null, // the chosen ground-truth file (sent with the next job)
+  region: null, // { x0, y0, x1, y1 } in image pixels of `input`
   drag: null,
-  job: null, // { id, view }
-  relevance: null, // { height, width, values, stats }
+  job: null, // { id, input, params, view }: the job on screen (running or done)
+  relevance: null, // { height, width, values, stats } of `job`
   objectUrls: [],
+  get preview() { return this.input ? this.input.preview : null; },
 };
+let inputCount = 0;
 
 // ---- HTTP ------------------------------------------------------------------------------
 
@@ -114,13 +118,33 @@ function syncForm() {
 
 // ---- image input -----------------------------------------------------------------------
 
+// ---- errors: shown until the person's next action (a new input, Run, another model) ----------
+
+function showError(text) {
+  $("form-error").textContent = text;
+}
+
+function clearError() {
+  $("form-error").textContent = "";
+}
+
+/** A new input: nothing of the previous one (result, region, region target, errors) stays. */
 async function setImage(file, { truth = null } = {}) {
-  state.image = file;
+  clearError();
+  state.job = null; // a job still running for the old input will draw nothing
+  clearResult();
+  state.input = { id: `input-${++inputCount}`, image: file, preview: null };
   state.region = null;
   writeRegionInputs();
+  if ($("target-kind").value.startsWith("region")) { // a region belongs to the image it was drawn on
+    $("target-kind").value = "class";
+    syncForm();
+  }
+  $("submit").disabled = false;
+  setProgress(0, "New input: press Run to explain it.");
   $("image-note").textContent = `${file.name} (${file.size.toLocaleString()} bytes)`;
   if (truth !== undefined) setTruth(truth);
-  await showPreview();
+  await showPreview(state.input);
 }
 
 function setTruth(file) {
@@ -128,33 +152,39 @@ function setTruth(file) {
   $("truth-note").textContent = file ? `Ground truth: ${file.name}` : "";
 }
 
-async function showPreview() {
-  if (!state.image) return;
+async function showPreview(input) {
+  if (!input) return;
   const form = new FormData();
-  form.append("image", state.image, state.image.name);
+  form.append("image", input.image, input.image.name);
   const frame = $("frame").value.trim();
   if (frame !== "") form.append("frame", frame);
-  $("image-note").textContent = `${state.image.name}: decoding…`;
+  $("image-note").textContent = `${input.image.name}: decoding…`;
+  const canvas = $("input-canvas");
   try {
     const response = await api("/viewer/preview", { method: "POST", body: form });
     const bitmap = await createImageBitmap(await response.blob());
-    const canvas = document.createElement("canvas");
-    canvas.width = bitmap.width;
-    canvas.height = bitmap.height;
-    const context = canvas.getContext("2d");
+    if (state.input !== input) return; // another input came while this one decoded
+    const scratch = document.createElement("canvas");
+    scratch.width = bitmap.width;
+    scratch.height = bitmap.height;
+    const context = scratch.getContext("2d");
     context.drawImage(bitmap, 0, 0);
     const rgba = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
-    state.preview = { bitmap, width: bitmap.width, height: bitmap.height, rgba };
+    input.preview = { bitmap, width: bitmap.width, height: bitmap.height, rgba };
     const channels = response.headers.get("X-Image-Channels");
-    $("image-note").textContent = `${state.image.name}: ${bitmap.width}×${bitmap.height}, ${channels} channel(s)`;
-    $("input-canvas").setAttribute("aria-label", `The input image, ${bitmap.width} by ${bitmap.height} pixels`);
+    $("image-note").textContent = `${input.image.name}: ${bitmap.width}×${bitmap.height}, ${channels} channel(s)`;
+    canvas.setAttribute("aria-label", `The input image, ${bitmap.width} by ${bitmap.height} pixels`);
     drawInput();
-    $("form-error").textContent = "";
   } catch (error) {
-    state.preview = null;
+    if (state.input !== input) return;
+    input.preview = null;
+    canvas.width = 0; // never the previous image beside this input's name
+    canvas.height = 0;
     $("image-note").textContent = "";
-    $("form-error").textContent = `The image cannot be shown: ${error.message}`;
+    showError(`The image cannot be shown: ${error.message}`);
   }
+  canvas.dataset.input = input.id;
+  canvas.dataset.name = input.image.name;
 }
 
 function drawInput() {
@@ -255,47 +285,58 @@ function buildParams() {
   if ($("resize").checked && !$("resize").disabled) params.resize = true;
   const frame = $("frame").value.trim();
   if (frame !== "") params.frame = Number(frame);
+  const input = {}; // how to read the values (lrpseg.io.levels); empty: the model's defaults
+  if ($("input-bits").value.trim() !== "") input.bits = Number($("input-bits").value);
+  if ($("input-channels").value !== "") input.channels = $("input-channels").value;
+  if (Object.keys(input).length) params.input = input;
   return params;
 }
 
 async function submit(event) {
   event.preventDefault();
-  $("form-error").textContent = "";
-  if (!state.image) {
-    $("form-error").textContent = "Choose an image file, drop one on the drop zone, or pick a sample.";
+  clearError();
+  if (!state.input) {
+    showError("Choose an image file, drop one on the drop zone, or pick a sample.");
     return;
   }
   let params;
   try {
     params = buildParams();
   } catch (error) {
-    $("form-error").textContent = error.message;
+    showError(error.message);
     return;
   }
+  const job = { id: null, input: state.input, params, view: null };
   const form = new FormData();
-  form.append("image", state.image, state.image.name);
+  form.append("image", job.input.image, job.input.image.name);
   if (state.truth) form.append("ground_truth", state.truth, state.truth.name);
   form.append("params", JSON.stringify(params));
   $("submit").disabled = true;
+  state.job = job;
   clearResult();
+  $("results").dataset.state = "running";
   setProgress(0, "Uploading…");
   try {
     const accepted = await (await api("/v1/jobs", { method: "POST", body: form })).json();
-    state.job = { id: accepted.job_id, view: null };
-    const view = await follow(localPath(accepted.links.self));
-    state.job.view = view;
+    job.id = accepted.job_id;
+    const view = await follow(localPath(accepted.links.self), job);
+    if (state.job !== job) return; // a new input or job took the screen meanwhile
+    job.view = view;
     if (view.status === "finished") {
-      await showResult(view);
+      await showResult(view, job);
     } else {
       const why = view.error ? `${view.error.code}: ${view.error.detail}` : view.status;
       setProgress(1, `The job ${view.status}: ${why}`);
-      $("form-error").textContent = `The job ${view.status}: ${why}`;
+      $("results").dataset.state = view.status;
+      showError(`The job ${view.status}: ${why}`);
     }
   } catch (error) {
+    if (state.job !== job) return;
     setProgress(0, "Not submitted.");
-    $("form-error").textContent = error.message;
+    $("results").removeAttribute("data-state");
+    showError(error.message);
   } finally {
-    $("submit").disabled = false;
+    if (state.job === job || state.job === null) $("submit").disabled = false;
   }
 }
 
@@ -304,11 +345,13 @@ function setProgress(fraction, text) {
   $("progress-text").textContent = text;
 }
 
-async function follow(path) {
+async function follow(path, job) {
   const started = Date.now();
   let last = "";
   while (Date.now() - started < POLL_LIMIT_MS) {
+    if (state.job !== job) return null; // the screen moved on; stop asking
     const view = await (await api(path)).json();
+    if (state.job !== job) return null;
     const { status } = view;
     if (status === "finished" || status === "failed" || status === "canceled") return view;
     let text;
@@ -338,6 +381,7 @@ function clearResult() {
     c.height = 0;
   }
   $("results").removeAttribute("data-job");
+  $("results").removeAttribute("data-input");
   $("results").removeAttribute("data-state");
   $("class-legend").replaceChildren();
   $("mask-figures").replaceChildren();
@@ -362,7 +406,7 @@ function objectUrl(blob) {
   return url;
 }
 
-async function showResult(view) {
+async function showResult(view, job) {
   const result = view.result;
   setProgress(1, `Finished in ${Math.round(result.timings.total)} ms (${result.model.id}, ${result.device || "?"}).`);
   const names = new Set(Object.keys(view.links.artifacts || {}));
@@ -372,6 +416,7 @@ async function showResult(view) {
     names.has("overlay.png") ? artifactBlob(view, "overlay.png") : null,
     names.has("pr-curve.png") ? artifactBlob(view, "pr-curve.png") : null,
   ]);
+  if (state.job !== job) return; // the artifacts of a job that is no longer on screen
   $("fig-segmentation").hidden = !segmentation; // classifiers have none
   if (segmentation) await drawSegmentation(segmentation, result);
   if (npy) {
@@ -383,6 +428,7 @@ async function showResult(view) {
     await drawBlob($("heatmap-canvas"), await artifactBlob(view, "relevance.png"));
   }
   await showMasks(view, result);
+  if (state.job !== job) return;
   if (pr) {
     $("pr-image").src = objectUrl(pr);
     $("fig-pr").hidden = false;
@@ -390,6 +436,7 @@ async function showResult(view) {
   showMetrics(result);
   showDownloads(view);
   $("results").dataset.job = view.job_id;
+  $("results").dataset.input = job.input.id; // the tests check it against the input on screen
   $("results").dataset.state = "done";
 }
 
@@ -698,7 +745,7 @@ async function download(path, filename) {
     a.click();
     a.remove();
   } catch (error) {
-    $("form-error").textContent = `Download failed: ${error.message}`;
+    showError(`Download failed: ${error.message}`);
   }
 }
 
@@ -715,7 +762,9 @@ function wire() {
     if (file) { $("sample").value = ""; setImage(file, { truth: state.truth && !state.truth.sample ? state.truth : null }); }
   });
   $("truth-file").addEventListener("change", (e) => setTruth(e.target.files[0] || null));
-  $("frame").addEventListener("change", () => showPreview());
+  $("frame").addEventListener("change", () => { // another frame is another input
+    if (state.input) setImage(state.input.image, { truth: undefined });
+  });
   $("sample").addEventListener("change", async (e) => {
     if (!e.target.value) return;
     const s = JSON.parse(e.target.value);
@@ -750,7 +799,7 @@ function wire() {
   for (const k of ["x0", "y0", "x1", "y1"]) $(k).addEventListener("input", readRegionInputs);
   $("clear-region").addEventListener("click", () => { state.region = null; writeRegionInputs(); drawInput(); });
 
-  $("model").addEventListener("change", modelChanged);
+  $("model").addEventListener("change", () => { clearError(); modelChanged(); });
   for (const id of ["task", "method", "target-kind", "threshold-mode"]) $(id).addEventListener("change", syncForm);
   $("threshold-mode").addEventListener("change", () => { $("threshold").value = String(THRESHOLD_DEFAULTS[$("threshold-mode").value]); });
   $("job-form").addEventListener("submit", submit);
@@ -766,7 +815,7 @@ function wire() {
 }
 
 function showSetupError(error) {
-  $("form-error").textContent = `${SETUP_ERROR} ${error.message}`;
+  showError(`${SETUP_ERROR} ${error.message}`);
 }
 
 wire();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -158,7 +159,7 @@ def test_classifier_resized_to_its_input(registry: Registry, sample) -> None:
 def test_segment_task_and_artifact_selection(unet, sample) -> None:
     (info, model), (image, truth) = unet, sample
     out = run_job(model, info, image, params(task="segment"), truth)
-    assert set(out.artifacts) == {"segmentation.png"} and "explanation" not in out.result
+    assert set(out.artifacts) == {"segmentation.png", "segmentation.npy"} and "explanation" not in out.result
     assert out.result["ground_truth"]["model"]["positive_share"] == pytest.approx(truth.mean())
     out = run_job(model, info, image, params(masks=["bmm"], artifacts=["mask-bmm.png", "relevance.npy"]))
     assert set(out.artifacts) == {"mask-bmm.png", "relevance.npy"} and list(out.result["masks"]) == ["bmm"]
@@ -438,3 +439,15 @@ def test_faithfulness_is_opt_in_and_equals_the_metric(unet, sample) -> None:
 def test_faithfulness_needs_an_explanation() -> None:
     with pytest.raises(ValueError, match="faithfulness needs task 'explain'"):
         JobParams.model_validate({"task": "segment", "faithfulness": True})
+
+
+def test_an_empty_target_class_is_never_silent(unet, sample) -> None:
+    info, shifted = unet[0], copy.deepcopy(unet[1])
+    with torch.no_grad():
+        shifted.head.bias[1] -= 1e3  # the model now calls every pixel background
+    image, _ = sample
+    empty = run_job(shifted, info, image, params(masks=["simple"])).result
+    assert empty["segmentation"]["classes"][1]["pixels"] == 0
+    assert [w for w in empty["warnings"] if "predicts no 'defect' pixels" in w]
+    found = run_job(unet[1], info, image, params(masks=["simple"])).result
+    assert found["segmentation"]["classes"][1]["pixels"] > 0 and found["warnings"] == []

@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from core.security import hash_key, new_key
 from core.settings import Settings
 from launch import cli
+from launch import explain as explain_client
 from lrpseg.registry import Registry
-from service import client as explain_client
 from service.app import create_app
 from tests.service import factories
 from tests.service.test_jobs import submit

@@ -80,6 +80,7 @@ def test_full_explain_job_returns_consistent_artifacts_and_metrics(
         "overlay.png",
         "colorbar.png",
         "relevance.npy",
+        "segmentation.npy",
         "mask-simple.png",
         "mask-gmm.png",
         "mask-bmm.png",
@@ -97,6 +98,10 @@ def test_full_explain_job_returns_consistent_artifacts_and_metrics(
 
     relevance = np.load(io.BytesIO(blobs["relevance.npy"].content), allow_pickle=False)
     assert relevance.shape == (1, 64, 64) and relevance.dtype == np.float32
+    labels = np.load(io.BytesIO(blobs["segmentation.npy"].content), allow_pickle=False)
+    assert labels.shape == (64, 64) and labels.dtype == np.uint8
+    shares = {c.index: c.pixels for c in result.segmentation.classes}
+    assert {i: int((labels == i).sum()) for i in shares} == shares
     explanation = result.explanation
     assert explanation is not None and explanation.conservation is not None and explanation.explained_pixels > 0
     np.testing.assert_allclose(relevance.sum(dtype=np.float64), explanation.relevance_sum, rtol=1e-5)
@@ -123,7 +128,7 @@ def test_segment_task_skips_the_explanation(client: TestClient, work: Callable[[
     work()
     result = client.get(location).json()["result"]
     assert result["explanation"] is None and result["masks"] == {}
-    assert [a["name"] for a in result["artifacts"]] == ["segmentation.png"]
+    assert sorted(a["name"] for a in result["artifacts"]) == ["segmentation.npy", "segmentation.png"]
     shares = result["segmentation"]["classes"]
     assert sum(c["pixels"] for c in shares) == 64 * 64
 

@@ -131,3 +131,29 @@ def test_text_format_and_the_access_log_switch(
 def test_log_format_is_validated() -> None:
     with pytest.raises(ValueError):
         Settings(log_format="xml")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    assert logs.resolve_format("auto", Terminal()) == "text"
+    assert logs.resolve_format("auto", io.StringIO()) == "json"
+    assert logs.resolve_format("json", Terminal()) == "json"
+    assert Settings().log_format == "auto"
+
+
+def test_json_lines_carry_no_ansi_codes() -> None:
+    """uvicorn logs with `color_message` (ANSI colours) in the record; JSON must not carry it."""
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    logging.getLogger("lrpseg.test.uvicorn-like").warning(
+        "Uvicorn running on %s", "http://127.0.0.1:8000", extra={"color_message": "\x1b[1mUvicorn\x1b[0m running on %s"}
+    )
+    logging.getLogger("lrpseg.test").warning("\x1b[31mred\x1b[0m text", extra={"note": "\x1b[32mgreen\x1b[0m"})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert "\x1b" not in stream.getvalue() and "\\u001b" not in stream.getvalue()
+    assert lines[0]["message"] == "Uvicorn running on http://127.0.0.1:8000" and "color_message" not in lines[0]
+    assert (lines[1]["message"], lines[1]["note"]) == ("red text", "green")

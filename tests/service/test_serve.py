@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from service import client as explain_client
+from launch import explain as explain_client
 from tests.service import factories
 
 pytestmark = pytest.mark.slow
@@ -77,24 +77,45 @@ def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
         (tmp_path / "truth.png").write_bytes(factories.png_bytes(truth.astype(np.uint8) * 255))
         args = argparse.ArgumentParser()
         explain_client.add_arguments(args)
-        parsed = args.parse_args(
-            [
-                str(tmp_path / "part.png"),
-                "--url",
-                url,
-                "--out",
-                str(tmp_path / "out"),
-                "--ground-truth",
-                str(tmp_path / "truth.png"),
-                "--params",
-                '{"masks": ["gmm"]}',
-            ]
-        )
+        argv = [
+            str(tmp_path / "part.png"),
+            "--url",
+            url,
+            "--out",
+            str(tmp_path / "out"),
+            "--ground-truth",
+            str(tmp_path / "truth.png"),
+            "--params",
+            '{"masks": ["gmm"]}',
+        ]
+        parsed = args.parse_args(argv)
         assert explain_client.run(parsed) == 0
         out = capsys.readouterr().out
         assert "conservation=" in out and "mask gmm" in out
         saved = sorted(p.name for p in (tmp_path / "out").iterdir())
         assert {"relevance.png", "overlay.png", "mask-gmm.png", "relevance.npy", "result.json"} <= set(saved)
+
+        # The same --out again: refused (the earlier files stay), then replaced with --overwrite.
+        assert explain_client.run(parsed) == 2
+        assert "not empty; pass --overwrite" in capsys.readouterr().err
+        (tmp_path / "out" / "stale.png").write_bytes(b"from before")
+        assert explain_client.run(args.parse_args([*argv, "--overwrite"])) == 0
+        assert not (tmp_path / "out" / "stale.png").exists() and (tmp_path / "out" / "mask-gmm.png").exists()
+
+        # A folder: one job each, results under --out/<stem>/, a warning for the blank one.
+        folder = tmp_path / "parts"
+        folder.mkdir()
+        (folder / "a.png").write_bytes(factories.png_bytes(factories.defect_image(64, 1)[0]))
+        (folder / "blank.png").write_bytes(factories.png_bytes(np.zeros((64, 64), np.uint8)))
+        batch = args.parse_args(
+            [str(folder), "--url", url, "--out", str(tmp_path / "many"), "--params", '{"masks": []}']
+        )
+        assert explain_client.run(batch) == 0
+        captured = capsys.readouterr()
+        assert "2 of 2 images explained" in captured.out
+        assert "blank.png: WARNING" in captured.err and "2/2" in captured.err  # the warning and the progress bar
+        for stem in ("a", "blank"):
+            assert (tmp_path / "many" / stem / "relevance.npy").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)

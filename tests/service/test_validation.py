@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import numpy as np
@@ -149,3 +150,24 @@ def test_request_ids_are_generated_or_taken_if_sane(client: TestClient) -> None:
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
     odd = client.get("/healthz", headers={"X-Request-ID": "no spaces\tor tabs"}).headers["x-request-id"]
     assert odd != "no spaces\tor tabs" and len(odd) == 32
+
+
+def test_problem_types_are_kebab_case_and_titles_name_the_part(client: TestClient) -> None:
+    """One naming scheme for `type` (the decoders' own codes are snake_case), and a bad params
+    value is "Invalid parameters" whichever check found it, never "Invalid image"."""
+    png = factories.png_bytes(factories.defect_image(32)[0])
+    cases = [
+        ({"image": ("x.npy", b"\x93NUMPY\x01\x00" + b"x" * 20)}, {}, 400),
+        ({"image": ("x.png", png)}, {"params": '{"target": {"cls": "nope"}}'}, 422),
+        ({"image": ("x.png", png)}, {"params": '{"target": {"cls": "nope", "kind": "bogus"}}'}, 422),
+    ]
+    three = io.BytesIO()
+    np.save(three, np.zeros((5, 4, 4), np.uint8))
+    cases.append(({"image": ("x.npy", three.getvalue())}, {}, 422))
+    for files, data, status in cases:
+        body = client.post("/v1/jobs", files=files, data=data).json()
+        assert body["status"] == status, body
+        kind = body["type"].removeprefix("https://lrpseg.dev/problems/")
+        assert kind == kind.lower() and "_" not in kind and " " not in kind, body["type"]
+        if body["errors"][0]["field"].startswith("params"):
+            assert body["title"] == "Invalid parameters" and kind == "invalid-params", body

@@ -12,10 +12,7 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,7 +25,6 @@ import numpy as np
 import pydicom.data
 import pytest
 import redis
-import uvicorn
 from PIL import Image
 
 with warnings.catch_warnings():
@@ -43,7 +39,8 @@ from lrpseg.render.colors import diverging_lut
 from service import samples
 from service.app import create_app
 from service.routers.viewer import CONTENT_SECURITY_POLICY
-from tests.service import factories
+from tests.service import factories, live
+from tests.service.live import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -227,13 +224,6 @@ requires_chromium = pytest.mark.skipif(
 )
 
 
-def redis_url_of(connection: redis.Redis) -> str:
-    kwargs = connection.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-
-
 @pytest.fixture
 def serve(redis_conn: redis.Redis, registry: Registry) -> Iterator[Callable[[Settings], str]]:
     """Start the app on a free loopback port, served by uvicorn in a thread; its base URL."""
@@ -254,57 +244,11 @@ def live_server(serve: Callable[[Settings], str], settings: Settings) -> str:
     return serve(settings)
 
 
-def start_server(app: Any) -> tuple[str, Callable[[], None]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{port}", stop
-
-
 @pytest.fixture
 def worker_process(redis_conn: redis.Redis, registry: Registry, settings: Settings) -> Iterator[subprocess.Popen]:
     """A real worker process on the test queue with the test models."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"},
-        "REDIS_URL": redis_url_of(redis_conn),
-        "LRPSEG_QUEUE_NAME": settings.queue_name,
-        "LRPSEG_KEY_PREFIX": settings.key_prefix,
-        "LRPSEG_MODELS_DIR": str(registry.dirs[0]),
-        "LRPSEG_DEFAULT_MODEL": factories.SEGMENTER,
-        "LRPSEG_PRELOAD": "default",
-        "LRPSEG_DEVICE": "cpu",
-        "LRPSEG_TORCH_THREADS": "1",
-        "LRPSEG_PARENT_PID": str(os.getpid()),
-        "LRPSEG_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "worker"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    assert proc.returncode in (0, -15), out.decode(errors="replace")[-2000:]
+    with live.worker_process(redis_conn, registry, settings, preload="default") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -681,3 +625,172 @@ def test_screenshot_in_docs_is_small_and_readable() -> None:
     assert shot.stat().st_size < 500_000
     with Image.open(shot) as image:
         assert image.format == "PNG" and image.width >= 1280
+
+
+# ---- one input, one job: the screen never mixes two ---------------------------------------
+
+
+def screen(page: Any) -> dict[str, Any]:
+    """What the page shows: the result's job and input, the input on screen, and how much of a result is drawn."""
+    return page.evaluate(
+        """() => { const r = document.getElementById('results').dataset;
+            const input = document.getElementById('input-canvas');
+            return {job: r.job || null, input: r.input || null, state: r.state || null,
+                    shownInput: input.dataset.input || null, shownName: input.dataset.name || null,
+                    cells: document.querySelectorAll('#metrics [data-path]').length,
+                    masks: document.querySelectorAll('#mask-figures img').length,
+                    heat: document.getElementById('heatmap-canvas').width,
+                    seg: document.getElementById('segmentation-canvas').width,
+                    warnings: [...document.querySelectorAll('#metrics .warnings li')].map((li) => li.textContent),
+                    progress: document.getElementById('progress-text').textContent,
+                    error: document.getElementById('form-error').textContent}; }"""
+    )
+
+
+def assert_one_job_on_screen(page: Any, live_server: str) -> dict[str, Any]:
+    """Either no result at all, or one job's result beside the very input it was run on: its
+    numbers are that job's numbers and its figures have that job's size."""
+    shown = screen(page)
+    if shown["job"] is None:
+        assert (shown["cells"], shown["masks"], shown["heat"], shown["seg"]) == (0, 0, 0, 0), shown
+        assert "Finished" not in shown["progress"], shown
+        return shown
+    assert shown["state"] == "done" and shown["input"] == shown["shownInput"], shown
+    result = httpx.get(f"{live_server}/v1/jobs/{shown['job']}").json()["result"]
+    cells = page.eval_on_selector_all("#metrics [data-path]", "els => els.map(e => [e.dataset.path, e.dataset.value])")
+    assert cells and all(json.loads(value) == value_at(result, path) for path, value in cells), shown
+    assert shown["seg"] == result["segmentation"]["width"] and shown["heat"] == result["input"]["width"], shown
+    assert shown["warnings"] == result["warnings"], shown
+    return shown
+
+
+def choose_file(page: Any, path: Path) -> None:
+    page.set_input_files("#image-file", str(path))
+    page.wait_for_function(
+        "(name) => document.getElementById('image-note').textContent.startsWith(name + ': ') "
+        "&& !document.getElementById('image-note').textContent.includes('decoding')",
+        arg=path.name,
+    )
+
+
+@requires_chromium
+@pytest.mark.slow
+def test_viewer_never_mixes_two_jobs(
+    browser: Any, live_server: str, worker_process: subprocess.Popen, tmp_path: Path
+) -> None:
+    """The sequence from issue 17: a region job, then a new file (which used to keep "a region",
+    refuse Run, and show the new input beside the old image's results); then a new file while a
+    job runs; then an error, which stays until the next action."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    log = PageLog(page)
+    page.goto(f"{live_server}/")
+    page.wait_for_selector("body[data-ready=true]")
+    choose_file(page, SAMPLE)
+    box = page.locator("#input-canvas").bounding_box()
+    scale = box["width"] / 128
+    page.mouse.move(box["x"] + 10.5 * scale, box["y"] + 10.5 * scale)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 70.5 * scale, box["y"] + 90.5 * scale)
+    page.mouse.up()
+    assert page.input_value("#target-kind") == "region"
+    page.click("#submit")
+    first = wait_for_result(page, worker_process)
+    assert assert_one_job_on_screen(page, live_server)["job"] == first
+
+    other = samples.SAMPLES_DIR / "blowhole-1.png"
+    choose_file(page, other)
+    shown = assert_one_job_on_screen(page, live_server)
+    assert shown["job"] is None and shown["shownName"] == "blowhole-1.png"
+    assert page.input_value("#target-kind") == "class" and page.input_value("#x0") == ""
+    page.click("#submit")  # not refused: the new image has no region, so none is asked for
+    second = wait_for_result(page, worker_process, first)
+    shown = assert_one_job_on_screen(page, live_server)
+    assert shown["job"] == second and shown["shownName"] == "blowhole-1.png"
+    assert np.array_equal(canvas_rgb(page, "input-canvas")[..., 0], np.asarray(Image.open(other)))
+
+    # A new file while a job runs: that job's result must never appear beside it.
+    with page.expect_response(lambda r: r.url.endswith("/v1/jobs") and r.request.method == "POST") as posted:
+        page.click("#submit")
+    third = posted.value.json()["job_id"]
+    choose_file(page, samples.SAMPLES_DIR / "crack-2.png")
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{live_server}/v1/jobs/{third}").json()["status"] != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)  # several of the page's polls
+    shown = assert_one_job_on_screen(page, live_server)
+    assert shown["job"] is None and shown["shownName"] == "crack-2.png"
+
+    # An error stays until the next action: a grey image saved as RGB for a one-channel model.
+    grey = np.asarray(Image.open(samples.SAMPLES_DIR / "crack-2.png"))
+    rgb = tmp_path / "grey-as-rgb.png"
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(rgb)
+    choose_file(page, rgb)
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('form-error').textContent !== ''")
+    time.sleep(1.5)
+    error = page.text_content("#form-error")
+    assert "params.input.channels" in error and screen(page)["job"] is None
+    page.select_option("#input-channels", "luminance")
+    page.click("#submit")
+    fourth = wait_for_result(page, worker_process, second)
+    shown = assert_one_job_on_screen(page, live_server)
+    assert shown["job"] == fourth and shown["error"] == ""
+    job = httpx.get(f"{live_server}/v1/jobs/{fourth}").json()
+    assert job["result"]["params"]["input"]["channels"] == "luminance" and job["result"]["input"]["channels"] == 1
+    assert log.foreign(live_server) == [] and not [e for e in log.errors if "422" not in e], log.errors
+    page.close()
+
+
+@requires_chromium
+@pytest.mark.slow
+def test_viewer_reads_twelve_bit_tiff_when_told(
+    browser: Any, live_server: str, worker_process: subprocess.Popen, tmp_path: Path
+) -> None:
+    """A 12-bit camera image in a 16-bit TIFF: the page shows the range warning, until bits = 12."""
+    from tests.lrpseg.io.test_levels import twelve_bit_tiff
+
+    tiff = tmp_path / "camera-12bit.tif"
+    tiff.write_bytes(twelve_bit_tiff()[0])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server}/")
+    page.wait_for_selector("body[data-ready=true]")
+    choose_file(page, tiff)
+    page.click("#submit")
+    plain = wait_for_result(page, worker_process)
+    shown = assert_one_job_on_screen(page, live_server)
+    assert any("of its 16-bit range" in w and "params.input.bits" in w for w in shown["warnings"]), shown
+    page.fill("#input-bits", "12")
+    page.click("#submit")
+    wait_for_result(page, worker_process, plain)
+    shown = assert_one_job_on_screen(page, live_server)
+    assert not any("range" in w for w in shown["warnings"]), shown
+    page.close()
+
+
+@requires_chromium
+@pytest.mark.slow
+def test_api_docs_work_offline(browser: Any, live_server: str) -> None:
+    """/docs (Swagger UI) and /redoc render with every request to another host refused."""
+    page = browser.new_page()
+    host = urlparse(live_server).netloc
+    outside: list[str] = []  # requests that would have left this machine
+
+    def gate(route: Any) -> None:
+        if urlparse(route.request.url).netloc == host:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", gate)
+    page.goto(f"{live_server}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "lrpseg" in page.text_content(".swagger-ui .info .title")
+    page.wait_for_selector('[data-path="/v2/models/{name}/infer"]')
+    page.goto(f"{live_server}/redoc")
+    page.wait_for_selector("h1", timeout=30_000)
+    assert "lrpseg" in page.text_content("h1")
+    assert "/v2/models/{name}/infer" in page.inner_text("body")
+    assert outside == []  # Redoc's attribution logo (its CDN) is stopped by the page's CSP first
+    page.close()
