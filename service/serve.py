@@ -25,6 +25,7 @@ from service.auth import is_loopback
 from service.embedded import EmbeddedRedis, start_embedded
 from service.serve_api import uvicorn_options
 from service.settings import Settings
+from workers import liveness
 
 log = logging.getLogger("lrpseg.serve")
 GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace
@@ -35,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default: LRPSEG_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: LRPSEG_WORKERS or 1)")
     parser.add_argument("--data-dir", type=Path, help="embedded Redis data (default: LRPSEG_DATA_DIR or ./var)")
-    parser.add_argument("--device", help="worker device: auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--device", help="worker device: auto, cpu, cuda (one worker per GPU, round-robin), cuda:N (all on GPU N)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads per worker")
 
 
@@ -51,12 +54,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def worker_env(settings: Settings, redis_url: str) -> dict[str, str]:
+def worker_env(settings: Settings, redis_url: str, device: str | None = None, slot: int = 0) -> dict[str, str]:
     env = dict(os.environ)
+    if settings.heartbeat_file is not None:  # each worker its own; the pool's file sums them up
+        env["LRPSEG_HEARTBEAT_FILE"] = str(slot_heartbeat_file(settings.heartbeat_file, slot))
     env.update(
         {
             "LRPSEG_REDIS_URL": redis_url,
-            "LRPSEG_DEVICE": settings.device,
+            "LRPSEG_DEVICE": device or settings.device,
             "LRPSEG_PARENT_PID": str(os.getpid()),
             "LRPSEG_QUEUE_NAME": settings.queue_name,
             "LRPSEG_KEY_PREFIX": settings.key_prefix,
@@ -71,11 +76,35 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def start_workers(settings: Settings, redis_url: str) -> list[subprocess.Popen[bytes]]:
-    env = worker_env(settings, redis_url)
+def worker_devices(device: str, workers: int, gpus: int) -> list[str]:
+    """The device of each worker slot: one worker per GPU. With `cuda` (or `auto` on a machine
+    with GPUs) slot i gets cuda:(i mod gpus), so `--workers` = the number of GPUs puts one worker
+    on each and more workers share them round-robin; `cuda:K` pins every worker to GPU K;
+    `cpu`, and `auto` without a GPU, leave the choice as it is."""
+    if device in ("cuda", "auto") and gpus > 0:
+        return [f"cuda:{slot % gpus}" for slot in range(workers)]
+    return [device] * workers
+
+
+def gpu_count() -> int:
+    """GPUs this process sees (CUDA_VISIBLE_DEVICES applies); 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def slot_heartbeat_file(path: Path, slot: int) -> Path:
+    return path.with_name(f"{path.name}.{slot}")
+
+
+def start_worker(settings: Settings, redis_url: str, device: str, slot: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "lrpseg.cli", "worker"]
     # Own session: Ctrl-C reaches only us, and we stop them in order (warm, then hard).
-    return [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(settings.workers)]
+    return subprocess.Popen(command, env=worker_env(settings, redis_url, device, slot), start_new_session=True)
+
+
+def start_workers(settings: Settings, redis_url: str, devices: list[str]) -> list[subprocess.Popen[bytes]]:
+    return [start_worker(settings, redis_url, device, slot) for slot, device in enumerate(devices)]
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECONDS) -> None:
@@ -97,13 +126,20 @@ class WorkerPool:
     """The worker processes of `lrpseg serve`, supervised: one that exits while the service runs
     (SIGKILL, the kernel's OOM killer, a crash) is started again, at most once every
     `RESTART_BACKOFF` s per slot so a worker that cannot start does not spin. Its job, if it had
-    one, is re-queued once its claim lapses (docs/operations.md)."""
+    one, is re-queued once its claim lapses (docs/operations.md).
+
+    With LRPSEG_HEARTBEAT_FILE set, each worker beats into its own file (`<file>.<slot>`) and the
+    pool touches `<file>` while every one of them is fresh: `lrpseg worker --check` on the pool's
+    file fails once a worker stays dead or frozen (a container probe then restarts the lot)."""
 
     RESTART_BACKOFF = 5.0
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
-        self.procs = start_workers(settings, redis_url)
-        self._spawn = lambda: start_workers(settings.model_copy(update={"workers": 1}), redis_url)[0]
+    def __init__(self, settings: Settings, redis_url: str, gpus: int | None = None) -> None:
+        gpus = gpu_count() if gpus is None else gpus
+        self.settings = settings
+        self.devices = worker_devices(settings.device, settings.workers, gpus)
+        self.procs = start_workers(settings, redis_url, self.devices)
+        self._spawn = lambda slot: start_worker(settings, redis_url, self.devices[slot], slot)  # same device again
         self._earliest = [0.0] * len(self.procs)
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="lrpseg-workers", daemon=True)
@@ -115,8 +151,21 @@ class WorkerPool:
                 if proc.poll() is None or time.monotonic() < self._earliest[slot] or self._stopping.is_set():
                     continue
                 log.warning("worker pid %d exited (%s); starting another", proc.pid, proc.returncode)
-                self.procs[slot] = self._spawn()
+                self.procs[slot] = self._spawn(slot)
                 self._earliest[slot] = time.monotonic() + self.RESTART_BACKOFF
+            self._touch_if_all_alive()
+
+    def _touch_if_all_alive(self) -> None:
+        path = self.settings.heartbeat_file
+        if path is None:
+            return
+        max_age = self.settings.worker_max_age
+        slots = (slot_heartbeat_file(path, slot) for slot in range(len(self.procs)))
+        if all(liveness.check(slot_file, max_age) is None for slot_file in slots):
+            try:
+                liveness.touch(path)
+            except OSError as exc:
+                log.warning("could not touch the liveness file: %s", type(exc).__name__)
 
     def stop(self, grace: float) -> None:
         self._stopping.set()
@@ -170,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         pool = WorkerPool(settings, settings.require_redis_url())
         from service.app import create_app
 
-        log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(pool.procs))
+        devices = ", ".join(pool.devices) or "none"
+        log.info("API on http://%s:%d with %d worker(s) on %s", settings.host, settings.port, len(pool.procs), devices)
         uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except Shutdown:
         pass

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     parent_pid: int | None = Field(None, description="set by `lrpseg serve`: a worker whose parent dies stops")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's announcements")
+    heartbeat_file: Path | None = Field(
+        None, description="a file the worker touches on each heartbeat; `lrpseg worker --check` reads its age"
+    )
     batch_max: int = Field(
         1,
         ge=1,

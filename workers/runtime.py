@@ -24,6 +24,7 @@ from lrpseg.registry import ModelInfo, Registry, default_registry
 from service.settings import Settings, get_settings
 from service.stats import Stats, WorkerInfo
 from service.store import Store
+from workers import liveness
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -109,6 +110,7 @@ class WorkerRuntime:
         def beat() -> None:
             while not stop.wait(self.settings.worker_heartbeat):
                 self.stop_if_orphaned()
+                self.touch_liveness()
                 try:
                     self.announce()
                 except Exception:
@@ -117,7 +119,16 @@ class WorkerRuntime:
         thread = threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True)
         self.threads.append(thread)
         self.announce()
+        self.touch_liveness()
         thread.start()
+
+    def touch_liveness(self) -> None:
+        """The liveness file (LRPSEG_HEARTBEAT_FILE), independent of Redis: a worker that waits
+        for Redis to come back is alive, and restarting it would only reload its models."""
+        try:
+            liveness.touch(self.settings.heartbeat_file)
+        except OSError as exc:
+            log.warning("could not touch the liveness file: %s", type(exc).__name__)
 
     def resume(self) -> None:
         """After `stop()` (a worker loop that ended on a Redis error): heartbeat again. A fresh
@@ -175,6 +186,8 @@ def start(
     )
     if settings.deterministic:
         deterministic_kernels(runtime.device)
+    if runtime.device.type == "cuda" and runtime.device.index is not None:
+        torch.cuda.set_device(runtime.device)  # cuda:K: library handles and stray allocations on GPU K too
     runtime.preload()
     if heartbeat:
         runtime.start_heartbeat()
