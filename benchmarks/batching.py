@@ -33,10 +33,10 @@ with warnings.catch_warnings():
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for benchmarks.service
 from benchmarks.service import defect_pngs
+from core.settings import Settings
 from lrpseg.registry import default_registry
 from service.app import create_app
 from service.embedded import start_embedded
-from service.settings import Settings
 from workers.worker import build_worker
 
 PARAMS = {"full": {}, "explain": {"masks": [], "artifacts": ["relevance.npy"]}}

@@ -29,11 +29,11 @@ from pydantic import SecretStr
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.settings import Settings
 from lrpseg.data import DefectDatasetConfig, generate_sample
 from lrpseg.registry import default_registry
 from service.app import create_app
-from service.settings import Settings
-from workers import callbacks, runtime
+from workers import deliverer, runtime
 from workers.worker import build_worker
 
 with warnings.catch_warnings():
@@ -123,7 +123,7 @@ def callback_latency(
         ids.append(response.json()["job_id"])
     CREATED.extend(ids)
     stop = threading.Event()
-    thread = callbacks.start_thread(connection, settings, stop)
+    thread = deliverer.start_thread(connection, settings, stop)
     build_worker(settings, connection=connection, heartbeat=False).work(burst=True, logging_level="WARNING")
     deadline = time.monotonic() + 30
     while len(arrivals) < jobs and time.monotonic() < deadline:

@@ -125,7 +125,7 @@ def start_service(args: argparse.Namespace, tmp: Path) -> Service:
         env["LRPSEG_MAINTENANCE_INTERVAL"] = str(args.maintenance)
     service = Service(url=f"http://127.0.0.1:{api_port}", env=env, redis_url=redis_url)
     service.procs.append(redis_proc)
-    api = [sys.executable, "-m", "lrpseg.cli", "api", "--port", str(api_port)]
+    api = [sys.executable, "-m", "launch", "api", "--port", str(api_port)]
     service.procs.append(subprocess.Popen(api, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     for _ in range(args.workers):
         service.workers.append(start_worker(env, log))
@@ -134,7 +134,7 @@ def start_service(args: argparse.Namespace, tmp: Path) -> Service:
 
 
 def start_worker(env: dict[str, str], log: Any = None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "lrpseg.cli", "worker"]
+    command = [sys.executable, "-m", "launch", "worker"]
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT if log else None)
 
 

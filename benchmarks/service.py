@@ -65,7 +65,7 @@ def start_service(
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "LRPSEG_REDIS_URL")}
     env.update({"LRPSEG_DATA_DIR": str(data_dir), "LRPSEG_TORCH_THREADS": str(threads), "LRPSEG_LOG_LEVEL": "warning"})
     env.update(extra_env)
-    command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    command = [sys.executable, "-m", "launch", "serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -13,18 +13,19 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import lrpseg
+from core.security import is_loopback
+from core.settings import Settings, get_settings
+from core.stats import Stats
+from core.store import Store
 from lrpseg.registry import Registry, default_registry
 from service import errors
-from service.auth import KeyStore, is_loopback
+from service.auth import KeyStore
 from service.connection import api_redis
 from service.deps import get_principal
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
 from service.ratelimit import JobSlots, RateLimiter
 from service.routers import batches, health, jobs, models, viewer
-from service.settings import Settings, get_settings
-from service.stats import Stats
-from service.store import Store
 
 DESCRIPTION = """Segmentation and whole-output LRP explanations as a service.
 

@@ -1,11 +1,4 @@
-"""API keys: generation, hashed storage, and the principal behind a request.
-
-A key is a random token shown once (`lrpseg keys new NAME`); the service only ever holds
-its SHA-256. A key has enough entropy (256 bits) that an unsalted hash is as good as a
-password hash here, and it is cheap enough to check on every request. Keys come from
-`LRPSEG_API_KEYS` (``name:sha256hex,...``) and/or `LRPSEG_API_KEYS_FILE` (one
-``name sha256hex`` per line, ``#`` comments); both are parsed when Settings are built, so
-a malformed entry stops start-up with the line that is wrong.
+"""The API key check: which principal a presented key belongs to (keys are parsed in core.security).
 
 The principal's id is the key's name: jobs, idempotency keys and rate-limit buckets are
 per name, so a key can be rotated (new secret, same name) without orphaning its jobs.
@@ -13,120 +6,13 @@ per name, so a key can be rotated (new secret, same name) without orphaning its 
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import hmac
-import ipaddress
-import re
-import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from service.settings import Settings
+from core.security import ANONYMOUS, ApiKey, configured_keys, hash_key
+from core.settings import Settings
 
-KEY_PREFIX = "lrpseg_"
-KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-ANONYMOUS = "anonymous"  # the principal when auth is off; not allowed as a key name
-
-
-class KeyConfigError(ValueError):
-    """A key entry that cannot be used; the message names the source and what is wrong."""
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    name: str
-    sha256: str  # hex digest of the full key text
-    source: str = field(default="", compare=False)  # where it was configured, for error messages
-
-
-def new_key() -> str:
-    """A fresh key: recognisable prefix + 256 random bits, URL-safe."""
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def _entry(name: str, digest: str, where: str) -> ApiKey:
-    if not KEY_NAME.fullmatch(name):
-        raise KeyConfigError(f"{where}: key name {name!r} must be 1-64 letters, digits or ._- (starting alphanumeric)")
-    if name == ANONYMOUS:
-        raise KeyConfigError(f"{where}: {ANONYMOUS!r} is reserved for auth-off mode; choose another key name")
-    digest = digest.lower()
-    if not SHA256_HEX.fullmatch(digest):
-        raise KeyConfigError(f"{where}: the hash of key {name!r} must be 64 hex digits (SHA-256 of the key)")
-    return ApiKey(name, digest, where)
-
-
-def parse_keys_setting(text: str | None) -> list[ApiKey]:
-    """`LRPSEG_API_KEYS`: ``name:sha256hex`` entries separated by commas."""
-    out = []
-    for i, item in enumerate((text or "").split(","), 1):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, digest = item.partition(":")
-        if not sep:
-            raise KeyConfigError(f"LRPSEG_API_KEYS entry {i}: expected name:sha256hex")
-        out.append(_entry(name.strip(), digest.strip(), f"LRPSEG_API_KEYS entry {i}"))
-    return out
-
-
-def parse_keys_file(path: Path) -> list[ApiKey]:
-    """`LRPSEG_API_KEYS_FILE`: ``name sha256hex`` per line; blank lines and ``#`` comments allowed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KeyConfigError(f"API keys file {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    except UnicodeDecodeError:
-        raise KeyConfigError(f"API keys file {path}: not UTF-8 text") from None
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise KeyConfigError(f"API keys file {path} line {number}: expected 'name sha256hex'")
-        out.append(_entry(parts[0], parts[1], f"API keys file {path} line {number}"))
-    return out
-
-
-def check_unique(keys: Iterable[ApiKey]) -> list[ApiKey]:
-    seen_names: set[str] = set()
-    seen_hashes: set[str] = set()
-    out = list(keys)
-    for key in out:
-        if key.name in seen_names:
-            raise KeyConfigError(f"{key.source}: key name {key.name!r} is configured twice")
-        if key.sha256 in seen_hashes:
-            raise KeyConfigError(f"{key.source}: key {key.name!r} has the same hash as another key")
-        seen_names.add(key.name)
-        seen_hashes.add(key.sha256)
-    return out
-
-
-def configured_keys(api_keys: str | None, api_keys_file: Path | None) -> list[ApiKey]:
-    """Every key from both sources, validated; KeyConfigError names the bad entry."""
-    keys = parse_keys_setting(api_keys)
-    if api_keys_file is not None:
-        keys += parse_keys_file(api_keys_file)
-    return check_unique(keys)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["ANONYMOUS", "KeyStore"]
 
 
 class KeyStore:
@@ -149,36 +35,3 @@ class KeyStore:
             if hmac.compare_digest(digest, key.sha256) and found is None:
                 found = key.name
         return found
-
-
-# ---- `lrpseg keys` -----------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True)
-    new = sub.add_parser("new", help="make a key: prints it once, and the line to configure")
-    new.add_argument("name", help="the key's name: its jobs' owner (letters, digits, ._-)")
-    hash_ = sub.add_parser("hash", help="print the configuration line for an existing key read from stdin")
-    hash_.add_argument("name")
-
-
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        _entry(args.name, "0" * 64, "name")
-    except KeyConfigError as exc:
-        print(f"lrpseg keys: {exc}", file=sys.stderr)
-        return 2
-    if args.action == "new":
-        key = new_key()
-        print(f"key (shown once; give it to the client as X-API-Key or Authorization: Bearer):\n  {key}")
-    else:
-        key = sys.stdin.readline().strip()
-        if not key:
-            print("lrpseg keys hash: no key on stdin", file=sys.stderr)
-            return 2
-    digest = hash_key(key)
-    print(f"line for LRPSEG_API_KEYS_FILE:\n  {args.name} {digest}")
-    print(f"or entry for LRPSEG_API_KEYS:\n  {args.name}:{digest}")
-    return 0

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from service.settings import Settings
+from core.settings import Settings
 
 
 def api_redis(settings: Settings) -> Redis:

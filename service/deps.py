@@ -19,14 +19,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from redis import Redis
 from rq import Queue
 
+from core.settings import Settings
+from core.stats import Stats
+from core.store import Store
 from lrpseg.registry import Registry
 from service.auth import ANONYMOUS, KeyStore
 from service.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
-from service.settings import Settings
-from service.stats import Stats
-from service.store import Store
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import logs
+from core import logs
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE
 from service.metrics import ServiceMetrics
 

@@ -10,8 +10,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from service import logs
-from service.settings import Settings
+from core import logs
+from core.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,12 +19,29 @@ from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
+from core.deliveries import new_delivery_id
+from core.meta import (
+    BATCH_ID,
+    BATCH_KEY,
+    CALLBACK,
+    FRACTION,
+    HOOKS,
+    MODEL,
+    ON_FAILURE,
+    ON_SUCCESS,
+    OWNER,
+    REQUEST_ID,
+    STAGE,
+    TASK,
+)
+from core.settings import Settings
+from core.store import Inputs, Store, Upload
 from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
 from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
-from service.callbacks import check_callback_url, new_delivery_id
+from service.callback_urls import check_callback_url
 from service.deps import (
     JobSlotsDep,
     MetricsDep,
@@ -39,12 +56,7 @@ from service.deps import (
 from service.errors import ApiError, params_error, retry_later
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots
-from service.settings import Settings
-from service.store import Inputs, Store, Upload
 
-TASK = "workers.tasks.process_job"
-ON_SUCCESS = "workers.callbacks.on_job_success"
-ON_FAILURE = "workers.callbacks.on_job_failure"
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 STATUS_TITLES = {400: "Bad image", 413: "Image too large", 415: "Unsupported image type", 422: "Invalid image"}
@@ -367,15 +379,15 @@ def enqueue(
 ) -> Job:
     """Queue the job; `batch_key` (lrpseg.pipeline.batch_key) lets a worker batch it with equal-keyed ones.
     `callback` (callback_meta) and `batch_id` go into its meta; jobs with a callback (or `hooks`)
-    get RQ end callbacks that record the delivery (workers.callbacks)."""
+    get RQ end callbacks that record the delivery (core.job_end)."""
     meta: dict[str, Any] = {}
     if callback is not None:
-        meta["callback"] = callback
+        meta[CALLBACK] = callback
     if batch_id is not None:
-        meta["batch_id"] = batch_id
+        meta[BATCH_ID] = batch_id
     ends = callback is not None or hooks
     if ends:  # the end hooks may run in any process (a worker, or the API reaping a lost job)
-        meta["hooks"] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
+        meta[HOOKS] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)
     store.put_inputs(job_id, inputs, ttl=settings.result_ttl)
     return queue.enqueue_call(
@@ -389,12 +401,12 @@ def enqueue(
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         description=f"lrpseg {info.id}",
         meta={
-            "request_id": request_id,
-            "owner": principal.id,
-            "model": info.id,
-            "stage": "queued",
-            "fraction": 0.0,
-            "batch_key": batch_key,
+            REQUEST_ID: request_id,
+            OWNER: principal.id,
+            MODEL: info.id,
+            STAGE: "queued",
+            FRACTION: 0.0,
+            BATCH_KEY: batch_key,
             **meta,
         },
         on_success=Callback(ON_SUCCESS, timeout=CALLBACK_HOOK_TIMEOUT) if ends else None,

@@ -14,11 +14,12 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from core.deliveries import Deliveries
+from core.meta import BATCH_ID, CALLBACK, ERROR, FRACTION, MODEL, REQUEST_ID, STAGE
+from core.store import Store
 from schemas.jobs import JobError, JobLinks, JobState, JobView, Progress
-from service.callbacks import Deliveries
 from service.deps import Principal
 from service.errors import ApiError
-from service.store import Store
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -69,8 +70,8 @@ def state_of(job: Job) -> JobState:
 
 
 def error_of(job: Job, meta: dict[str, Any]) -> JobError:
-    if isinstance(meta.get("error"), dict):
-        return JobError(**meta["error"])
+    if isinstance(meta.get(ERROR), dict):
+        return JobError(**meta[ERROR])
     result = job.latest_result()
     text = (result.exc_string or "") if result is not None else ""
     if "AbandonedJobError" in text:
@@ -93,15 +94,15 @@ def job_view(
     view: dict[str, Any] = {
         "job_id": job.id,
         "status": state,
-        "model": meta.get("model"),
-        "request_id": meta.get("request_id"),
+        "model": meta.get(MODEL),
+        "request_id": meta.get(REQUEST_ID),
         "created_at": job.created_at,
         "started_at": job.started_at if state is not JobState.queued else None,
         "ended_at": job.ended_at if state in (JobState.finished, JobState.failed) else None,
         "links": JobLinks(self=self_url(job.id)),
     }
-    if "stage" in meta:
-        view["progress"] = Progress(stage=meta["stage"], fraction=float(meta.get("fraction", 0.0)))
+    if STAGE in meta:
+        view["progress"] = Progress(stage=meta[STAGE], fraction=float(meta.get(FRACTION, 0.0)))
     if state is JobState.queued:
         view["position"] = queue.get_job_position(job.id)
     elif state is JobState.finished:
@@ -113,9 +114,9 @@ def job_view(
             )
     elif state is JobState.failed:
         view["error"] = error_of(job, meta)
-    if meta.get("batch_id"):
-        view["batch_id"] = meta["batch_id"]
-    callback = meta.get("callback")
+    if meta.get(BATCH_ID):
+        view["batch_id"] = meta[BATCH_ID]
+    callback = meta.get(CALLBACK)
     if store is not None and isinstance(callback, dict) and callback.get("delivery_id"):
         deliveries = Deliveries(store.connection, store.prefix)
         view["callback"] = deliveries.status(callback["delivery_id"], callback["url"], callback.get("max_attempts"))

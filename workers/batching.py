@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import as_text
 
+from core.meta import BATCH_KEY, BATCH_SIZE
 from lrpseg.pipeline import Forwarded, batch_params, forward_batch
 from schemas.params import JobParams
 from workers.progress import JobCancelled, Reporter
@@ -36,8 +37,8 @@ from workers.progress import JobCancelled, Reporter
 if TYPE_CHECKING:
     from rq.worker import BaseWorker
 
+    from workers.loading import Loaded
     from workers.runtime import WorkerRuntime
-    from workers.tasks import Loaded
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -97,7 +98,7 @@ def claim(worker: BaseWorker, queue: Queue, key: str, limit: int) -> list[Member
                     j
                     for j in jobs
                     if j is not None
-                    and (j.meta or {}).get("batch_key") == key
+                    and (j.meta or {}).get(BATCH_KEY) == key
                     and j.get_status(refresh=False) == JobStatus.QUEUED
                 ][:limit]
                 if not chosen:
@@ -146,7 +147,7 @@ def run_pass(
     if len(group) < 2:
         return 0
     for member, _ in group:
-        member.job.meta["batch_size"] = len(group)
+        member.job.meta[BATCH_SIZE] = len(group)
     progress = _fan_out([Reporter(m.job, rt.store, m.job.id) for m, _ in group])
     images = [lo.image for _, lo in group]
     shares = forward_batch(first.model, first.info, images, first.params, progress=progress, device=rt.device)

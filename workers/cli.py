@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import logs
-from service.settings import Settings
-from workers import liveness
+from core import liveness, logs
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from workers.worker import ModelWorker
@@ -79,7 +78,7 @@ def run_pool(settings: Settings, workers: int) -> int:
     """`lrpseg worker --workers N`: N `lrpseg worker` processes, one per GPU (`lrpseg serve`'s
     supervised pool without the API), until SIGTERM/SIGINT; then each finishes its job (warm
     stop, up to `shutdown_grace` s)."""
-    from service.serve import WorkerPool, gpu_count
+    from core.pool import WorkerPool, gpu_count
 
     gpus = gpu_count()
     count = workers if workers > 0 else max(1, gpus)

@@ -4,7 +4,7 @@ RQ's SimpleWorker runs a job in its own main thread, so nothing renews the job's
 StartedJobRegistry entry) while the job runs; RQ therefore gives the claim job_timeout + 60 s,
 and the job of a killed worker would look "started" for up to six minutes. ClaimKeeper renews
 the claim every `claim_renewal` s from a thread, so the claim can be short (`job_lost_after`)
-and a lost job is found within job_lost_after + maintenance_interval (service.recovery).
+and a lost job is found within job_lost_after + maintenance_interval (core.recovery).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 from redis.exceptions import RedisError
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
+
+from core.meta import ERROR
 
 if TYPE_CHECKING:
     from rq.executions import Execution
@@ -69,7 +71,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def failed_for_memory(job: Job) -> bool:
-    error = (job.meta or {}).get("error")
+    error = (job.meta or {}).get(ERROR)
     return isinstance(error, dict) and error.get("code") == "out_of_memory"
 
 

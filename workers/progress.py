@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rq.job import Job
 
-from service.store import Store
+from core.meta import ERROR, FRACTION, STAGE
+from core.store import Store
 
 
 class JobCancelled(Exception):
@@ -19,12 +20,12 @@ class Reporter:
         if self.store.is_deleted(self.job_id):
             raise JobCancelled(self.job_id)
         if self.job is not None:
-            self.job.meta["stage"] = stage
-            self.job.meta["fraction"] = round(float(fraction), 3)
+            self.job.meta[STAGE] = stage
+            self.job.meta[FRACTION] = round(float(fraction), 3)
             self.job.save_meta()
 
     def fail(self, code: str, detail: str) -> None:
         if self.job is not None:
-            self.job.meta["error"] = {"code": code, "detail": detail}
-            self.job.meta["stage"] = "failed"
+            self.job.meta[ERROR] = {"code": code, "detail": detail}
+            self.job.meta[STAGE] = "failed"
             self.job.save_meta()

@@ -19,12 +19,12 @@ import torch
 from redis import Redis
 from torch import nn
 
+from core import liveness
+from core.settings import Settings, get_settings
+from core.stats import Stats, WorkerInfo
+from core.store import Store
 from lrpseg.pipeline import warm_up
 from lrpseg.registry import ModelInfo, Registry, default_registry
-from service.settings import Settings, get_settings
-from service.stats import Stats, WorkerInfo
-from service.store import Store
-from workers import liveness
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -140,10 +140,10 @@ class WorkerRuntime:
         self.start_deliveries()
 
     def start_deliveries(self) -> None:
-        """The callback deliverer (workers.callbacks) as a thread of this process, until stop()."""
-        from workers import callbacks
+        """The callback deliverer (workers.deliverer) as a thread of this process, until stop()."""
+        from workers import deliverer
 
-        self.threads.append(callbacks.start_thread(self.connection, self.settings, self._stop))
+        self.threads.append(deliverer.start_thread(self.connection, self.settings, self._stop))
 
     def stop_if_orphaned(self) -> None:
         """Under `lrpseg serve`, a worker whose parent died asks itself to stop (warm)."""

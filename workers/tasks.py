@@ -8,28 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
-from torch import nn
 
-from lrpseg.io import DecodedImage, decode_image
-from lrpseg.pipeline import PipelineResult, check_image, finish, resolve_params, run_job
-from lrpseg.registry import ModelInfo
+from lrpseg.pipeline import PipelineResult, finish, run_job
 from schemas.params import JobParams
 from schemas.results import JobResult
 from workers import batching, faults, runtime
+from workers.loading import InputsMissing, load
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
-
-
-class InputsMissing(RuntimeError):
-    """The upload expired or was deleted before a worker got to the job."""
 
 
 def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -47,35 +39,6 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         raise
     rt.stats.count_job(result["model"]["id"], "finished")
     return result
-
-
-@dataclass
-class Loaded:
-    """A job's inputs, decoded and checked against its model: what the pipeline takes."""
-
-    info: ModelInfo
-    model: nn.Module
-    params: JobParams
-    image: DecodedImage
-    truth: np.ndarray | None
-    decode_ms: float
-
-
-def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> Loaded:
-    """Inputs from the store, decoded; the model; the params resolved against it (errors name the input)."""
-    start = time.perf_counter()
-    inputs = rt.store.get_inputs(job_id)
-    if inputs is None:
-        raise InputsMissing(f"the inputs of job {job_id} are gone (expired or deleted)")
-    info, model = rt.model(params.model or rt.registry.default_id)
-    params = resolve_params(params, info)
-    image = _decode(inputs.image.data, inputs.image.filename, inputs.image.content_type, rt, params.frame)
-    check_image(params, info, image.channels, image.height, image.width)
-    truth = None
-    if inputs.ground_truth is not None:
-        gt = inputs.ground_truth
-        truth = _decode(gt.data, gt.filename, gt.content_type, rt, None).array.max(axis=0) > 0
-    return Loaded(info, model, params, image, truth, (time.perf_counter() - start) * 1000)
 
 
 def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
@@ -109,15 +72,6 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
     rt.stats.observe_stages(info.id, stages)
     reporter("done", 1.0)
     return result
-
-
-def _decode(
-    data: bytes, filename: str | None, content_type: str | None, rt: runtime.WorkerRuntime, frame: int | None
-) -> DecodedImage:
-    s = rt.settings
-    return decode_image(
-        data, filename=filename, content_type=content_type, max_pixels=s.max_pixels, max_side=s.max_side, frame=frame
-    )
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

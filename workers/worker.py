@@ -14,10 +14,11 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from core import logs, recovery
+from core.meta import BATCH_KEY, REQUEST_ID
+from core.settings import Settings
 from lrpseg.registry import Registry
-from service import logs, recovery
-from service.settings import Settings
-from workers import batching, faults, runtime, tasks
+from workers import batching, faults, loading, runtime
 
 
 def _no_retry_for_errors(job: Job, exc_type: type[BaseException], exc: BaseException, tb: TracebackType) -> bool:
@@ -66,7 +67,7 @@ class ModelWorker(SimpleWorker):
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         settings = self.runtime.settings
         claim = faults.ClaimKeeper(self, job, execution, settings.claim_renewal, tick=self.reap_lost_jobs)
-        with logs.job_context(job.id, (job.meta or {}).get("request_id")), claim:  # ids on every log line
+        with logs.job_context(job.id, (job.meta or {}).get(REQUEST_ID)), claim:  # ids on every log line
             ok = super().perform_job(job, queue, execution)
         self.jobs_done += 1
         if not ok and faults.failed_for_memory(job):
@@ -102,7 +103,7 @@ class ModelWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         """A job with a batch key takes compatible queued jobs along (batch_max); each member
         then runs its own RQ lifecycle (perform_job), finishing from its share of one pass."""
-        key = (job.meta or {}).get("batch_key")
+        key = (job.meta or {}).get(BATCH_KEY)
         limit = self.runtime.settings.batch_max - 1
         if not key or limit < 1:
             super().execute_job(job, queue)
@@ -134,7 +135,7 @@ class ModelWorker(SimpleWorker):
             timeout = min(m.job.timeout or queue.DEFAULT_TIMEOUT for m in members)
             try:
                 with self.death_penalty_class(timeout, JobTimeoutException, job_id=members[0].job.id):
-                    size = batching.run_pass(self.runtime, members, tasks.load)
+                    size = batching.run_pass(self.runtime, members, loading.load)
                 self.log.info("Worker %s: batch of %d jobs shared one pass (%d claimed)", self.name, size, len(ids))
             except Exception as exc:
                 batching.forget(ids)

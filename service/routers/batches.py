@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from core.batch_records import Batches, BatchRecord
+from core.deliveries import Deliveries, new_delivery_id
 from schemas.batches import BatchAccepted, BatchItem, BatchLinks, BatchState, BatchView, ItemLinks
 from service import batches as batch_ops
-from service.batches import Batches, BatchRecord
-from service.callbacks import Deliveries, new_delivery_id
 from service.deps import PrincipalDep, RedisDep, SettingsDep, StoreDep
 from service.errors import ApiError, retry_later
 from service.routers.jobs import PROBLEM, SUBMIT_ERRORS, CallbackUrl, ParamsPart, _artifact_url, _self_url

@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import lrpseg
+from core.stats import WorkerInfo
 from lrpseg.registry import Registry
 from schemas.health import Check, Health, Readiness
 from service.deps import MetricsDep, RedisDep, RegistryDep, SettingsDep, StatsDep, metrics_access
-from service.stats import WorkerInfo
 
 router = APIRouter(tags=["health"])
 

@@ -8,14 +8,14 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from fastapi.responses import JSONResponse
 from rq import Queue
 
+from core import batch_records, recovery
+from core.settings import Settings
 from schemas.jobs import JobAccepted, JobLinks, JobState, JobView
 from schemas.params import Artifact
 from schemas.problems import Problem
-from service import batches as batch_ops
-from service import recovery, views
+from service import views
 from service.deps import JobSlotsDep, PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
 from service.errors import ApiError, retry_later
-from service.settings import Settings
 from service.submission import IntakeDep
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -189,5 +189,5 @@ def delete_job(job_id: str, redis: RedisDep, store: StoreDep, principal: Princip
         job.delete()  # a started job is removed by its worker when it notices
         slots.release(principal.id, job_id)  # a started one holds its slot until it stops
         if state not in (JobState.finished, JobState.failed):  # it never ran, so no end hook will
-            batch_ops.job_deleted(job, redis)
+            batch_records.job_deleted(job, redis)
     return Response(status_code=204)

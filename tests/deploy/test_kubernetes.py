@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.settings import Settings
 from service.routers import health
-from service.settings import Settings
 from workers import cli
 
 ROOT = Path(__file__).resolve().parents[2]

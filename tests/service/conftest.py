@@ -13,9 +13,9 @@ with warnings.catch_warnings():  # starlette's note that httpx2 exists; httpx is
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from lrpseg.registry import Registry
 from service.app import create_app
-from service.settings import Settings
 from tests.service import factories
 from workers import runtime
 from workers.worker import build_worker

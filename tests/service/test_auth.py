@@ -24,12 +24,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from lrpseg import cli
+from core.security import hash_key, new_key
+from core.settings import Settings
+from launch import cli
 from lrpseg.registry import Registry
 from service import client as explain_client
 from service.app import create_app
-from service.auth import hash_key, new_key
-from service.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.service.test_validation import problem
@@ -345,7 +345,7 @@ def url_of(connection: redis.Redis) -> str:
 def _cli(*args: str, env: dict[str, str], redis_url: str) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LRPSEG_") and k != "REDIS_URL"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lrpseg.cli", *args],
+        [sys.executable, "-m", "launch", *args],
         env={**clean, "REDIS_URL": redis_url, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

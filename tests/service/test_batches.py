@@ -20,15 +20,15 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from core import deliveries
+from core.settings import Settings
+from core.store import Store
 from schemas.callbacks import BatchEndedEvent
-from service import callbacks
 from service.deps import Principal, get_principal
-from service.settings import Settings
-from service.store import Store
 from tests.service import factories
 from tests.service.receiver import running_receiver
 from tests.service.test_determinism import comparable
-from workers import callbacks as deliver
+from workers import deliverer as deliver
 
 
 def image_and_truth(seed: int, size: int = 64) -> tuple[bytes, bytes]:
@@ -324,7 +324,7 @@ def test_batch_callback_fires_once_when_every_job_ended(
             thread.join(timeout=10)
         assert len(receiver.requests) == 1
     request = got[0]
-    assert callbacks.verify(
+    assert deliveries.verify(
         secret, request.headers["x-lrpseg-timestamp"], request.body, request.headers["x-lrpseg-signature"]
     )
     body: dict[str, Any] = json.loads(request.body)

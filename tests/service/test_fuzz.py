@@ -18,9 +18,9 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis.strategies import SearchStrategy
 from schemathesis.generation import GenerationMode
 
+from core.security import hash_key, new_key
+from core.settings import Settings
 from schemas.params import JobParams
-from service.auth import hash_key, new_key
-from service.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 

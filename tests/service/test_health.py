@@ -9,7 +9,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.stats import Stats, WorkerInfo
+from core.stats import Stats, WorkerInfo
 from tests.service import factories
 from tests.service.test_jobs import submit
 

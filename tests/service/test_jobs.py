@@ -213,7 +213,7 @@ def test_a_failing_job_reports_why_and_the_worker_goes_on(
 def test_a_job_deleted_while_running_stops_and_leaves_nothing(
     client: TestClient, work: Callable[[], bool], sample: tuple, redis_conn
 ) -> None:
-    from service.store import Store
+    from core.store import Store
 
     location = submit(client, sample[0]).headers["location"]
     job_id = location.rsplit("/", 1)[1]
@@ -248,7 +248,7 @@ def test_a_rejected_request_does_not_burn_its_idempotency_key(client: TestClient
 def test_a_failed_enqueue_frees_its_idempotency_key(
     client: TestClient, work: Callable[[], bool], sample: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.store import Store
+    from core.store import Store
 
     put_inputs, calls = Store.put_inputs, []
 

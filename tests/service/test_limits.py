@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from service.auth import hash_key, new_key
-from service.settings import Settings
+from core.security import hash_key, new_key
+from core.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.service.test_validation import QUEUE_KEY, fields, problem

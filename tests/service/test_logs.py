@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from core import logs
+from core.security import hash_key, new_key
+from core.settings import Settings
 from lrpseg.registry import Registry
-from service import logs
-from service.auth import hash_key, new_key
-from service.settings import Settings
 from tests.service import factories
 from workers.worker import build_worker
 

@@ -11,10 +11,10 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.security import hash_key, new_key
+from core.settings import Settings
+from core.stats import Stats, WorkerInfo
 from lrpseg.registry import Registry
-from service.auth import hash_key, new_key
-from service.settings import Settings
-from service.stats import Stats, WorkerInfo
 from tests.service import factories
 from tests.service.test_jobs import submit
 from workers import runtime

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from lrpseg.registry import Registry
 from service.app import create_app
-from service.settings import Settings
 from tests.redis_server import RedisServer
 from tests.service import factories
 from tests.service.test_jobs import submit

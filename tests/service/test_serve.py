@@ -60,7 +60,7 @@ def start_serve(tmp_path: Path, **extra_env: str) -> tuple[subprocess.Popen[byte
             **extra_env,
         }
     )
-    command = [sys.executable, "-m", "lrpseg.cli", "serve", "--port", str(port), "--workers", "1"]
+    command = [sys.executable, "-m", "launch", "serve", "--port", str(port), "--workers", "1"]
     return subprocess.Popen(command, env=env, cwd=tmp_path), f"http://127.0.0.1:{port}"
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service import callbacks, serve
+from core import pool
+from core.settings import Settings
+from service import callback_urls
 from service.serve import with_loopback_callbacks
-from service.settings import Settings
 
 KEYS = {"api_keys": "ops:" + "0" * 64}  # an API off loopback needs keys
 
@@ -16,7 +17,7 @@ def test_no_loopback_callbacks_when_the_api_listens_off_loopback(host: str) -> N
     settings = with_loopback_callbacks(Settings(host=host, callback_secret="x", **KEYS))
     assert settings.callback_allowed_hosts == []  # callbacks stay off: no SSRF to this machine
     with pytest.raises(Exception, match="callbacks are disabled"):
-        callbacks.check_callback_url(
+        callback_urls.check_callback_url(
             "http://127.0.0.1:6379/h", settings.callback_allowed_hosts, settings.callback_secret
         )
 
@@ -25,7 +26,7 @@ def test_no_loopback_callbacks_when_the_api_listens_off_loopback(host: str) -> N
 def test_loopback_callbacks_when_the_api_listens_on_loopback(host: str) -> None:
     settings = with_loopback_callbacks(Settings(host=host, callback_secret="x"))
     url = "http://127.0.0.1:9000/h"
-    assert callbacks.check_callback_url(url, settings.callback_allowed_hosts, settings.callback_secret) == url
+    assert callback_urls.check_callback_url(url, settings.callback_allowed_hosts, settings.callback_secret) == url
 
 
 def test_an_operator_list_is_kept_off_loopback() -> None:
@@ -45,10 +46,10 @@ def test_an_operator_list_is_kept_off_loopback() -> None:
     ],
 )
 def test_serve_gives_each_worker_its_device(device: str, workers: int, gpus: int, expected: list[str]) -> None:
-    assert serve.worker_devices(device, workers, gpus) == expected
+    assert pool.worker_devices(device, workers, gpus) == expected
     settings = Settings(device=device, workers=workers)
     envs = [
-        serve.worker_env(settings, "redis://127.0.0.1:6379/0", d) for d in serve.worker_devices(device, workers, gpus)
+        pool.worker_env(settings, "redis://127.0.0.1:6379/0", d) for d in pool.worker_devices(device, workers, gpus)
     ]
     assert [env["LRPSEG_DEVICE"] for env in envs] == expected
     assert [Settings(device=env["LRPSEG_DEVICE"]).device for env in envs] == expected  # each worker accepts its own

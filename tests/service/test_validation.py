@@ -9,7 +9,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 

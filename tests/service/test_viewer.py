@@ -1,7 +1,7 @@
 """The web viewer: the page and its assets over HTTP, and the whole flow in a real headless Chromium.
 
 The browser tests start a real uvicorn server (the app with the test registry), a real worker
-process (`python -m lrpseg.cli worker`), and Debian's Chromium driven by Playwright: upload a
+process (`python -m launch worker`), and Debian's Chromium driven by Playwright: upload a
 sample, wait for the result, move the threshold slider, and compare what the page drew with
 lrpseg.render's pixels for the same threshold.
 """
@@ -35,14 +35,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from core.security import hash_key
+from core.settings import Settings
 from lrpseg import render
 from lrpseg.registry import Registry
 from lrpseg.render.colors import diverging_lut
 from service import samples
 from service.app import create_app
-from service.auth import hash_key
 from service.routers.viewer import CONTENT_SECURITY_POLICY
-from service.settings import Settings
 from tests.service import factories
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -291,7 +291,7 @@ def worker_process(redis_conn: redis.Redis, registry: Registry, settings: Settin
         "LRPSEG_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lrpseg.cli", "worker"],
+        [sys.executable, "-m", "launch", "worker"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Real worker processes (`python -m lrpseg.cli worker`) for the fault tests, and polling helpers."""
+"""Real worker processes (`python -m launch worker`) for the fault tests, and polling helpers."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def worker_env(redis_url: str, models_dir: Path, **settings: Any) -> dict[str, s
 
 
 def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "lrpseg.cli", "worker", *args], env=env, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "launch", "worker", *args], env=env, cwd=ROOT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -18,8 +18,8 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.settings import Settings
 from lrpseg.registry import Registry
-from service.settings import Settings
 from tests.lrpseg.test_pipeline import BATCH_RTOL, assert_close_json, without_timings
 from tests.service import factories
 from tests.service.test_jobs import submit

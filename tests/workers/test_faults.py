@@ -1,7 +1,7 @@
 """Faults end jobs cleanly: a worker SIGKILLed mid-job (re-queued, or failed as worker_lost), a job
 that raises, times out or runs out of device memory (fails with its reason, the worker serves on).
 
-Real Redis, real RQ workers: worker processes (`python -m lrpseg.cli worker`) for the kills,
+Real Redis, real RQ workers: worker processes (`python -m launch worker`) for the kills,
 the in-process burst worker for the rest; jobs go in and come out through the HTTP API.
 """
 
@@ -21,9 +21,9 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
-from service import recovery
-from service.settings import Settings
-from service.store import Store
+from core import recovery
+from core.settings import Settings
+from core.store import Store
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.workers.processes import job_in, redis_url_of, start_worker, stop, wait_for, worker_env
@@ -116,7 +116,7 @@ def test_sigkilled_worker_job_without_retries_fails_as_worker_lost_even_with_no_
         worker.wait(timeout=10)
         killed_at = time.monotonic()
 
-        # No worker is left to clean up: reading the job does it (service.recovery).
+        # No worker is left to clean up: reading the job does it (core.recovery).
         assert job_in(client, job_id, "started") is not None
         view = wait_for(lambda: job_in(client, job_id, "failed"), 30, "the job to fail as worker_lost", interval=0.25)
         lost_after = time.monotonic() - killed_at

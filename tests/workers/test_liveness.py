@@ -15,13 +15,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core import liveness
+from core.settings import Settings
+from core.stats import Stats
 from lrpseg.registry import Registry
-from service.settings import Settings
-from service.stats import Stats
 from tests.redis_server import RedisServer, free_port
 from tests.service import factories
 from tests.workers.processes import ROOT, redis_url_of, start_worker, stop, wait_for, worker_env
-from workers import liveness, runtime
+from workers import runtime
 from workers.cli import wait_for_redis
 
 
@@ -31,7 +32,7 @@ def run_check(heartbeat_file: Path | None, **env: str) -> subprocess.CompletedPr
     environ.update({"PYTHONPATH": str(ROOT), "LRPSEG_WORKER_HEARTBEAT": "1", **env})
     if heartbeat_file is not None:
         environ["LRPSEG_HEARTBEAT_FILE"] = str(heartbeat_file)
-    command = [sys.executable, "-m", "lrpseg.cli", "worker", "--check"]
+    command = [sys.executable, "-m", "launch", "worker", "--check"]
     return subprocess.run(command, env=environ, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 

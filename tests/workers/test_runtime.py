@@ -11,9 +11,9 @@ import pytest
 import redis
 import torch
 
+from core.settings import Settings
+from core.stats import Stats
 from lrpseg.registry import Registry
-from service.settings import Settings
-from service.stats import Stats
 from tests.service import factories
 from workers import runtime
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
-from service.stats import Stats
+from core.settings import Settings
+from core.stats import Stats
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.workers.processes import job_in, redis_url_of, start_worker, stop, wait_for, worker_env

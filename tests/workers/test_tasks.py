@@ -13,8 +13,8 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.settings import Settings
 from lrpseg.pipeline import PipelineResult
-from service.settings import Settings
 from tests.service import factories
 from tests.service.test_jobs import submit
 from workers import tasks

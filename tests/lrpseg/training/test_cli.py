@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lrpseg.cli import main
+from launch.cli import main
 from lrpseg.registry import Registry
 
 

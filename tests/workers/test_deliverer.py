@@ -23,12 +23,12 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service import callbacks
-from service.callbacks import Deliveries
-from service.settings import Settings
+from core import deliveries, job_end
+from core.deliveries import Deliveries
+from core.settings import Settings
 from tests.service import factories
 from tests.service.receiver import running_receiver
-from workers import callbacks as deliver
+from workers import deliverer as deliver
 
 SECRET = "worker-side-secret"
 
@@ -115,14 +115,14 @@ def test_lost_worker_hook_reports_worker_lost_only_when_no_retry_is_left(
     delivery_id = job.meta["callback"]["delivery_id"]
 
     job.retries_left = 1  # RQ will run it again: it has not ended
-    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
+    job_end.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
     assert not redis_conn.exists(deliveries.key(delivery_id))
 
     job.retries_left = 0
-    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
+    job_end.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)
     body = json.loads(redis_conn.hget(deliveries.key(delivery_id), "body"))
     assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"
-    deliver.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)  # again: still one
+    job_end.on_job_failure(job, redis_conn, AbandonedJobError, AbandonedJobError(), None)  # again: still one
     assert redis_conn.zcard(deliveries.due_key) == 1
 
 
@@ -241,7 +241,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     client: TestClient, redis_conn: redis.Redis, settings: Settings, tmp_path: Path
 ) -> None:
-    """`python -m lrpseg.cli worker`: the job runs, and the process's deliverer POSTs the callback."""
+    """`python -m launch worker`: the job runs, and the process's deliverer POSTs the callback."""
     factories.write_models(tmp_path / "models")
     kwargs = redis_conn.connection_pool.connection_kwargs
     url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
@@ -262,7 +262,7 @@ def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     )
     with running_receiver([503, 200]) as receiver:
         job_id = submit(client, receiver.url)
-        proc = subprocess.Popen([sys.executable, "-m", "lrpseg.cli", "worker"], env=env, cwd=tmp_path)
+        proc = subprocess.Popen([sys.executable, "-m", "launch", "worker"], env=env, cwd=tmp_path)
         try:
             got = receiver.wait_for(2, timeout=90)
         finally:
@@ -275,7 +275,7 @@ def test_a_worker_process_delivers_callbacks_from_its_own_thread(
     assert len(got) == 2, "the worker process did not deliver (and retry) the callback"
     for request in got:
         timestamp = request.headers["x-lrpseg-timestamp"]
-        assert callbacks.verify(SECRET, timestamp, request.body, request.headers["x-lrpseg-signature"])
+        assert deliveries.verify(SECRET, timestamp, request.body, request.headers["x-lrpseg-signature"])
     assert json.loads(got[1].body)["job_id"] == job_id and json.loads(got[1].body)["status"] == "finished"
     view = client.get(f"/v1/jobs/{job_id}").json()
     assert view["callback"]["status"] == "delivered" and view["callback"]["attempts"] == 2

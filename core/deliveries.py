@@ -1,9 +1,9 @@
-"""Callbacks: who may be called (SSRF policy), how bodies are signed, and the delivery records.
+"""Callback deliveries: how bodies are signed, and the delivery records (who may be called: core.security).
 
 A job or batch that ends gets one delivery record in Redis; deliverers (a thread in every
-worker process, `workers.callbacks`) claim due records with a lease, POST them and
-reschedule failures with exponential backoff. Nothing here sends HTTP; the API only checks
-URLs and reads delivery status, the worker only creates records.
+worker process, `workers.deliverer`) claim due records with a lease, POST them and
+reschedule failures with exponential backoff. Nothing here sends HTTP; the API checks URLs
+(service.callback_urls) and reads delivery status, the job-end hook (core.job_end) creates records.
 
 Layout (prefix `lrpseg` by default):
   {p}:callback:{delivery id}  hash  url, body, subject, status (pending|delivered|failed),
@@ -21,122 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis import Redis
 
 from schemas.callbacks import CallbackState, CallbackStatus
-from schemas.problems import FieldError
-from service.errors import ApiError
 
 SIGNATURE_HEADER = "X-Lrpseg-Signature"
 TIMESTAMP_HEADER = "X-Lrpseg-Timestamp"
 DELIVERY_HEADER = "X-Lrpseg-Delivery"
 EVENT_HEADER = "X-Lrpseg-Event"
-MAX_URL_LENGTH = 2048
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-# ---- who may be called ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostRule:
-    """One entry of `callback_allowed_hosts`: an exact name, a `*.suffix`, or an IP network."""
-
-    name: str | None = None
-    suffix: str | None = None
-    network: IpNetwork | None = None
-
-    def allows(self, host: str) -> bool:
-        ip = _ip(host)
-        if ip is not None:
-            return self.network is not None and ip.version == self.network.version and ip in self.network
-        if self.name is not None:
-            return host == self.name
-        return self.suffix is not None and host.endswith("." + self.suffix)
-
-
-def parse_host_rule(entry: str) -> HostRule:
-    text = entry.strip().lower()
-    if not text:
-        raise ValueError("empty entry in callback_allowed_hosts")
-    if text.startswith("*."):
-        suffix = text[2:]
-        if not suffix or "*" in suffix or "/" in suffix:
-            raise ValueError(f"callback_allowed_hosts: bad wildcard {entry!r} (use *.example.org)")
-        return HostRule(suffix=suffix)
-    try:
-        return HostRule(network=ipaddress.ip_network(text.strip("[]"), strict=False))
-    except ValueError:
-        pass
-    if "*" in text or "/" in text or ":" in text or " " in text:
-        raise ValueError(f"callback_allowed_hosts: {entry!r} is not a host name, *.suffix, IP or CIDR")
-    return HostRule(name=text)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def callbacks_enabled(allowed_hosts: list[str], secret: object) -> bool:
-    return bool(allowed_hosts) and secret is not None
-
-
-def check_callback_url(
-    url: str | None, allowed_hosts: list[str], secret: object, require_https: bool = False, field: str = "callback_url"
-) -> str | None:
-    """The URL if callbacks may go there, else 422 naming why. No DNS lookup: names are
-    matched as names (an operator lists the receivers it trusts), IP literals by network."""
-    if url is None or not url.strip():
-        return None
-    url = url.strip()
-
-    def invalid(message: str) -> ApiError:
-        return ApiError(
-            422,
-            "Invalid callback",
-            f"{field}: {message}",
-            code="invalid-callback",
-            errors=[FieldError(field=field, message=message)],
-        )
-
-    if not callbacks_enabled(allowed_hosts, secret):
-        raise invalid("callbacks are disabled on this server (the operator sets allowed hosts and a secret)")
-    if len(url) > MAX_URL_LENGTH:
-        raise invalid(f"longer than {MAX_URL_LENGTH} characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise invalid(f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise invalid("must be an http:// or https:// URL")
-    if require_https and parts.scheme != "https":
-        raise invalid("this server only calls https:// URLs")
-    if parts.username is not None or parts.password is not None:
-        raise invalid("must not carry credentials (user:password@)")
-    if parts.fragment:
-        raise invalid("must not have a #fragment")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise invalid("has no host")
-    if port == 0:
-        raise invalid("port 0 is not allowed")
-    if not any(parse_host_rule(entry).allows(host) for entry in allowed_hosts):
-        raise invalid(f"host {host!r} is not in this server's callback_allowed_hosts")
-    return url
 
 
 # ---- signatures -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.auth import KeyConfigError, configured_keys, is_loopback
+from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
 
 
 class Settings(BaseSettings):
@@ -121,10 +121,8 @@ class Settings(BaseSettings):
     @field_validator("callback_allowed_hosts")
     @classmethod
     def _valid_hosts(cls, value: list[str]) -> list[str]:
-        from service.callbacks import parse_host_rule  # the one parser of these entries
-
         for entry in value:
-            parse_host_rule(entry)  # ValueError names the bad entry
+            parse_host_rule(entry)  # the one parser of these entries; ValueError names the bad entry
         return [entry.lower() for entry in value]
 
     @field_validator("cors_origins", mode="before")

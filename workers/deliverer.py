@@ -1,10 +1,7 @@
-"""Callback side of the workers: the job-end hook that records a delivery, and the deliverer.
+"""The deliverer: a thread in every worker process that sends the callbacks core.job_end recorded.
 
-The hook runs in RQ's job callbacks (`on_success` / `on_failure`, registered at enqueue for
-jobs that need one; RQ also runs `on_failure` for a job whose worker died), so it only writes
-one Redis record: a worker never waits on somebody else's HTTP server. The deliverer is a
-thread in every worker process that claims due records (with a lease), POSTs them with a
-short timeout and reschedules failures with exponential backoff.
+It claims due records (with a lease), POSTs them with a short timeout and reschedules
+failures with exponential backoff.
 
 `callback_timeout` bounds one whole send (connect, request, status and headers), not each
 socket operation: httpx's timeouts are per read, so a receiver trickling a byte at a time
@@ -21,78 +18,20 @@ from typing import Any
 import httpcore
 import httpx
 from redis import Redis
-from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 import lrpseg
-from service import callbacks
-from service.callbacks import Deliveries, Delivery
-from service.settings import Settings
-from service.store import Store
+from core import deliveries as callbacks
+from core.deliveries import Deliveries, Delivery
+from core.settings import Settings
 
 log = logging.getLogger("lrpseg.callbacks")
 
 ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 UNMARKED_GRACE = 10.0  # s: send anyway if RQ still has not marked the job ended by then
 POSTPONE = 0.01  # s: re-check interval while RQ marks the job ended (a few ms after the hook)
-
-
-# ---- job-end hook (RQ callbacks) ---------------------------------------------------------------
-
-
-def on_job_success(job: Job, connection: Redis, result: Any) -> None:
-    job_ended(job, connection, "finished")
-
-
-def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
-    if isinstance(exc, AbandonedJobError) and job.retries_left:
-        return  # its worker died; RQ queues it again, so it has not ended
-    job_ended(job, connection, "failed", worker_lost=isinstance(exc, AbandonedJobError))
-
-
-def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = False) -> None:
-    """Record the job's completion callback (and its batch's, if it was the last). Never raises:
-    an exception in an RQ success callback would fail a job that worked."""
-    try:
-        meta = job.get_meta(refresh=True) or {}
-        hooks = meta.get("hooks") or {}
-        prefix, ttl = str(hooks.get("prefix", "lrpseg")), int(hooks.get("ttl", 86400))
-        deleted = Store(connection, prefix).is_deleted(job.id)  # by the caller: no job callback; its batch counts it
-        deliveries = Deliveries(connection, prefix)
-        callback = meta.get("callback")
-        if not deleted and isinstance(callback, dict) and callback.get("url"):
-            error = meta.get("error") if status == "failed" else None
-            if status == "failed" and not isinstance(error, dict):
-                error = {"code": "worker_lost" if worker_lost else "internal", "detail": "the job failed"}
-            body = {
-                "event": "job.ended",
-                "delivery_id": callback["delivery_id"],
-                "job_id": job.id,
-                "batch_id": meta.get("batch_id"),
-                "status": status,
-                "model": meta.get("model"),
-                "request_id": meta.get("request_id"),
-                "error": error,
-                "links": {"self": callback.get("job_url") or ""},
-            }
-            deliveries.schedule(
-                callback["delivery_id"],
-                callback["url"],
-                body,
-                subject=f"job:{job.id}",
-                event="job.ended",
-                ttl=ttl,
-                wait_for=job.id,
-            )
-        if meta.get("batch_id"):
-            from service.batches import Batches
-
-            Batches(connection, prefix).job_ended(
-                meta["batch_id"], job.id, "deleted" if deleted else status, deliveries, ttl
-            )
-    except Exception:
-        log.exception("could not record the callback of job %s", job.id)
 
 
 # ---- the deliverer ------------------------------------------------------------------------------------

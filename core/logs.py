@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from core.meta import REQUEST_ID
+
 request_id_var: ContextVar[str | None] = ContextVar("lrpseg_request_id", default=None)
 job_id_var: ContextVar[str | None] = ContextVar("lrpseg_job_id", default=None)
 
@@ -64,7 +66,7 @@ def _current_rq_job() -> tuple[str | None, str | None]:
     if job is None:
         return None, None
     meta = job.meta if isinstance(job.meta, dict) else {}
-    request_id = meta.get("request_id")
+    request_id = meta.get(REQUEST_ID)
     return job.id, request_id if isinstance(request_id, str) else None
 
 

@@ -42,8 +42,9 @@ from rq.registry import (
 )
 from rq.timeouts import BaseDeathPenalty, TimerDeathPenalty
 
-from service.stats import Stats
-from service.store import Store
+from core.meta import ERROR, FRACTION, MODEL, STAGE
+from core.stats import Stats
+from core.store import Store
 
 log = logging.getLogger("lrpseg.recovery")
 
@@ -61,12 +62,12 @@ def abandoned_handler(store: Store, stats: Stats) -> ExceptionHandler:
         meta = job.meta
         if job.retries_left:
             log.warning("job %s lost its worker; re-queued (%d retries left)", job.id, job.retries_left - 1)
-            meta.update({"stage": "requeued", "fraction": 0.0})
+            meta.update({STAGE: "requeued", FRACTION: 0.0})
         else:
             log.warning("job %s lost its worker; no retry left: failed", job.id)
-            meta.update({"stage": "failed", "error": {"code": "worker_lost", "detail": WORKER_LOST}})
+            meta.update({STAGE: "failed", ERROR: {"code": "worker_lost", "detail": WORKER_LOST}})
             store.delete_inputs(job.id)
-            stats.count_job(str(meta.get("model") or "unknown"), "failed")
+            stats.count_job(str(meta.get(MODEL) or "unknown"), "failed")
         job.save_meta()
         return True
 
