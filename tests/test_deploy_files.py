@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def test_dockerfile_builds_the_package_and_runs_unprivileged() -> None:
     words = [w for w, _ in steps]
     assert words[0] == "FROM" and steps[0][1].startswith("python:3.11")
     copied = " ".join(rest for w, rest in steps if w == "COPY")
-    for package in ("lrpseg", "service", "workers", "schemas", "pyproject.toml"):
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in [*(p.rstrip("*") for p in packages), "pyproject.toml"]:
         assert package in copied
     assert any(w == "RUN" and "pip install" in rest for w, rest in steps)
     users = [rest for w, rest in steps if w == "USER"]
