@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.artifacts import parse_location
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
 
 
@@ -38,6 +39,15 @@ class Settings(BaseSettings):
     maintenance_interval: int = Field(10, gt=0, description="seconds between abandoned-job clean-ups")
     redis_timeout: float = Field(5.0, gt=0, description="socket timeout of the API's Redis client (dead Redis: 503)")
     shutdown_grace: float = Field(15.0, ge=0, description="seconds `lrpseg serve` lets a stopping worker finish")
+
+    # Artifacts (core/artifacts.py; docs/operations.md, "Running on several machines")
+    artifact_store: str = Field(
+        "redis", description="redis | file:///path | s3://bucket/prefix (S3: the standard AWS_* variables)"
+    )
+    artifact_redirect: bool = Field(
+        False, description="artifact GETs answer 307 to a presigned URL of the object store (S3 only)"
+    )
+    artifact_url_ttl: int = Field(300, gt=0, le=7 * 24 * 3600, description="seconds a presigned artifact URL works")
 
     # API
     host: str = "127.0.0.1"
@@ -111,6 +121,12 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("artifact_store")
+    @classmethod
+    def _artifact_store(cls, value: str) -> str:
+        parse_location(value)  # ValueError says what is wrong
+        return value
+
     @field_validator("callback_allowed_hosts", mode="before")
     @classmethod
     def _hosts(cls, value: object) -> object:
@@ -168,6 +184,12 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _redirect_needs_urls(self) -> Settings:
+        if self.artifact_redirect and parse_location(self.artifact_store).kind != "s3":
+            raise ValueError("artifact_redirect needs an s3:// artifact store (only it has presigned URLs)")
+        return self
 
     @model_validator(mode="after")
     def _ttls(self) -> Settings:

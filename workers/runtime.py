@@ -20,6 +20,7 @@ from redis import Redis
 from torch import nn
 
 from core import liveness
+from core.artifacts import open_artifacts
 from core.settings import Settings, get_settings
 from core.stats import Stats, WorkerInfo
 from core.store import Store
@@ -78,7 +79,10 @@ class WorkerRuntime:
     _stop: threading.Event = field(default_factory=threading.Event)  # this start's; a new one per resume()
 
     def __post_init__(self) -> None:
-        self.store = Store(self.connection, self.settings.key_prefix)
+        prefix = self.settings.key_prefix
+        self.store = Store(
+            self.connection, prefix, open_artifacts(self.settings.artifact_store, self.connection, prefix)
+        )
         self.stats = Stats(self.connection, self.settings.key_prefix)
 
     def preload(self) -> None:

@@ -155,9 +155,9 @@ def get_batch_archive(
             "batch-not-ended",
             settings.retry_after,
         )
-    file = batch_ops.write_archive(loaded, view, store, _artifact_url(request))
+    chunks = batch_ops.archive_chunks(loaded, view, store, _artifact_url(request))  # made while it is sent
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}.zip"', "Cache-Control": "private"}
-    return StreamingResponse(batch_ops.chunks(file), media_type="application/zip", headers=headers)
+    return StreamingResponse(chunks, media_type="application/zip", headers=headers)
 
 
 @router.delete("/batches/{batch_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})

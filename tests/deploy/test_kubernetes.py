@@ -191,6 +191,7 @@ def test_api_and_workers_share_one_image_and_config(objects: Objects) -> None:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
     pod = objects[("Deployment", "lrpseg-worker")]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    Settings(artifact_store=config(objects)["LRPSEG_ARTIFACT_STORE"])  # a store the service accepts
 
 
 def test_redis_persists_and_never_evicts(objects: Objects) -> None:
