@@ -22,13 +22,16 @@ log = logging.getLogger("lrpseg.pool")
 GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace
 
 
-def worker_env(settings: Settings, redis_url: str, device: str | None = None, slot: int = 0) -> dict[str, str]:
+def worker_env(settings: Settings, redis_url: str | None, device: str | None = None, slot: int = 0) -> dict[str, str]:
+    """The environment of one worker: this one's, plus its Redis (a URL; Sentinel settings are
+    inherited), device, queue and, under a pool, its own liveness file."""
     env = dict(os.environ)
     if settings.heartbeat_file is not None:  # each worker its own; the pool's file sums them up
         env["LRPSEG_HEARTBEAT_FILE"] = str(slot_heartbeat_file(settings.heartbeat_file, slot))
+    if redis_url:
+        env["LRPSEG_REDIS_URL"] = redis_url
     env.update(
         {
-            "LRPSEG_REDIS_URL": redis_url,
             "LRPSEG_DEVICE": device or settings.device,
             "LRPSEG_PARENT_PID": str(os.getpid()),
             "LRPSEG_QUEUE_NAME": settings.queue_name,
@@ -65,13 +68,13 @@ def slot_heartbeat_file(path: Path, slot: int) -> Path:
     return path.with_name(f"{path.name}.{slot}")
 
 
-def start_worker(settings: Settings, redis_url: str, device: str, slot: int) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, redis_url: str | None, device: str, slot: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "launch", "worker"]
     # Own session: Ctrl-C reaches only us, and we stop them in order (warm, then hard).
     return subprocess.Popen(command, env=worker_env(settings, redis_url, device, slot), start_new_session=True)
 
 
-def start_workers(settings: Settings, redis_url: str, devices: list[str]) -> list[subprocess.Popen[bytes]]:
+def start_workers(settings: Settings, redis_url: str | None, devices: list[str]) -> list[subprocess.Popen[bytes]]:
     return [start_worker(settings, redis_url, device, slot) for slot, device in enumerate(devices)]
 
 
@@ -102,7 +105,7 @@ class WorkerPool:
 
     RESTART_BACKOFF = 5.0
 
-    def __init__(self, settings: Settings, redis_url: str, gpus: int | None = None) -> None:
+    def __init__(self, settings: Settings, redis_url: str | None, gpus: int | None = None) -> None:
         gpus = gpu_count() if gpus is None else gpus
         self.settings = settings
         self.devices = worker_devices(settings.device, settings.workers, gpus)

@@ -23,6 +23,17 @@ class Settings(BaseSettings):
 
     # Redis / RQ
     redis_url: str | None = Field(None, validation_alias=AliasChoices("LRPSEG_REDIS_URL", "REDIS_URL", "redis_url"))
+    # Redis through Sentinel (instead of REDIS_URL; takes precedence when both are set)
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host:port,host:port,... of the Sentinels that watch the master"
+    )
+    redis_master: str | None = Field(None, description="the master's name in Sentinel (sentinel monitor NAME ...)")
+    redis_password: SecretStr | None = Field(None, description="password of the Redis master and replicas (AUTH)")
+    redis_sentinel_password: SecretStr | None = Field(None, description="password of the Sentinels, if they have one")
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="replicas that must have a job before its 202 (Redis WAIT); 1 with Sentinel"
+    )
+    redis_wait_timeout: float = Field(1.0, gt=0, description="seconds the API waits for those replicas, else 503")
     queue_name: str = "lrpseg"
     key_prefix: str = "lrpseg"
     result_ttl: int = Field(24 * 3600, gt=0, description="seconds results and artifacts are kept")
@@ -121,6 +132,28 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"LRPSEG_REDIS_SENTINELS entry {entry!r} must be host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        if self.redis_sentinels and not self.redis_master:
+            raise ValueError("LRPSEG_REDIS_SENTINELS needs LRPSEG_REDIS_MASTER (the name the Sentinels monitor)")
+        return self
+
     @field_validator("artifact_store")
     @classmethod
     def _artifact_store(cls, value: str) -> str:
@@ -212,6 +245,14 @@ class Settings(BaseSettings):
     def claim_renewal(self) -> float:
         """A running job's claim is renewed this often: two renewals may be late before it counts as lost."""
         return self.job_lost_after / 3
+
+    @property
+    def redis_configured(self) -> bool:
+        """A Redis to use is named (a URL or Sentinels); else `lrpseg serve` embeds one."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(host.strip("[]"), int(port)) for host, _, port in (e.rpartition(":") for e in self.redis_sentinels)]
 
     def require_redis_url(self) -> str:
         if not self.redis_url:

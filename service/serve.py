@@ -87,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     embedded: EmbeddedRedis | None = None
     pool: WorkerPool | None = None
     try:
-        if not settings.redis_url:
+        if not settings.redis_configured:
             embedded = start_embedded(settings.data_dir)
             settings = settings.model_copy(update={"redis_url": embedded.url})
             settings = with_loopback_callbacks(settings)
-        pool = WorkerPool(settings, settings.require_redis_url())
+        pool = WorkerPool(settings, settings.redis_url)
         from service.app import create_app
 
         devices = ", ".join(pool.devices) or "none"

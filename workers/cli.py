@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.check:
         return check_alive(settings)
-    if not settings.redis_url:
+    if not settings.redis_configured:
         print(
-            "lrpseg worker: set REDIS_URL (or run `lrpseg serve`, which embeds Redis)",
+            "lrpseg worker: set REDIS_URL or LRPSEG_REDIS_SENTINELS (or run `lrpseg serve`, which embeds Redis)",
             file=sys.stderr,
         )
         return 2
@@ -82,7 +82,7 @@ def run_pool(settings: Settings, workers: int) -> int:
 
     gpus = gpu_count()
     count = workers if workers > 0 else max(1, gpus)
-    pool = WorkerPool(settings.model_copy(update={"workers": count}), settings.require_redis_url(), gpus=gpus)
+    pool = WorkerPool(settings.model_copy(update={"workers": count}), settings.redis_url, gpus=gpus)
     log.info("%d worker(s) on %s", count, ", ".join(pool.devices))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

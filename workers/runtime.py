@@ -21,6 +21,7 @@ from torch import nn
 
 from core import liveness
 from core.artifacts import open_artifacts
+from core.connect import connect
 from core.settings import Settings, get_settings
 from core.stats import Stats, WorkerInfo
 from core.store import Store
@@ -183,7 +184,7 @@ def start(
         torch.set_num_threads(settings.torch_threads)
     runtime = WorkerRuntime(
         settings=settings,
-        connection=connection if connection is not None else Redis.from_url(settings.require_redis_url()),
+        connection=connection if connection is not None else connect(settings),
         registry=registry or default_registry(),
         device=pick_device(settings.device),
         name=name or settings.worker_name or f"{socket.gethostname()}.{os.getpid()}",

@@ -15,6 +15,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from core import logs, recovery
+from core.connect import connect
 from core.meta import BATCH_KEY, REQUEST_ID
 from core.settings import Settings
 from lrpseg.registry import Registry
@@ -170,7 +171,7 @@ def build_worker(
     name: str | None = None,
     heartbeat: bool = True,
 ) -> ModelWorker:
-    connection = connection if connection is not None else Redis.from_url(settings.require_redis_url())
+    connection = connection if connection is not None else connect(settings)
     rt = runtime.start(settings, connection=connection, registry=registry, name=name, heartbeat=heartbeat)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return ModelWorker([queue], rt=rt, connection=connection)

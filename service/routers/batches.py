@@ -89,6 +89,7 @@ def submit_batch(
     )
     Batches(intake.store.connection, settings.key_prefix).create(record, settings.tombstone_ttl)
     intake.enqueue_many(prepared, batch_id=batch_id, hooks=callback is not None)
+    intake.require_replicas()
 
     job_url = _self_url(request)
     body = BatchAccepted(
