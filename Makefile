@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test bench install
+.PHONY: serve test bench install lint
 
 $(BIN)/lrpseg: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,12 @@ install: $(BIN)/lrpseg
 
 serve: install
 	$(BIN)/lrpseg serve
+
+# ruff (lint + format check) and mypy ([tool.mypy] in pyproject.toml), through the venv's tools
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 from redis import Redis
+
+from core.settings import parse_location
 
 CHUNK = 1024 * 1024  # streaming granularity
 
@@ -48,32 +49,6 @@ class Artifacts(Protocol):
     def url(self, job_id: str, name: str, expires: int, content_type: str) -> str | None:
         """A time-limited URL a client can fetch the artifact from, where the store has one."""
         ...
-
-
-@dataclass(frozen=True)
-class StoreLocation:
-    """A parsed LRPSEG_ARTIFACT_STORE."""
-
-    kind: str  # redis | file | s3
-    path: Path | None = None
-    bucket: str = ""
-    prefix: str = ""
-
-
-def parse_location(value: str) -> StoreLocation:
-    """`redis`, `file:///absolute/path` or `s3://bucket[/prefix]`; ValueError says what is wrong."""
-    if value == "redis":
-        return StoreLocation("redis")
-    parts = urlsplit(value)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(f"artifact store {value!r}: a file store is file:///absolute/path")
-        return StoreLocation("file", path=Path(unquote(parts.path)))
-    if parts.scheme == "s3":
-        if not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"artifact store {value!r}: an S3 store is s3://bucket or s3://bucket/prefix")
-        return StoreLocation("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
-    raise ValueError(f"artifact store {value!r}: use redis, file:///path or s3://bucket/prefix")
 
 
 class RedisArtifacts:

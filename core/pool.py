@@ -110,7 +110,7 @@ class WorkerPool:
         self.settings = settings
         self.devices = worker_devices(settings.device, settings.workers, gpus)
         self.procs = start_workers(settings, redis_url, self.devices)
-        self._spawn = lambda slot: start_worker(settings, redis_url, self.devices[slot], slot)  # same device again
+        self._redis_url = redis_url
         self._earliest = [0.0] * len(self.procs)
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="lrpseg-workers", daemon=True)
@@ -125,6 +125,9 @@ class WorkerPool:
                 self.procs[slot] = self._spawn(slot)
                 self._earliest[slot] = time.monotonic() + self.RESTART_BACKOFF
             self._touch_if_all_alive()
+
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
+        return start_worker(self.settings, self._redis_url, self.devices[slot], slot)  # same device again
 
     def _touch_if_all_alive(self) -> None:
         path = self.settings.heartbeat_file

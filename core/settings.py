@@ -7,15 +7,42 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.artifacts import parse_location
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed LRPSEG_ARTIFACT_STORE (core.artifacts opens it; parsed here so Settings stays a leaf)."""
+
+    kind: str  # redis | file | s3
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+
+
+def parse_location(value: str) -> StoreLocation:
+    """`redis`, `file:///absolute/path` or `s3://bucket[/prefix]`; ValueError says what is wrong."""
+    if value == "redis":
+        return StoreLocation("redis")
+    parts = urlsplit(value)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"artifact store {value!r}: a file store is file:///absolute/path")
+        return StoreLocation("file", path=Path(unquote(parts.path)))
+    if parts.scheme == "s3":
+        if not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"artifact store {value!r}: an S3 store is s3://bucket or s3://bucket/prefix")
+        return StoreLocation("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
+    raise ValueError(f"artifact store {value!r}: use redis, file:///path or s3://bucket/prefix")
 
 
 class Settings(BaseSettings):

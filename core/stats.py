@@ -89,7 +89,11 @@ class Stats:
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         raw = self.connection.hgetall(self.jobs_key)
-        return {tuple(k.decode().split(SEP, 1)): int(v) for k, v in raw.items()}  # type: ignore[misc]
+        counts: dict[tuple[str, str], int] = {}
+        for key, value in raw.items():
+            model, _, status = key.decode().partition(SEP)
+            counts[(model, status)] = int(value)
+        return counts
 
     def live_workers(self, max_age: float) -> list[WorkerInfo]:
         """Workers that announced themselves within `max_age` seconds; older entries are pruned."""

@@ -123,10 +123,10 @@ class Store:
         key = self.key_of("artifact-deadlines")
         due = self.connection.zrangebyscore(key, 0, time.time() if now is None else now, start=0, num=limit)
         swept = 0
-        for raw in due:  # type: ignore[union-attr]
+        for raw in due:
             job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             self.artifacts.delete(job_id)
-            swept += int(self.connection.zrem(key, job_id))  # type: ignore[arg-type]
+            swept += int(self.connection.zrem(key, job_id))
         return swept
 
     # ---- job records ----------------------------------------------------------------

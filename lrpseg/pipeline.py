@@ -1,8 +1,9 @@
 """One job, start to end, as library code: forward -> explanation -> masks -> metrics -> artifacts.
 
-No Redis, no HTTP: the service's workers call `run_job`, and so can a notebook. The params are
+No Redis, no HTTP: the service's workers call `forward_batch` + `finish` on inputs that
+`lrpseg.inputs.prepare_inputs` decoded and checked, a notebook calls `run_job`. The params are
 the service's validated `schemas.params.JobParams` (a plain pydantic model; `JobParams()` gives
-the defaults). The result is JSON-safe (no NaN: undefined numbers are None).
+the defaults); the pass takes them resolved against the model (`lrpseg.inputs.ResolvedParams`). The result is JSON-safe (no NaN: undefined numbers are None).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,10 +26,12 @@ from torch import Tensor, nn
 from lrpseg import lrp, render
 from lrpseg import masks as mask_extractors
 from lrpseg import metrics as metric_fns
+from lrpseg.inputs import JobInputs, ResolvedParams, check_image, check_resolved, resolve_params
 from lrpseg.io import DecodedImage
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.registry import ModelInfo
+from lrpseg.rule_specs import make_rule
 
 if TYPE_CHECKING:
     from schemas.params import JobParams
@@ -38,56 +41,10 @@ STAGE_START = {"forward": 0.05, "lrp": 0.2, "masks": 0.55, "metrics": 0.7, "rend
 MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
 
 
-class ParamsError(ValueError):
-    """The params do not fit the model or the image; `field` names the culprit (params.target.cls)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 @dataclass
 class PipelineResult:
     result: dict[str, Any]
     artifacts: dict[str, bytes] = field(default_factory=dict)
-
-
-# ---- checks that need the model or the image, shared with the service's intake ----------------
-
-
-def resolve_params(params: JobParams, info: ModelInfo) -> JobParams:
-    """Fill in what depends on the model: its full id and the target class as an index."""
-    target = params.target
-    cls = target.cls
-    if isinstance(cls, str):
-        if cls not in info.class_names:
-            raise ParamsError("params.target.cls", f"model {info.id} has no class {cls!r}; classes: {info.class_names}")
-        cls = info.class_names.index(cls)
-    elif cls is None and info.kind == "segmenter" and target.kind != "all":
-        cls = 1 if info.num_classes > 1 else 0
-    if cls is not None and not 0 <= cls < info.num_classes:
-        raise ParamsError("params.target.cls", f"class {cls} out of range: model {info.id} has {info.num_classes}")
-    if info.kind == "classifier" and target.kind in ("region", "region-normalized"):
-        raise ParamsError("params.target.kind", f"model {info.id} is a classifier; a region target needs a segmenter")
-    if target.kind == "all" and cls is not None:
-        raise ParamsError("params.target.cls", "target kind 'all' explains every class; leave cls out")
-    return params.model_copy(update={"model": info.id, "target": target.model_copy(update={"cls": cls})})
-
-
-def check_image(params: JobParams, info: ModelInfo, channels: int, height: int, width: int) -> None:
-    """Channels and size against the model, boxes against the image."""
-    if channels != info.in_channels:
-        raise ParamsError("image", f"the image has {channels} channel(s); model {info.id} takes {info.in_channels}")
-    size = info.input_size
-    if size is not None and (height, width) != (size, size) and not params.resize:
-        raise ParamsError(
-            "image",
-            f"model {info.id} takes {size}x{size} images, got {width}x{height}; send params.resize=true "
-            "to have it resized",
-        )
-    for i, box in enumerate(params.target.region or []):
-        if box.x1 > width or box.y1 > height:
-            raise ParamsError(f"params.target.region.{i}", f"box reaches past the {width}x{height} image")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -109,7 +66,8 @@ class Clock:
     """Per-stage wall time in ms; waits for the GPU so each time is its stage's own."""
 
     def __init__(self, device: torch.device, progress: Progress | None) -> None:
-        self.device, self.progress, self.ms = device, progress, {}
+        self.device, self.progress = device, progress
+        self.ms: dict[str, float] = {}
         self._open: tuple[str, float] | None = None
 
     def start(self, name: str) -> None:
@@ -171,36 +129,32 @@ def build_rules(params: JobParams, model: nn.Module, x: Tensor, bounds: tuple[fl
     return resolved
 
 
-def make_rule(spec: dict[str, Any], bounds: tuple[float, float]) -> lrp.Rule:
-    kind = spec.pop("rule")
-    if kind == "epsilon":
-        return lrp.Epsilon(spec["epsilon"], relative=spec["relative"])
-    if kind == "gamma":
-        return lrp.Gamma(spec["gamma"])
-    if kind == "alpha-beta":
-        return lrp.AlphaBeta(spec["alpha"], spec["beta"])
-    if kind == "z-box":
-        low, high = (spec["low"], spec["high"]) if spec["low"] is not None else bounds
-        return lrp.ZBox(low, high)
-    plain = {
-        "z-plus": lrp.ZPlus,
-        "flat": lrp.Flat,
-        "w-square": lrp.WSquare,
-        "zero": lrp.Zero,
-        "norm": lrp.Norm,
-        "pass": lrp.Pass,
-    }
-    return plain[kind]()
+def target_class(params: JobParams) -> int | None:
+    """The target class as an index: resolved params never carry a class name."""
+    cls = params.target.cls
+    if isinstance(cls, str):
+        raise TypeError(f"target.cls {cls!r} is a name: the params were not resolved (lrpseg.inputs.resolve_params)")
+    return cls
+
+
+def spatial_size(t: Tensor) -> tuple[int, int]:
+    """(H, W) of a (..., H, W) tensor."""
+    return int(t.shape[-2]), int(t.shape[-1])
+
+
+def zbox_bounds(info: ModelInfo) -> tuple[float, float]:
+    low, high = info.zbox_bounds
+    return float(low), float(high)
 
 
 def explained_mask(params: JobParams, logits: Tensor) -> Tensor:
     """The explained pixel set on the output (logits' shape), as the LRP targets define it."""
-    kind, cls = params.target.kind, params.target.cls
+    kind, cls = params.target.kind, target_class(params)
     if kind == "all":
         return all_classes_mask(logits)
     if kind == "class":
         return predicted_class_mask(logits, cls)
-    region = region_of(params, tuple(logits.shape[-2:]))
+    region = region_of(params, spatial_size(logits))
     assert region is not None and cls is not None
     return region_mask(logits, cls, region)
 
@@ -273,7 +227,7 @@ def lrp_summary(
 
 
 def target_summary(params: JobParams, info: ModelInfo) -> dict[str, Any]:
-    cls = params.target.cls
+    cls = target_class(params)
     return {"target": params.target.kind, "cls": cls, "cls_name": info.class_names[cls] if cls is not None else None}
 
 
@@ -292,7 +246,7 @@ def forward_and_lrp(
     function), where `forward_done` marks the end of the forward stage. Every LRP quantity is
     per sample (relative epsilon, z^B bounds, targets), so a batch equals its images one by one.
     """
-    bounds = tuple(info.zbox_bounds)
+    bounds = zbox_bounds(info)
     rules = build_rules(params, model, x, bounds)
     seen: dict[str, Tensor] = {}
 
@@ -311,17 +265,17 @@ def forward_and_lrp(
 
 def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
     """The explanation after a separate forward pass: region-normalized LRP and the CAM baselines."""
-    target, cls = params.target, params.target.cls
+    target, cls = params.target, target_class(params)
     if params.method.value == "lrp":
-        bounds = tuple(info.zbox_bounds)
+        bounds = zbox_bounds(info)
         rules = build_rules(params, model, x, bounds)
-        region = region_of(params, tuple(x.shape[-2:]))
+        region = region_of(params, spatial_size(x))
         e = explain(model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds)
         # explain's reference: each explained location contributes 1 (region-normalized), else Σ r_out
         reference = float(e.mask[0].sum()) if target.kind == "region-normalized" else e.r_out[0].sum().item()
         return lrp_summary(params, info, e.relevance, e.r_out, reference, e.bias_share[0].item() * reference, e.mask)
     mask = explained_mask(params, logits)
-    variant = "grad" if params.method.value == "seg-grad-cam" else "hires"
+    variant: Literal["grad", "hires"] = "grad" if params.method.value == "seg-grad-cam" else "hires"
     cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)
     relevance = cam[0].detach().float().cpu().numpy()[None]
     pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(x.shape[-2:], bool)
@@ -341,7 +295,7 @@ def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu
     cls = None if info.kind == "classifier" else min(1, info.num_classes - 1)
     with torch.no_grad():
         model(x)
-    explain(model, x, target="class", cls=cls, rules="ours", bounds=tuple(info.zbox_bounds))
+    explain(model, x, target="class", cls=cls, rules="ours", bounds=zbox_bounds(info))
 
 
 def quality_metrics(explained: Explained) -> dict[str, float | None]:
@@ -370,7 +324,7 @@ def forward_batch(
     model: nn.Module,
     info: ModelInfo,
     images: list[DecodedImage],
-    params: JobParams,
+    resolved: ResolvedParams,
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
@@ -382,9 +336,9 @@ def forward_batch(
     One-pass LRP and plain segmentation run as one batch; region-normalized LRP and the CAM
     baselines explain image by image after one batched forward pass.
     """
+    params = check_resolved(resolved, info)
     if not images:
         return []
-    params = resolve_params(params, info)
     shape = (images[0].channels, images[0].height, images[0].width)
     for image in images:
         check_image(params, info, image.channels, image.height, image.width)
@@ -421,10 +375,11 @@ def batch_params(params: JobParams) -> dict[str, Any]:
     return params.model_dump(mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize"})
 
 
-def batch_key(params: JobParams, shape: tuple[int, int, int]) -> str | None:
+def batch_key(resolved: ResolvedParams, shape: tuple[int, int, int]) -> str | None:
     """Equal keys: jobs that can share one forward + LRP pass (same model, pass params and image
     (C, H, W)); None for jobs a batch would not speed up (region-normalized LRP, CAM baselines).
-    `params` must be resolved (`resolve_params`), so the model id and class are explicit."""
+    The params are resolved, so the model id and class are explicit."""
+    params = resolved.params
     if not (one_pass(params) or params.task.value == "segment"):
         return None
     text = json.dumps({"pass": batch_params(params), "shape": list(shape)}, sort_keys=True, separators=(",", ":"))
@@ -434,14 +389,14 @@ def batch_key(params: JobParams, shape: tuple[int, int, int]) -> str | None:
 def finish(
     info: ModelInfo,
     image: DecodedImage,
-    params: JobParams,
+    resolved: ResolvedParams,
     forwarded: Forwarded,
     ground_truth: np.ndarray | None = None,
     *,
     progress: Progress | None = None,
 ) -> PipelineResult:
     """One image's part after the (shared) pass: segmentation summary, masks, metrics, artifacts."""
-    params = resolve_params(params, info)
+    params = check_resolved(resolved, info)
     device = forwarded.logits.device
     clock = Clock(device, progress)
     tail_start = time.perf_counter()
@@ -508,9 +463,22 @@ def run_job(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
 ) -> PipelineResult:
-    """Run one job. `ground_truth`: bool (H, W) of the target class, optional."""
-    (forwarded,) = forward_batch(model, info, [image], params, progress=progress, device=device)
-    return finish(info, image, params, forwarded, ground_truth, progress=progress)
+    """Run one job (the params resolved here, once). `ground_truth`: bool (H, W) of the target class, optional."""
+    resolved = resolve_params(params, info)
+    (forwarded,) = forward_batch(model, info, [image], resolved, progress=progress, device=device)
+    return finish(info, image, resolved, forwarded, ground_truth, progress=progress)
+
+
+def run_prepared(
+    model: nn.Module,
+    inputs: JobInputs,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | str | None = None,
+) -> PipelineResult:
+    """Run one job on inputs `lrpseg.inputs.prepare_inputs` decoded and checked (params resolved there)."""
+    (forwarded,) = forward_batch(model, inputs.info, [inputs.image], inputs.params, progress=progress, device=device)
+    return finish(inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=progress)
 
 
 def run_jobs(
@@ -533,7 +501,7 @@ def run_jobs(
     if not images:
         return []
     resolved = [resolve_params(p, info) for p in params]
-    if any(batch_params(p) != batch_params(resolved[0]) for p in resolved):
+    if any(batch_params(p.params) != batch_params(resolved[0].params) for p in resolved):
         raise ValueError("jobs in one batch must agree on model, task, method, lrp, target, cam_layer and resize")
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
@@ -570,8 +538,10 @@ def summarise_output(
     return labels, model_mask
 
 
-def mask_summaries(extracted: dict[str, Any], model_mask: np.ndarray | None, truth: np.ndarray | None) -> dict:
-    out = {}
+def mask_summaries(
+    extracted: dict[str, Any], model_mask: np.ndarray | None, truth: np.ndarray | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name, found in extracted.items():
         ap = None
         if truth is not None and found.score is not None and truth.any():
@@ -662,12 +632,16 @@ def dicom_artifacts(
     if labels is not None:
         segments.update({f"{n} ({info.name})": labels == i for i, n in enumerate(info.class_names) if i > 0})
     segments.update({f"LRP mask ({n})": f.mask for n, f in extracted.items()})
-    meta = {"model_id": info.name, "model_version": info.version}
+    model_id, model_version = info.name, info.version
     try:
         if segments and params.wants("seg.dcm"):
-            out["seg.dcm"] = bytes(segmentation_to_dicom_seg(image.dicom, segments, **meta))
+            seg = segmentation_to_dicom_seg(image.dicom, segments, model_id=model_id, model_version=model_version)
+            out["seg.dcm"] = bytes(seg)
         if rel2d is not None and rel2d.shape == (image.height, image.width) and params.wants("relevance.dcm"):
-            out["relevance.dcm"] = bytes(relevance_to_dicom(image.dicom, rel2d.astype(np.float32), **meta))
+            rel = relevance_to_dicom(
+                image.dicom, rel2d.astype(np.float32), model_id=model_id, model_version=model_version
+            )
+            out["relevance.dcm"] = bytes(rel)
     except DicomExportError as exc:
         warnings.append(f"no DICOM output: {exc}")
     return out

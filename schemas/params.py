@@ -39,6 +39,8 @@ class Method(StrEnum):
 
 
 class Composite(StrEnum):
+    """The names of lrpseg.rule_specs.SERVED_COMPOSITES (tests/lrpseg/test_rule_specs.py)."""
+
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
@@ -65,7 +67,7 @@ class Artifact(StrEnum):
     relevance_dcm = "relevance.dcm"
 
 
-# ---- LRP rules -----------------------------------------------------------------
+# ---- LRP rules (the names: lrpseg.rule_specs.RULES, tests/lrpseg/test_rule_specs.py) -------------
 
 
 class EpsilonRule(Strict):

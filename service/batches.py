@@ -198,7 +198,7 @@ def fetch_batch(batches: Batches, batch_id: str, principal: Principal) -> BatchR
 
 
 @dataclass
-class Loaded:
+class BatchJobs:
     """The batch's items with their RQ jobs (None: expired or deleted)."""
 
     record: BatchRecord
@@ -206,7 +206,7 @@ class Loaded:
     jobs: list[Job | None]
 
 
-def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]) -> Loaded:
+def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]) -> BatchJobs:
     ids = [item["job_id"] for item in record.items]
     jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
     items = []
@@ -234,10 +234,10 @@ def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable
     jobs = [
         None if it.status in (ItemState.deleted, ItemState.expired) else j for it, j in zip(items, jobs, strict=True)
     ]
-    return Loaded(record, items, jobs)
+    return BatchJobs(record, items, jobs)
 
 
-def batch_view(loaded: Loaded, deliveries: Deliveries, max_attempts: int) -> BatchView:
+def batch_view(loaded: BatchJobs, deliveries: Deliveries, max_attempts: int) -> BatchView:
     record, items = loaded.record, loaded.items
     counts: dict[str, int] = {}
     for item in items:
@@ -297,13 +297,13 @@ class _ZipSink(io.RawIOBase):
 
 
 def archive_chunks(
-    loaded: Loaded, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
+    loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
 ) -> Iterator[bytes]:
     return (part for part in _archive_parts(loaded, view, store, artifact_url) if part)
 
 
 def _archive_parts(
-    loaded: Loaded, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
+    loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
 ) -> Iterator[bytes]:
     """A zip of the ended batch, produced while it is sent: batch.json (this view), and per item
     its folder with result.json and every artifact (finished), or error.json (failed, expired,

@@ -37,8 +37,9 @@ from core.meta import (
 )
 from core.settings import Settings
 from core.store import Inputs, Store, Upload
-from lrpseg.io import DecodedImage, ImageDecodeError, decode_image
-from lrpseg.pipeline import ParamsError, batch_key, check_image, resolve_params
+from lrpseg.inputs import DecodeLimits, InputError, RawInput, ResolvedParams, decode_input, prepare_inputs
+from lrpseg.io import DecodedImage
+from lrpseg.pipeline import batch_key
 from lrpseg.registry import ModelInfo, Registry, RegistryError
 from schemas.params import JobParams
 from schemas.problems import FieldError
@@ -55,7 +56,7 @@ from service.deps import (
     StoreDep,
 )
 from service.errors import ApiError, params_error, retry_later
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record
@@ -186,9 +187,9 @@ class Intake:
                 prepared.append(Prepared(new_job_id(), item, checked))
             reserved: list[str] = []
             try:
-                for item in prepared:
-                    reserve_slot(self.slots, self.principal, item.job_id, settings)
-                    reserved.append(item.job_id)
+                for ready in prepared:
+                    reserve_slot(self.slots, self.principal, ready.job_id, settings)
+                    reserved.append(ready.job_id)
             except ApiError:
                 self.release_slots(reserved)
                 raise
@@ -273,18 +274,25 @@ def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-i
     )
 
 
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(settings.max_pixels, settings.max_side)
+
+
+def raw(upload: Upload) -> RawInput:
+    return RawInput(upload.data, upload.filename, upload.content_type)
+
+
+def input_problem(exc: InputError) -> ApiError:
+    """The library's input error as problem+json naming the field (its status and code kept)."""
+    return _invalid(exc.field, exc.detail, exc.status, exc.code)
+
+
 def decode(upload: Upload, field: str, settings: Settings, frame: int | None) -> DecodedImage:
+    """The upload decoded as a job would decode it (the viewer's preview); ApiError naming `field`."""
     try:
-        return decode_image(
-            upload.data,
-            filename=upload.filename,
-            content_type=upload.content_type,
-            max_pixels=settings.max_pixels,
-            max_side=settings.max_side,
-            frame=frame,
-        )
-    except ImageDecodeError as exc:
-        raise _invalid(field, exc.detail, exc.status, exc.code) from None
+        return decode_input(raw(upload), field, decode_limits(settings), frame)
+    except InputError as exc:
+        raise input_problem(exc) from None
 
 
 def resolve_model(registry: Registry, params: JobParams) -> ModelInfo:
@@ -300,7 +308,7 @@ class Checked:
     """A valid submission: its model, the params with defaults resolved, the decoded image's (C, H, W)."""
 
     info: ModelInfo
-    params: JobParams
+    params: ResolvedParams
     shape: tuple[int, int, int]
 
 
@@ -308,22 +316,14 @@ def check_submission(
     registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
 ) -> Checked:
     """The model, the params with defaults resolved and the decoded image's shape (what workers
-    group batches by); ApiError on anything wrong."""
+    group batches by), through the library's one input path (lrpseg.inputs.prepare_inputs, which
+    the worker runs again on the stored upload); ApiError on anything wrong."""
     info = resolve_model(registry, params)
     try:
-        params = resolve_params(params, info)
-        decoded = decode(image, "image", settings, params.frame)
-        check_image(params, info, decoded.channels, decoded.height, decoded.width)
-        if gt is not None:
-            truth = decode(gt, "ground_truth", settings, None)
-            if (truth.height, truth.width) != (decoded.height, decoded.width):
-                raise ParamsError(
-                    "ground_truth",
-                    f"ground truth is {truth.width}x{truth.height}; the image is {decoded.width}x{decoded.height}",
-                )
-    except ParamsError as exc:
-        raise _invalid(exc.field, str(exc)) from None
-    return Checked(info, params, (decoded.channels, decoded.height, decoded.width))
+        inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
+    except InputError as exc:
+        raise input_problem(exc) from None
+    return Checked(info, inputs.params, inputs.shape)
 
 
 def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, settings: Settings) -> None:
@@ -386,7 +386,7 @@ def enqueue(
     store: Store,
     settings: Settings,
     info: ModelInfo,
-    params: JobParams,
+    params: ResolvedParams,
     inputs: Inputs,
     *,
     job_id: str,
@@ -413,7 +413,7 @@ def enqueue(
     return queue.enqueue_call(
         TASK,
         args=(job_id,),
-        kwargs={"params": params.model_dump(mode="json")},
+        kwargs={"params": params.params.model_dump(mode="json")},
         job_id=job_id,
         timeout=settings.job_timeout,
         result_ttl=settings.result_ttl,

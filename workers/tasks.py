@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from lrpseg.pipeline import PipelineResult, finish, run_job
+from lrpseg.pipeline import PipelineResult, finish, run_prepared
 from schemas.params import JobParams
 from schemas.results import JobResult
-from workers import batching, faults, runtime
-from workers.loading import InputsMissing, load
+from workers import faults, runtime, shared_pass
+from workers.job_inputs import InputsMissing, load
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
@@ -42,20 +42,19 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
-    batched = batching.take(job_id)  # this job's share of a batch pass the worker ran before it
+    batched = shared_pass.take(job_id)  # this job's share of a batch pass the worker ran before it
     start = time.perf_counter()
     if batched is None:
         reporter("decode", 0.02)
-        loaded = load(rt, job_id, params)
-        start, before_ms = time.perf_counter(), loaded.decode_ms
-        out: PipelineResult = run_job(
-            loaded.model, loaded.info, loaded.image, loaded.params, loaded.truth, progress=reporter, device=rt.device
-        )
+        ready = load(rt, job_id, params)
+        start, before_ms = time.perf_counter(), ready.decode_ms
+        out: PipelineResult = run_prepared(ready.model, ready.inputs, progress=reporter, device=rt.device)
     else:
-        loaded, forwarded = batched.loaded, batched.forwarded
-        before_ms = loaded.decode_ms + sum(forwarded.ms.values())
-        out = finish(loaded.info, loaded.image, loaded.params, forwarded, loaded.truth, progress=reporter)
-    info = loaded.info
+        ready, forwarded = batched.ready, batched.forwarded
+        before_ms = ready.decode_ms + sum(forwarded.ms.values())
+        inputs = ready.inputs
+        out = finish(inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=reporter)
+    info = ready.inputs.info
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
@@ -66,7 +65,7 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         raise JobCancelled(job_id)
 
     timings = result["timings"]
-    timings["decode"] = round(loaded.decode_ms, 3)
+    timings["decode"] = round(ready.decode_ms, 3)
     timings["total"] = round(before_ms + (time.perf_counter() - start) * 1000, 3)
     stages = {k: v / 1000 for k, v in timings.items() if v is not None and k != "batch_size"}
     rt.stats.observe_stages(info.id, stages)

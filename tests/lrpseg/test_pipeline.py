@@ -12,10 +12,11 @@ import torch
 from sklearn.metrics import jaccard_score, precision_score, recall_score
 
 from lrpseg import masks
+from lrpseg.inputs import ParamsError, check_image, resolve_params
 from lrpseg.io import decode_image
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import predicted_class_mask
-from lrpseg.pipeline import ParamsError, check_image, resolve_params, run_job, run_jobs
+from lrpseg.pipeline import run_job, run_jobs
 from lrpseg.registry import Registry
 from schemas.params import JobParams
 from schemas.results import JobResult
@@ -166,7 +167,7 @@ def test_a_blank_image_gives_json_without_nan(unet) -> None:
 
 def test_params_are_resolved_against_the_model(unet) -> None:
     info, _ = unet
-    assert resolve_params(params(target={"cls": "background"}), info).target.cls == 0
+    assert resolve_params(params(target={"cls": "background"}), info).params.target.cls == 0
     for bad, field in [
         (params(target={"cls": "crack"}), "params.target.cls"),
         (params(target={"cls": 2}), "params.target.cls"),

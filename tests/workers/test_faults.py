@@ -185,15 +185,15 @@ def test_a_live_worker_keeps_its_claim_on_a_job_longer_than_job_lost_after(
 
 def _sizes(monkeypatch: pytest.MonkeyPatch, effects: dict[int, Callable[[], Any]]) -> None:
     """Make the real pipeline misbehave for images of the given heights (the rest run for real)."""
-    real = tasks.run_job
+    real = tasks.run_prepared
 
-    def run_job(model: Any, info: Any, image: Any, *args: Any, **kwargs: Any) -> Any:
-        effect = effects.get(image.height)
+    def run_prepared(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        effect = effects.get(inputs.image.height)
         if effect is not None:
             effect()
-        return real(model, info, image, *args, **kwargs)
+        return real(model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(tasks, "run_job", run_job)
+    monkeypatch.setattr(tasks, "run_prepared", run_prepared)
 
 
 def _raise(exc: BaseException) -> Callable[[], None]:

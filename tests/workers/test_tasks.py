@@ -42,7 +42,7 @@ def test_a_job_past_its_timeout_fails_as_timeout(
         time.sleep(5)
         raise AssertionError("not reached")
 
-    monkeypatch.setattr(tasks, "run_job", slow)
+    monkeypatch.setattr(tasks, "run_prepared", slow)
     start = time.monotonic()
     build_worker(quick, connection=redis_conn, registry=registry, heartbeat=False).work(
         burst=True, logging_level="ERROR"
@@ -56,7 +56,7 @@ def test_progress_is_reported_in_job_meta(
     client: TestClient, png: bytes, redis_conn: redis.Redis, work: Callable[[], bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[str, float]] = []
-    real = tasks.run_job
+    real = tasks.run_prepared
 
     def spy(*args: Any, progress: Callable[[str, float], None], **kwargs: Any) -> PipelineResult:
         def record(stage: str, fraction: float) -> None:
@@ -66,7 +66,7 @@ def test_progress_is_reported_in_job_meta(
 
         return real(*args, progress=record, **kwargs)
 
-    monkeypatch.setattr(tasks, "run_job", spy)
+    monkeypatch.setattr(tasks, "run_prepared", spy)
     job_id = submit(client, png).json()["job_id"]
     work()
     stages = [s for s, _ in seen]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import WatchError
 from rq.executions import Execution
@@ -37,7 +37,8 @@ from workers.progress import JobCancelled, Reporter
 if TYPE_CHECKING:
     from rq.worker import BaseWorker
 
-    from workers.loading import Loaded
+    from lrpseg.inputs import JobInputs
+    from workers.job_inputs import ReadyJob
     from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("lrpseg.worker")
@@ -56,9 +57,9 @@ class Member:
 
 @dataclass
 class Share:
-    """One job's part of a batch pass: its loaded inputs and its slice of the pass."""
+    """One job's part of a batch pass: its checked inputs and model, and its slice of the pass."""
 
-    loaded: Loaded
+    ready: ReadyJob
     forwarded: Forwarded
 
 
@@ -125,14 +126,14 @@ def claim(worker: BaseWorker, queue: Queue, key: str, limit: int) -> list[Member
 
 
 def run_pass(
-    rt: WorkerRuntime, members: Sequence[Member], load: Callable[[WorkerRuntime, str, JobParams], Loaded]
+    rt: WorkerRuntime, members: Sequence[Member], load: Callable[[WorkerRuntime, str, JobParams], ReadyJob]
 ) -> int:
     """Load every member, run one pass for those that fit the first loadable one; keep the shares.
 
     Returns the batch size (members with a share). Members that fail to load (their error is
     theirs: missing or undecodable inputs) or do not fit get no share and run alone later.
     """
-    loaded: list[tuple[Member, Loaded]] = []
+    loaded: list[tuple[Member, ReadyJob]] = []
     for member in members:
         try:
             params = JobParams.model_validate(member.job.kwargs["params"])
@@ -141,23 +142,25 @@ def run_pass(
             log.info("job %s left out of its batch (%s)", member.job.id, type(exc).__name__)
     if not loaded:
         return 0
-    first = loaded[0][1]
-    reference = (first.info.id, _shape(first), batch_params(first.params))
-    group = [(m, lo) for m, lo in loaded if (lo.info.id, _shape(lo), batch_params(lo.params)) == reference]
+    first = loaded[0][1].inputs
+    reference = _pass_key(first)
+    group = [(m, ready) for m, ready in loaded if _pass_key(ready.inputs) == reference]
     if len(group) < 2:
         return 0
     for member, _ in group:
         member.job.meta[BATCH_SIZE] = len(group)
     progress = _fan_out([Reporter(m.job, rt.store, m.job.id) for m, _ in group])
-    images = [lo.image for _, lo in group]
-    shares = forward_batch(first.model, first.info, images, first.params, progress=progress, device=rt.device)
-    for (member, lo), forwarded in zip(group, shares):
-        _ready[member.job.id] = Share(lo, forwarded)
+    images = [ready.inputs.image for _, ready in group]
+    model = loaded[0][1].model
+    shares = forward_batch(model, first.info, images, first.params, progress=progress, device=rt.device)
+    for (member, ready), forwarded in zip(group, shares):
+        _ready[member.job.id] = Share(ready, forwarded)
     return len(group)
 
 
-def _shape(loaded: Loaded) -> tuple[int, int, int]:
-    return (loaded.image.channels, loaded.image.height, loaded.image.width)
+def _pass_key(inputs: JobInputs) -> tuple[str, tuple[int, int, int], dict[str, Any]]:
+    """Jobs whose keys agree can share one pass: model, image (C, H, W), the params the pass reads."""
+    return (inputs.info.id, inputs.shape, batch_params(inputs.params.params))
 
 
 def _fan_out(reporters: list[Reporter]) -> Callable[[str, float], None]:
