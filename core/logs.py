@@ -110,8 +110,9 @@ def configure(level: str = "info", fmt: str = "json", stream: IO[str] | None = N
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
     # httpx/httpcore log every request's full URL, query string included, at INFO/DEBUG
-    # (callbacks, the client): a URL may carry a token.
-    for name in ("httpx", "httpcore"):
+    # (callbacks, the client): a URL may carry a token. httpx2/httpcore2 are their successors,
+    # which starlette's TestClient prefers when installed (huggingface_hub brings them in).
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return handler
 

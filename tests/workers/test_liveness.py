@@ -110,7 +110,8 @@ def test_a_worker_pool_beats_while_all_its_workers_do(tmp_path: Path, redis_conn
         pid = int(slot.read_text().split()[1])  # the slot's worker wrote its pid
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: int(slot.read_text().split()[1]) != pid, 90, "a replacement worker", interval=0.5)
-        assert run_check(alive).returncode == 0
+        # the pool's file is fresh again once its next round (1 s) finds every worker beating
+        wait_for(lambda: run_check(alive).returncode == 0, 15, "the pool to beat again", interval=0.5)
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(timeout=60) == 0
         assert Stats(redis_conn, "lrpseg-test").live_workers(max_age=10) == []  # both retired
