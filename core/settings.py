@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,11 +19,48 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
 
 
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed LRPSEG_ARTIFACT_STORE (core.artifacts opens it; parsed here so Settings stays a leaf)."""
+
+    kind: str  # redis | file | s3
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+
+
+def parse_location(value: str) -> StoreLocation:
+    """`redis`, `file:///absolute/path` or `s3://bucket[/prefix]`; ValueError says what is wrong."""
+    if value == "redis":
+        return StoreLocation("redis")
+    parts = urlsplit(value)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"artifact store {value!r}: a file store is file:///absolute/path")
+        return StoreLocation("file", path=Path(unquote(parts.path)))
+    if parts.scheme == "s3":
+        if not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"artifact store {value!r}: an S3 store is s3://bucket or s3://bucket/prefix")
+        return StoreLocation("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
+    raise ValueError(f"artifact store {value!r}: use redis, file:///path or s3://bucket/prefix")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LRPSEG_", populate_by_name=True, extra="ignore")
 
     # Redis / RQ
     redis_url: str | None = Field(None, validation_alias=AliasChoices("LRPSEG_REDIS_URL", "REDIS_URL", "redis_url"))
+    # Redis through Sentinel (instead of REDIS_URL; takes precedence when both are set)
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host:port,host:port,... of the Sentinels that watch the master"
+    )
+    redis_master: str | None = Field(None, description="the master's name in Sentinel (sentinel monitor NAME ...)")
+    redis_password: SecretStr | None = Field(None, description="password of the Redis master and replicas (AUTH)")
+    redis_sentinel_password: SecretStr | None = Field(None, description="password of the Sentinels, if they have one")
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="replicas that must have a job before its 202 (Redis WAIT); 1 with Sentinel"
+    )
+    redis_wait_timeout: float = Field(1.0, gt=0, description="seconds the API waits for those replicas, else 503")
     queue_name: str = "lrpseg"
     key_prefix: str = "lrpseg"
     result_ttl: int = Field(24 * 3600, gt=0, description="seconds results and artifacts are kept")
@@ -38,6 +77,15 @@ class Settings(BaseSettings):
     maintenance_interval: int = Field(10, gt=0, description="seconds between abandoned-job clean-ups")
     redis_timeout: float = Field(5.0, gt=0, description="socket timeout of the API's Redis client (dead Redis: 503)")
     shutdown_grace: float = Field(15.0, ge=0, description="seconds `lrpseg serve` lets a stopping worker finish")
+
+    # Artifacts (core/artifacts.py; docs/operations.md, "Running on several machines")
+    artifact_store: str = Field(
+        "redis", description="redis | file:///path | s3://bucket/prefix (S3: the standard AWS_* variables)"
+    )
+    artifact_redirect: bool = Field(
+        False, description="artifact GETs answer 307 to a presigned URL of the object store (S3 only)"
+    )
+    artifact_url_ttl: int = Field(300, gt=0, le=7 * 24 * 3600, description="seconds a presigned artifact URL works")
 
     # API
     host: str = "127.0.0.1"
@@ -88,6 +136,9 @@ class Settings(BaseSettings):
     worker_name: str | None = None
     parent_pid: int | None = Field(None, description="set by `lrpseg serve`: a worker whose parent dies stops")
     worker_heartbeat: float = Field(5.0, gt=0, description="seconds between a worker's announcements")
+    heartbeat_file: Path | None = Field(
+        None, description="a file the worker touches on each heartbeat; `lrpseg worker --check` reads its age"
+    )
     batch_max: int = Field(
         1,
         ge=1,
@@ -109,6 +160,34 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"LRPSEG_REDIS_SENTINELS entry {entry!r} must be host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        if self.redis_sentinels and not self.redis_master:
+            raise ValueError("LRPSEG_REDIS_SENTINELS needs LRPSEG_REDIS_MASTER (the name the Sentinels monitor)")
+        return self
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _artifact_store(cls, value: str) -> str:
+        parse_location(value)  # ValueError says what is wrong
         return value
 
     @field_validator("callback_allowed_hosts", mode="before")
@@ -170,6 +249,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _redirect_needs_urls(self) -> Settings:
+        if self.artifact_redirect and parse_location(self.artifact_store).kind != "s3":
+            raise ValueError("artifact_redirect needs an s3:// artifact store (only it has presigned URLs)")
+        return self
+
+    @model_validator(mode="after")
     def _ttls(self) -> Settings:
         if self.failure_ttl > self.result_ttl:
             raise ValueError("failure_ttl must not exceed result_ttl")
@@ -190,6 +275,14 @@ class Settings(BaseSettings):
     def claim_renewal(self) -> float:
         """A running job's claim is renewed this often: two renewals may be late before it counts as lost."""
         return self.job_lost_after / 3
+
+    @property
+    def redis_configured(self) -> bool:
+        """A Redis to use is named (a URL or Sentinels); else `lrpseg serve` embeds one."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(host.strip("[]"), int(port)) for host, _, port in (e.rpartition(":") for e in self.redis_sentinels)]
 
     def require_redis_url(self) -> str:
         if not self.redis_url:

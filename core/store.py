@@ -5,7 +5,8 @@ Redis can run any job; the blobs expire on their own (patient data is not kept f
 
 Layout (prefix `lrpseg` by default):
   {p}:input:{id}      hash  image, image_name, image_type, [ground_truth, gt_name, gt_type]
-  {p}:artifacts:{id}  hash  artifact name -> bytes
+  {p}:artifacts:{id}  hash  artifact name -> bytes (LRPSEG_ARTIFACT_STORE=redis; else core.artifacts)
+  {p}:artifact-deadlines  sorted set  job id by the time its file/S3 artifacts are due for deletion
   {p}:record:{id}     hash  owner, created, state (live|deleted); outlives the job (tombstone -> 410)
   {p}:idempotency:{owner}:{key}  string  "{payload sha256}:{job id}" for Idempotency-Key replays
 """
@@ -16,6 +17,8 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+
+from core.artifacts import Artifacts, Blob, RedisArtifacts
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,16 @@ def _text(value: bytes | None) -> str | None:
 
 
 class Store:
-    def __init__(self, connection: Redis, prefix: str = "lrpseg") -> None:
+    def __init__(self, connection: Redis, prefix: str = "lrpseg", artifacts: Artifacts | None = None) -> None:
         self.connection = connection
         self.prefix = prefix
+        self.artifacts: Artifacts = artifacts if artifacts is not None else RedisArtifacts(connection, prefix)
 
     def key(self, kind: str, job_id: str) -> str:
         return f"{self.prefix}:{kind}:{job_id}"
+
+    def key_of(self, kind: str) -> str:
+        return f"{self.prefix}:{kind}"
 
     # ---- inputs -------------------------------------------------------------------
 
@@ -85,20 +92,42 @@ class Store:
     # ---- artifacts ----------------------------------------------------------------
 
     def put_artifacts(self, job_id: str, artifacts: dict[str, bytes], ttl: int) -> None:
+        """Into the artifact store; where that does not expire things itself, the deadline goes
+        into `{p}:artifact-deadlines` (sorted set: job id by time) for the sweeper."""
         if not artifacts:
             return
-        key = self.key("artifacts", job_id)
-        with self.connection.pipeline() as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=artifacts)
-            pipe.expire(key, ttl)
-            pipe.execute()
+        if not self.artifacts.expires_by_itself:
+            self.connection.zadd(self.key_of("artifact-deadlines"), {job_id: time.time() + ttl})
+        self.artifacts.put(job_id, artifacts, ttl)
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
-        return self.connection.hget(self.key("artifacts", job_id), name)
+        return self.artifacts.get(job_id, name)
+
+    def stream_artifact(self, job_id: str, name: str) -> Blob | None:
+        return self.artifacts.stream(job_id, name)
 
     def artifact_names(self, job_id: str) -> list[str]:
-        return sorted(k.decode() for k in self.connection.hkeys(self.key("artifacts", job_id)))
+        return self.artifacts.names(job_id)
+
+    def delete_artifacts(self, job_id: str) -> None:
+        self.artifacts.delete(job_id)
+        if not self.artifacts.expires_by_itself:
+            self.connection.zrem(self.key_of("artifact-deadlines"), job_id)
+
+    def sweep_expired_artifacts(self, now: float | None = None, limit: int = 100) -> int:
+        """Delete the artifacts whose result TTL has passed (file and S3 stores); returns how
+        many jobs' were. Deleting is idempotent, so workers sweeping at once do no harm; the
+        deadline goes only once the objects are gone (a failed delete is retried next round)."""
+        if self.artifacts.expires_by_itself:
+            return 0
+        key = self.key_of("artifact-deadlines")
+        due = self.connection.zrangebyscore(key, 0, time.time() if now is None else now, start=0, num=limit)
+        swept = 0
+        for raw in due:
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self.artifacts.delete(job_id)
+            swept += int(self.connection.zrem(key, job_id))
+        return swept
 
     # ---- job records ----------------------------------------------------------------
 
@@ -118,9 +147,10 @@ class Store:
     def mark_deleted(self, job_id: str) -> None:
         """Drop the job's data; keep the record as a tombstone so the id answers 410."""
         with self.connection.pipeline() as pipe:
-            pipe.delete(self.key("input", job_id), self.key("artifacts", job_id))
+            pipe.delete(self.key("input", job_id))
             pipe.hset(self.key("record", job_id), "state", "deleted")
             pipe.execute()
+        self.delete_artifacts(job_id)
 
     # ---- idempotency keys --------------------------------------------------------------
 

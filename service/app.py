@@ -14,6 +14,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import lrpseg
+from core.artifacts import open_artifacts
 from core.security import is_loopback
 from core.settings import Settings, get_settings
 from core.stats import Stats
@@ -60,7 +61,9 @@ def create_app(
     app.state.settings = settings
     app.state.redis = redis
     app.state.queue = queue
-    app.state.store = Store(redis, settings.key_prefix)
+    app.state.store = Store(
+        redis, settings.key_prefix, open_artifacts(settings.artifact_store, redis, settings.key_prefix)
+    )
     app.state.stats = stats
     app.state.metrics = metrics
     app.state.registry = registry if registry is not None else default_registry()  # fails early without models

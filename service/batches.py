@@ -23,13 +23,12 @@ import io
 import json
 import posixpath
 import stat
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
+from typing import Any
 
 from fastapi import UploadFile
 from redis import Redis
@@ -277,11 +276,41 @@ def folder_of(item: BatchItem) -> str:
     return f"{item.index:04d}-{safe[:80]}"
 
 
-def write_archive(loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor) -> IO[bytes]:
-    """A zip of the ended batch: batch.json (this view), and per item its folder with
-    result.json and every artifact (finished), or error.json (failed, expired, deleted)."""
-    out = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - handed to the response
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+class _ZipSink(io.RawIOBase):
+    """Where zipfile writes the archive: kept only until the next chunk is handed out. It has
+    no tell()/seek(), so zipfile writes each entry's sizes after its data (data descriptors)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def archive_chunks(
+    loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
+) -> Iterator[bytes]:
+    return (part for part in _archive_parts(loaded, view, store, artifact_url) if part)
+
+
+def _archive_parts(
+    loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor
+) -> Iterator[bytes]:
+    """A zip of the ended batch, produced while it is sent: batch.json (this view), and per item
+    its folder with result.json and every artifact (finished), or error.json (failed, expired,
+    deleted). Artifacts are copied from the store chunk by chunk, so neither the archive nor a
+    whole artifact from a file or S3 store is held in memory."""
+    sink = _ZipSink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         archive.writestr("batch.json", view.model_dump_json(indent=2))
         for item, job in zip(view.items, loaded.jobs, strict=True):
             folder = folder_of(item)
@@ -289,6 +318,7 @@ def write_archive(loaded: BatchJobs, view: BatchView, store: Store, artifact_url
             if not isinstance(result, dict):
                 error = item.error or {"code": item.status.value if item.status else "unknown", "detail": ""}
                 archive.writestr(f"{folder}/error.json", json.dumps(error, indent=2))
+                yield sink.drain()
                 continue
             # exactly the `result` of GET /v1/jobs/{id}
             result = JobResult.model_validate(views.with_urls(result, item.job_id, artifact_url)).model_dump(
@@ -296,21 +326,18 @@ def write_archive(loaded: BatchJobs, view: BatchView, store: Store, artifact_url
             )
             archive.writestr(f"{folder}/result.json", json.dumps(result, indent=2))
             for name in store.artifact_names(item.job_id):
-                data = store.get_artifact(item.job_id, name)
-                if data is None:
+                blob = store.stream_artifact(item.job_id, name)
+                if blob is None:
                     continue
-                kind = zipfile.ZIP_STORED if name.endswith(STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
-                archive.writestr(f"{folder}/{name}", data, compress_type=kind)
-    out.seek(0)
-    return out
-
-
-def chunks(file: IO[bytes], size: int = 1024 * 1024) -> Iterator[bytes]:
-    try:
-        while block := file.read(size):
-            yield block
-    finally:
-        file.close()
+                entry = zipfile.ZipInfo(f"{folder}/{name}", date_time=time.localtime()[:6])
+                entry.compress_type = zipfile.ZIP_STORED if name.endswith(STORED_SUFFIXES) else zipfile.ZIP_DEFLATED
+                entry.file_size = blob.size  # known up front: zip64 only where needed
+                with archive.open(entry, "w") as member:
+                    for chunk in blob.chunks:
+                        member.write(chunk)
+                        yield sink.drain()
+            yield sink.drain()
+    yield sink.drain()  # the central directory
 
 
 def delete_batch(record: BatchRecord, batches: Batches, store: Store, connection: Redis) -> None:

@@ -14,12 +14,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from core.connect import connect
 from core.settings import Settings
 
 
 def api_redis(settings: Settings) -> Redis:
-    return Redis.from_url(
-        settings.require_redis_url(),
+    return connect(
+        settings,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1, supported_errors=(RedisConnectionError,)),

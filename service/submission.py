@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
+from core.connect import wait_for_replicas
 from core.deliveries import new_delivery_id
 from core.meta import (
     BATCH_ID,
@@ -106,8 +107,9 @@ class Intake:
                     job_id,
                     settings.result_ttl,
                 )
-                if earlier is not None:
-                    return earlier  # a replay: the first request's job, whatever state it is in
+                if earlier is not None:  # a replay: the first request's job, whatever state it is in,
+                    self.require_replicas(count=False)  # confirmed like a new one (counted below if not)
+                    return earlier
             try:
                 check_capacity(self.queue, settings)
                 checked = check_submission(self.registry, settings, parsed, upload, truth)
@@ -144,7 +146,25 @@ class Intake:
                     pass
             raise
         self.metrics.submitted.labels(info.id).inc()
+        self.require_replicas()  # a failure keeps the Idempotency-Key: a retry finds the job if it survived
         return job_id
+
+    def require_replicas(self, count: bool = True) -> None:
+        """With LRPSEG_REDIS_WAIT_REPLICAS = n, a 202 means n replicas have the job, so a master
+        failover (Sentinel promotes the replica with the most data) cannot lose it. Short of n
+        within `redis_wait_timeout`: 503. The job stays queued and may still run: a client that
+        retries with the same Idempotency-Key gets that job back if it is still there."""
+        acked = wait_for_replicas(self.store.connection, self.settings, self.settings.key_prefix)
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            if count:
+                self.metrics.rejected.labels("not-replicated").inc()
+            raise retry_later(
+                503,
+                "Service unavailable",
+                f"the job was not confirmed by {self.settings.redis_wait_replicas} Redis replica(s) in time",
+                "not-replicated",
+                self.settings.retry_after,
+            )
 
     def check_callback_url(self, url: str | None) -> str | None:
         s = self.settings

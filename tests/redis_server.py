@@ -24,9 +24,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.extra = extra  # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6379")
         self.proc: subprocess.Popen[bytes] | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -44,6 +45,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--save", "",
             "--maxmemory-policy", "noeviction",
+            *self.extra,
         ]  # fmt: skip
         log = (self.data_dir / "redis.log").open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -63,21 +64,69 @@ def test_redis_persists_and_never_evicts(compose: dict[str, Any]) -> None:
     assert "healthcheck" in redis
 
 
-def test_api_and_worker_share_the_image_and_redis(compose: dict[str, Any]) -> None:
-    api, worker = compose["services"]["api"], compose["services"]["worker"]
-    assert api["image"] == worker["image"] and api["build"] == "."
-    for service in (api, worker):
+WORKERS = ("worker", "worker-gpu")
+
+
+def test_api_and_workers_share_the_image_and_redis(compose: dict[str, Any]) -> None:
+    api = compose["services"]["api"]
+    assert api["build"] == "."
+    for service in (api, *(compose["services"][name] for name in WORKERS)):
+        assert service["image"] == api["image"]
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert api["command"][:2] == ["lrpseg", "api"] and "0.0.0.0" in api["command"]
     assert any(str(p).endswith(":8000") for p in api["ports"])
-    assert worker["command"] == ["lrpseg", "worker"]
+    assert compose["services"]["worker"]["command"] == ["lrpseg", "worker"]
 
 
-def test_worker_reserves_a_gpu_and_can_scale(compose: dict[str, Any]) -> None:
-    worker = compose["services"]["worker"]
-    devices = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert any("gpu" in d["capabilities"] and d["driver"] == "nvidia" for d in devices)
-    # --scale worker=N needs replicas without fixed names or host ports
-    assert "container_name" not in worker and "ports" not in worker
-    assert worker.get("stop_grace_period")
+def test_a_cpu_profile_runs_without_the_nvidia_runtime(compose: dict[str, Any]) -> None:
+    """`docker compose --profile cpu up`: no service of that profile reserves a GPU."""
+    services = compose["services"]
+    started = [s for s in services.values() if "profiles" not in s or "cpu" in s["profiles"]]
+    assert {name for name, s in services.items() if s in started} == {"redis", "api", "worker"}
+    assert all("deploy" not in s for s in started)
+    assert services["worker"]["environment"]["LRPSEG_DEVICE"] == "cpu"
+    # --scale worker=N: replicas without fixed names or host ports
+    assert "container_name" not in services["worker"] and "ports" not in services["worker"]
+
+
+def test_the_gpu_profile_runs_one_worker_per_gpu(compose: dict[str, Any]) -> None:
+    """Docker gives a `count: N` reservation the first N GPUs, so --scale would stack replicas
+    on GPU 0: the GPU worker sees all GPUs and runs one supervised worker per GPU instead."""
+    worker = compose["services"]["worker-gpu"]
+    assert worker["profiles"] == ["gpu"]
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == "all" and "gpu" in device["capabilities"]
+    assert (
+        worker["command"] == ["lrpseg", "worker", "--workers", "0"] and worker["environment"]["LRPSEG_DEVICE"] == "cuda"
+    )
+    # the pool's warm-stop wait covers a whole job and fits in compose's grace period
+    job_timeout = int(worker["environment"]["LRPSEG_JOB_TIMEOUT"])
+    assert job_timeout <= float(worker["environment"]["LRPSEG_SHUTDOWN_GRACE"]) < seconds(worker["stop_grace_period"])
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_have_a_health_check_and_a_warm_stop(compose: dict[str, Any], name: str) -> None:
+    worker = compose["services"][name]
+    assert worker["healthcheck"]["test"] == ["CMD", "lrpseg", "worker", "--check"]
+    assert worker["environment"]["LRPSEG_HEARTBEAT_FILE"].startswith("/tmp/")  # writable by the image's user
+    assert seconds(worker["stop_grace_period"]) > int(worker["environment"]["LRPSEG_JOB_TIMEOUT"])
+    assert worker["restart"] == "unless-stopped"
+
+
+def test_the_worker_check_command_exists() -> None:
+    """What the health checks and the Kubernetes probe run is a real option of `lrpseg worker`."""
+    from workers import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--check", "--workers", "0", "--device", "cuda:1"])
+    assert args.check and args.workers == 0 and args.device == "cuda:1"
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as 330s, 5m or 1m30s."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)

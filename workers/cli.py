@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from core import logs
+from core import liveness, logs
 from core.settings import Settings
-from workers.worker import ModelWorker, build_worker
+
+if TYPE_CHECKING:
+    from workers.worker import ModelWorker
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -26,6 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: LRPSEG_TORCH_THREADS or torch's)")
     parser.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
     parser.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="run this many supervised worker processes (0: one per visible GPU); "
+        "with --device cuda or auto each gets its own GPU, round-robin",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="liveness probe: exit 0 if the worker's LRPSEG_HEARTBEAT_FILE is fresh, else 1 (starts nothing)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -41,15 +57,52 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    if not settings.redis_url:
+    if args.check:
+        return check_alive(settings)
+    if not settings.redis_configured:
         print(
-            "lrpseg worker: set REDIS_URL (or run `lrpseg serve`, which embeds Redis)",
+            "lrpseg worker: set REDIS_URL or LRPSEG_REDIS_SENTINELS (or run `lrpseg serve`, which embeds Redis)",
             file=sys.stderr,
         )
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if args.workers is not None:
+        return run_pool(settings, args.workers)
+    from workers.worker import build_worker  # torch and the models: not for --check
+
     worker = build_worker(settings)
     return work_until_stopped(worker, burst=args.burst, max_jobs=args.max_jobs, logging_level=settings.log_level)
+
+
+def run_pool(settings: Settings, workers: int) -> int:
+    """`lrpseg worker --workers N`: N `lrpseg worker` processes, one per GPU (`lrpseg serve`'s
+    supervised pool without the API), until SIGTERM/SIGINT; then each finishes its job (warm
+    stop, up to `shutdown_grace` s)."""
+    from core.pool import WorkerPool, gpu_count
+
+    gpus = gpu_count()
+    count = workers if workers > 0 else max(1, gpus)
+    pool = WorkerPool(settings.model_copy(update={"workers": count}), settings.redis_url, gpus=gpus)
+    log.info("%d worker(s) on %s", count, ", ".join(pool.devices))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    pool.stop(settings.shutdown_grace)
+    return 0
+
+
+def check_alive(settings: Settings) -> int:
+    """`lrpseg worker --check`: the worker of this container beat within 3 heartbeats."""
+    if settings.heartbeat_file is None:
+        print("lrpseg worker --check: set LRPSEG_HEARTBEAT_FILE (the worker writes it)", file=sys.stderr)
+        return 2
+    problem = liveness.check(settings.heartbeat_file, settings.worker_max_age)
+    if problem is not None:
+        print(f"lrpseg worker --check: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def work_until_stopped(worker: ModelWorker, *, burst: bool, max_jobs: int | None, logging_level: str) -> int:
@@ -67,24 +120,27 @@ def work_until_stopped(worker: ModelWorker, *, burst: bool, max_jobs: int | None
         if worker.stopping or burst or (max_jobs is not None and done >= max_jobs):
             return 0
         log.warning("worker loop ended unexpectedly; waiting for Redis to start again")
-        if not wait_for_redis(worker.connection):
+        if not wait_for_redis(worker.connection, worker.runtime.settings.heartbeat_file):
             return 0
         for cleanup in (worker.unsubscribe, worker.register_death):  # what its teardown may have missed
             try:
                 cleanup()
             except RedisError:
                 pass
-        worker = ModelWorker(worker.queues, rt=worker.runtime, connection=worker.connection)
+        worker = type(worker)(worker.queues, rt=worker.runtime, connection=worker.connection)
         worker.runtime.resume()
 
 
-def wait_for_redis(connection: Redis, max_wait: float = 5.0) -> bool:
-    """Ping with backoff until Redis answers (True) or SIGTERM/SIGINT arrives (False)."""
+def wait_for_redis(connection: Redis, heartbeat_file: Path | None = None, max_wait: float = 5.0) -> bool:
+    """Ping with backoff until Redis answers (True) or SIGTERM/SIGINT arrives (False); the
+    liveness file is kept fresh meanwhile (waiting for Redis is not a reason to restart)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         delay = 0.5
         while not stop.is_set():
+            with contextlib.suppress(OSError):
+                liveness.touch(heartbeat_file)
             try:
                 connection.ping()
                 return True

@@ -19,6 +19,9 @@ import torch
 from redis import Redis
 from torch import nn
 
+from core import liveness
+from core.artifacts import open_artifacts
+from core.connect import connect
 from core.settings import Settings, get_settings
 from core.stats import Stats, WorkerInfo
 from core.store import Store
@@ -77,7 +80,10 @@ class WorkerRuntime:
     _stop: threading.Event = field(default_factory=threading.Event)  # this start's; a new one per resume()
 
     def __post_init__(self) -> None:
-        self.store = Store(self.connection, self.settings.key_prefix)
+        prefix = self.settings.key_prefix
+        self.store = Store(
+            self.connection, prefix, open_artifacts(self.settings.artifact_store, self.connection, prefix)
+        )
         self.stats = Stats(self.connection, self.settings.key_prefix)
 
     def preload(self) -> None:
@@ -109,6 +115,7 @@ class WorkerRuntime:
         def beat() -> None:
             while not stop.wait(self.settings.worker_heartbeat):
                 self.stop_if_orphaned()
+                self.touch_liveness()
                 try:
                     self.announce()
                 except Exception:
@@ -117,7 +124,16 @@ class WorkerRuntime:
         thread = threading.Thread(target=beat, name="lrpseg-heartbeat", daemon=True)
         self.threads.append(thread)
         self.announce()
+        self.touch_liveness()
         thread.start()
+
+    def touch_liveness(self) -> None:
+        """The liveness file (LRPSEG_HEARTBEAT_FILE), independent of Redis: a worker that waits
+        for Redis to come back is alive, and restarting it would only reload its models."""
+        try:
+            liveness.touch(self.settings.heartbeat_file)
+        except OSError as exc:
+            log.warning("could not touch the liveness file: %s", type(exc).__name__)
 
     def resume(self) -> None:
         """After `stop()` (a worker loop that ended on a Redis error): heartbeat again. A fresh
@@ -168,13 +184,15 @@ def start(
         torch.set_num_threads(settings.torch_threads)
     runtime = WorkerRuntime(
         settings=settings,
-        connection=connection if connection is not None else Redis.from_url(settings.require_redis_url()),
+        connection=connection if connection is not None else connect(settings),
         registry=registry or default_registry(),
         device=pick_device(settings.device),
         name=name or settings.worker_name or f"{socket.gethostname()}.{os.getpid()}",
     )
     if settings.deterministic:
         deterministic_kernels(runtime.device)
+    if runtime.device.type == "cuda" and runtime.device.index is not None:
+        torch.cuda.set_device(runtime.device)  # cuda:K: library handles and stray allocations on GPU K too
     runtime.preload()
     if heartbeat:
         runtime.start_heartbeat()

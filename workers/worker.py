@@ -15,6 +15,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from core import logs, recovery
+from core.connect import connect
 from core.meta import BATCH_KEY, REQUEST_ID
 from core.settings import Settings
 from lrpseg.registry import Registry
@@ -84,7 +85,18 @@ class ModelWorker(SimpleWorker):
                 queue.intermediate_queue.cleanup(self, queue)
 
             recovery.clean_queue(queue, self._exc_handlers, lock_ttl, after=after)
+        self.sweep_artifacts()
         self.last_cleaned_at = now()
+
+    def sweep_artifacts(self) -> None:
+        """File/S3 artifacts past their result TTL are deleted here (Redis expires its own)."""
+        try:
+            swept = self.runtime.store.sweep_expired_artifacts()
+        except Exception as exc:  # an object store hiccup must not stop the worker; the next round retries
+            self.log.warning("Worker %s: artifact sweep failed (%s)", self.name, type(exc).__name__)
+            return
+        if swept:
+            self.log.info("Worker %s: deleted the expired artifacts of %d job(s)", self.name, swept)
 
     def reap_lost_jobs(self) -> None:
         """From ClaimKeeper's thread while a job runs: the started-registry part of the clean-up."""
@@ -159,7 +171,7 @@ def build_worker(
     name: str | None = None,
     heartbeat: bool = True,
 ) -> ModelWorker:
-    connection = connection if connection is not None else Redis.from_url(settings.require_redis_url())
+    connection = connection if connection is not None else connect(settings)
     rt = runtime.start(settings, connection=connection, registry=registry, name=name, heartbeat=heartbeat)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return ModelWorker([queue], rt=rt, connection=connection)

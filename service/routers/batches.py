@@ -89,6 +89,7 @@ def submit_batch(
     )
     Batches(intake.store.connection, settings.key_prefix).create(record, settings.tombstone_ttl)
     intake.enqueue_many(prepared, batch_id=batch_id, hooks=callback is not None)
+    intake.require_replicas()
 
     job_url = _self_url(request)
     body = BatchAccepted(
@@ -155,9 +156,9 @@ def get_batch_archive(
             "batch-not-ended",
             settings.retry_after,
         )
-    file = batch_ops.write_archive(loaded, view, store, _artifact_url(request))
+    chunks = batch_ops.archive_chunks(loaded, view, store, _artifact_url(request))  # made while it is sent
     headers = {"Content-Disposition": f'attachment; filename="batch-{batch_id}.zip"', "Cache-Control": "private"}
-    return StreamingResponse(batch_ops.chunks(file), media_type="application/zip", headers=headers)
+    return StreamingResponse(chunks, media_type="application/zip", headers=headers)
 
 
 @router.delete("/batches/{batch_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -22,14 +24,27 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(redis: RedisDep, stats: StatsDep, registry: RegistryDep, settings: SettingsDep) -> JSONResponse:
-    """Ready when Redis answers, a worker is alive and it has the models loaded."""
+def readyz(
+    redis: RedisDep,
+    stats: StatsDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    scope: Annotated[
+        Literal["service", "api"],
+        Query(description="service: Redis, a live worker, its models; api: only what this API process needs (Redis)"),
+    ] = "service",
+) -> JSONResponse:
+    """Ready when Redis answers, a worker is alive and it has the models loaded. With
+    `scope=api`, ready when this API process can accept jobs: the probe of an orchestrator that
+    scales workers from the queue (Kubernetes + KEDA), where no worker is a normal state."""
     checks: dict[str, Check] = {}
     try:
         redis.ping()
         checks["redis"] = Check(ok=True, detail="reachable")
     except Exception as exc:
         checks["redis"] = Check(ok=False, detail=f"unreachable: {type(exc).__name__}")
+        return _readiness(checks, settings.retry_after)
+    if scope == "api":
         return _readiness(checks, settings.retry_after)
     workers = stats.live_workers(settings.worker_max_age)
     checks["workers"] = Check(ok=bool(workers), detail=f"{len(workers)} alive" if workers else "no worker alive")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from rq import Queue
 
 from core import batch_records, recovery
@@ -171,12 +171,20 @@ def get_artifact(
     state = views.state_of(job)
     if state is not JobState.finished:
         raise retry_later(409, "Not ready", f"job {job_id} is {state.value}", "job-not-finished", settings.retry_after)
-    data = store.get_artifact(job_id, name)
-    if data is None:
-        raise ApiError(404, "Not found", f"job {job_id} has no artifact {name!r}", code="artifact-not-found")
     media_type = MEDIA_TYPES[name[name.rindex(".") :]]
-    headers = {"Content-Disposition": f'inline; filename="{job_id}-{name}"', "Cache-Control": "private, max-age=3600"}
-    return Response(data, media_type=media_type, headers=headers)
+    if settings.artifact_redirect and name in store.artifact_names(job_id):
+        url = store.artifacts.url(job_id, name, settings.artifact_url_ttl, media_type)
+        if url is not None:  # the caller was authorised here; the object store serves the bytes
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    blob = store.stream_artifact(job_id, name)
+    if blob is None:
+        raise ApiError(404, "Not found", f"job {job_id} has no artifact {name!r}", code="artifact-not-found")
+    headers = {
+        "Content-Disposition": f'inline; filename="{job_id}-{name}"',
+        "Cache-Control": "private, max-age=3600",
+        "Content-Length": str(blob.size),
+    }
+    return StreamingResponse(blob.chunks, media_type=media_type, headers=headers)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses={404: PROBLEM, 410: PROBLEM})

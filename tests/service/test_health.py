@@ -42,6 +42,15 @@ def test_readyz_needs_a_live_worker_with_the_default_model(client: TestClient, r
     assert body["checks"]["models"]["ok"] is False and factories.SEGMENTER in body["checks"]["models"]["detail"]
 
 
+def test_readyz_scope_api_needs_only_redis(client: TestClient) -> None:
+    """The API pods' readiness under an autoscaler that may run no worker (Kubernetes + KEDA)."""
+    response = client.get("/readyz", params={"scope": "api"})
+    assert response.status_code == 200 and response.json()["ready"] is True
+    assert set(response.json()["checks"]) == {"redis"}
+    assert client.get("/readyz").status_code == 503  # the default scope still wants a worker
+    assert client.get("/readyz", params={"scope": "nope"}).status_code == 422
+
+
 def test_models_lists_the_registry(client: TestClient) -> None:
     body = client.get("/v1/models").json()
     assert body["default"] == factories.SEGMENTER
