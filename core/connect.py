@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
 
 from core.settings import Settings
@@ -44,8 +45,13 @@ def wait_for_replicas(connection: Redis, settings: Settings, prefix: str) -> int
     wanted = settings.redis_wait_replicas
     if wanted <= 0:
         return None
-    with connection.pipeline(transaction=False) as pipe:
-        pipe.incr(f"{prefix}:replicated-writes")
-        pipe.wait(wanted, int(settings.redis_wait_timeout * 1000))
-        _, acked = pipe.execute()
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.incr(f"{prefix}:replicated-writes")
+            pipe.wait(wanted, int(settings.redis_wait_timeout * 1000))
+            _, acked = pipe.execute()
+    except RedisError:
+        # a reply still on its way must never be read as the answer to a later command
+        connection.connection_pool.disconnect()
+        raise
     return int(acked)

@@ -184,6 +184,17 @@ class Settings(BaseSettings):
             raise ValueError("LRPSEG_REDIS_SENTINELS needs LRPSEG_REDIS_MASTER (the name the Sentinels monitor)")
         return self
 
+    @model_validator(mode="after")
+    def _wait_inside_socket_timeout(self) -> Settings:
+        # A WAIT longer than the socket timeout times out client-side and its late reply would be
+        # read by the connection's next command.
+        if self.redis_wait_replicas > 0 and self.redis_wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                f"LRPSEG_REDIS_WAIT_TIMEOUT ({self.redis_wait_timeout} s) must be below LRPSEG_REDIS_TIMEOUT "
+                f"({self.redis_timeout} s)"
+            )
+        return self
+
     @field_validator("artifact_store")
     @classmethod
     def _artifact_store(cls, value: str) -> str:

@@ -108,12 +108,15 @@ def test_a_worker_pool_beats_while_all_its_workers_do(tmp_path: Path, redis_conn
         assert len(seen) == 2 and {w.device for w in seen} == {"cpu"}
         slot = alive.with_name("alive.1")
         pid = int(slot.read_text().split()[1])  # the slot's worker wrote its pid
+        killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: int(slot.read_text().split()[1]) != pid, 90, "a replacement worker", interval=0.5)
         # the pool's file is fresh again once its next round (1 s) finds every worker beating
         wait_for(lambda: run_check(alive).returncode == 0, 15, "the pool to beat again", interval=0.5)
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(timeout=60) == 0
-        assert Stats(redis_conn, "lrpseg-test").live_workers(max_age=10) == []  # both retired
+        # both retired; only the SIGKILLed worker's last beat (before the kill) may not have aged out yet
+        left = Stats(redis_conn, "lrpseg-test").live_workers(max_age=10)
+        assert all(w.seen <= killed_at for w in left), left
     finally:
         stop(pool)
