@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.client import Pipeline
 
 
 @dataclass(frozen=True)
@@ -79,19 +80,23 @@ class Store:
         gt = upload("ground_truth", "gt_name", "gt_type") if b"ground_truth" in raw else None
         return Inputs(upload("image", "image_name", "image_type"), gt)
 
-    def delete_inputs(self, job_id: str) -> None:
-        self.connection.delete(self.key("input", job_id))
+    def delete_inputs(self, job_id: str, pipeline: Pipeline | None = None) -> None:
+        (pipeline if pipeline is not None else self.connection).delete(self.key("input", job_id))
 
     # ---- artifacts ----------------------------------------------------------------
 
-    def put_artifacts(self, job_id: str, artifacts: dict[str, bytes], ttl: int) -> None:
+    def put_artifacts(
+        self, job_id: str, artifacts: dict[str, bytes], ttl: int, pipeline: Pipeline | None = None
+    ) -> None:
+        """Store the artifacts (in `pipeline`'s transaction if given: core.claims.Claims.fenced)."""
         if not artifacts:
             return
         key = self.key("artifacts", job_id)
-        with self.connection.pipeline() as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping=artifacts)
-            pipe.expire(key, ttl)
+        pipe = pipeline if pipeline is not None else self.connection.pipeline()
+        pipe.delete(key)
+        pipe.hset(key, mapping=artifacts)  # type: ignore[arg-type]
+        pipe.expire(key, ttl)
+        if pipeline is None:
             pipe.execute()
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
+from core.claims import Claims
 from core.deliveries import new_delivery_id
 from core.meta import (
     BATCH_ID,
@@ -390,6 +391,7 @@ def enqueue(
         meta[HOOKS] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)
     store.put_inputs(job_id, inputs, ttl=settings.result_ttl)
+    Claims(queue.connection, settings.key_prefix, settings.job_lost_after).opened(job_id)  # watched until it ends
     return queue.enqueue_call(
         TASK,
         args=(job_id,),

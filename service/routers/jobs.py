@@ -145,7 +145,7 @@ def get_job(
     job = views.fetch_job(redis, store, job_id, principal)
     # A started job whose worker stopped renewing its claim is resolved here and now, even
     # if no worker is left to run the clean-up (docs/operations.md).
-    job = recovery.reap_if_abandoned(job, queue, store, stats, settings.maintenance_interval)
+    job = recovery.reap_if_abandoned(job, recovery.Reaper(queue, store, stats, settings.job_lost_after))
     view = views.job_view(job, queue, _self_url(request), _artifact_url(request), store=store)
     running = view.status in (JobState.queued, JobState.started)
     return _view_response(view, {"Retry-After": str(settings.retry_after)} if running else None)
