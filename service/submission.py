@@ -56,6 +56,7 @@ from service.deps import (
     StoreDep,
 )
 from service.errors import ApiError, params_error, retry_later
+from service.layer_check import check_layer_names
 from service.metrics import ServiceMetrics
 from service.ratelimit import JobSlots
 
@@ -302,6 +303,7 @@ def check_submission(
     info = resolve_model(registry, params)
     try:
         inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
+        check_layer_names(registry, info, inputs.params.params)  # what the worker's engine would refuse
     except InputError as exc:
         raise input_problem(exc) from None
     return Checked(info, inputs.params, inputs.shape)

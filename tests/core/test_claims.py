@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from core.claims import Claims, ClaimLost, JobKeys, fence, fenced_connection
+from core.claims import ClaimLost, Claims, JobKeys, fence, fenced_connection
 from tests.service import factories
 
 PREFIX = "lrpseg-test"
