@@ -112,7 +112,7 @@ class Reaper:
             if stale:
                 pipe.zrem(keys.started, *stale)  # type: ignore[attr-defined]
             pipe.lrem(keys.intermediate, 0, job.id)  # type: ignore[attr-defined]
-            pipe.delete(self.store.key("input", job.id))  # type: ignore[attr-defined]
+            self.store.destroy_data(job.id, pipe)
 
         self.claims.fenced(job.id, token, write)
 

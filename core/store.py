@@ -2,10 +2,14 @@
 
 Job arguments carry only ids and the validated params, so any worker that reaches the same
 Redis can run any job; the blobs expire on their own (patient data is not kept forever).
+Uploads (with their file names and types) and artifacts are sealed with the job's own data key
+(core.sealing, AES-GCM); DELETE and expiry destroy the key, so copies of the sealed blobs left in
+an append-only file or snapshot stay unreadable (docs/security.md, "What is kept").
 
 Layout (prefix `lrpseg` by default):
-  {p}:input:{id}      hash  image, image_name, image_type, [ground_truth, gt_name, gt_type]
-  {p}:artifacts:{id}  hash  artifact name -> bytes
+  {p}:dek:{id}        string  the job's 256-bit data key (ttl: result_ttl, renewed with the artifacts)
+  {p}:input:{id}      hash  image, image_name, image_type, [ground_truth, gt_name, gt_type] (all sealed)
+  {p}:artifacts:{id}  hash  artifact name -> sealed bytes
   {p}:record:{id}     hash  owner, created, state (live|deleted); outlives the job (tombstone -> 410)
   {p}:idempotency:{owner}:{key}  string  "{payload sha256}:{job id}" for Idempotency-Key replays
 """
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
+
+from core import sealing
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,6 @@ class JobRecord:
     state: str  # live | deleted
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
 class Store:
     def __init__(self, connection: Redis, prefix: str = "lrpseg") -> None:
         self.connection = connection
@@ -51,16 +53,40 @@ class Store:
     def key(self, kind: str, job_id: str) -> str:
         return f"{self.prefix}:{kind}:{job_id}"
 
+    # ---- the job's data key ----------------------------------------------------------
+
+    def data_key(self, job_id: str) -> bytes | None:
+        """The job's data key; None once deleted or expired (its sealed data is then unreadable)."""
+        value = self.connection.get(self.key("dek", job_id))
+        return bytes(value) if value is not None else None
+
+    def _new_data_key(self, job_id: str, ttl: int) -> bytes:
+        key = sealing.new_data_key()
+        if not self.connection.set(self.key("dek", job_id), key, nx=True, ex=ttl):
+            existing = self.data_key(job_id)
+            if existing is None:
+                raise RuntimeError(f"the data key of job {job_id} vanished while it was made")
+            return existing
+        return key
+
+    def destroy_data(self, job_id: str, pipeline: Pipeline | None = None) -> None:
+        """Drop the data key with the sealed blobs: what copies remain (AOF, RDB) cannot be opened."""
+        (pipeline if pipeline is not None else self.connection).delete(
+            self.key("dek", job_id), self.key("input", job_id), self.key("artifacts", job_id)
+        )
+
     # ---- inputs -------------------------------------------------------------------
 
     def put_inputs(self, job_id: str, inputs: Inputs, ttl: int) -> None:
-        fields: dict[str, bytes | str] = {"image": inputs.image.data}
-        fields["image_name"] = inputs.image.filename or ""
-        fields["image_type"] = inputs.image.content_type or ""
+        dek = self._new_data_key(job_id, ttl)
+        plain: dict[str, bytes] = {"image": inputs.image.data}
+        plain["image_name"] = (inputs.image.filename or "").encode()
+        plain["image_type"] = (inputs.image.content_type or "").encode()
         if inputs.ground_truth is not None:
-            fields["ground_truth"] = inputs.ground_truth.data
-            fields["gt_name"] = inputs.ground_truth.filename or ""
-            fields["gt_type"] = inputs.ground_truth.content_type or ""
+            plain["ground_truth"] = inputs.ground_truth.data
+            plain["gt_name"] = (inputs.ground_truth.filename or "").encode()
+            plain["gt_type"] = (inputs.ground_truth.content_type or "").encode()
+        fields = {name: sealing.seal(dek, value, job_id, f"input/{name}") for name, value in plain.items()}
         key = self.key("input", job_id)
         with self.connection.pipeline() as pipe:
             pipe.hset(key, mapping=fields)
@@ -69,15 +95,15 @@ class Store:
 
     def get_inputs(self, job_id: str) -> Inputs | None:
         raw = self.connection.hgetall(self.key("input", job_id))
-        if not raw or b"image" not in raw:
+        dek = self.data_key(job_id)
+        if not raw or b"image" not in raw or dek is None:
             return None
+        fields = {k.decode(): sealing.unseal(dek, v, job_id, f"input/{k.decode()}") for k, v in raw.items()}
 
         def upload(data: str, name: str, ctype: str) -> Upload:
-            return Upload(
-                raw[data.encode()], _text(raw.get(name.encode())) or None, _text(raw.get(ctype.encode())) or None
-            )
+            return Upload(fields[data], fields.get(name, b"").decode() or None, fields.get(ctype, b"").decode() or None)
 
-        gt = upload("ground_truth", "gt_name", "gt_type") if b"ground_truth" in raw else None
+        gt = upload("ground_truth", "gt_name", "gt_type") if "ground_truth" in fields else None
         return Inputs(upload("image", "image_name", "image_type"), gt)
 
     def delete_inputs(self, job_id: str, pipeline: Pipeline | None = None) -> None:
@@ -85,22 +111,35 @@ class Store:
 
     # ---- artifacts ----------------------------------------------------------------
 
+    def seal_artifacts(self, job_id: str, artifacts: dict[str, bytes]) -> dict[str, bytes] | None:
+        """The artifacts sealed with the job's key; None if the key is gone (the job was deleted)."""
+        dek = self.data_key(job_id)
+        if dek is None:
+            return None
+        return {name: sealing.seal(dek, data, job_id, f"artifact/{name}") for name, data in artifacts.items()}
+
     def put_artifacts(
-        self, job_id: str, artifacts: dict[str, bytes], ttl: int, pipeline: Pipeline | None = None
+        self, job_id: str, sealed: dict[str, bytes] | None, ttl: int, pipeline: Pipeline | None = None
     ) -> None:
-        """Store the artifacts (in `pipeline`'s transaction if given: core.claims.Claims.fenced)."""
-        if not artifacts:
+        """Store sealed artifacts (`seal_artifacts`; in `pipeline`'s transaction if given:
+        core.claims.Claims.fenced); the data key then lives as long as they do."""
+        if not sealed:
             return
         key = self.key("artifacts", job_id)
         pipe = pipeline if pipeline is not None else self.connection.pipeline()
         pipe.delete(key)
-        pipe.hset(key, mapping=artifacts)  # type: ignore[arg-type]
+        pipe.hset(key, mapping=sealed)
         pipe.expire(key, ttl)
+        pipe.expire(self.key("dek", job_id), ttl)
         if pipeline is None:
             pipe.execute()
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
-        return self.connection.hget(self.key("artifacts", job_id), name)
+        sealed = self.connection.hget(self.key("artifacts", job_id), name)
+        dek = self.data_key(job_id)
+        if sealed is None or dek is None:
+            return None
+        return sealing.unseal(dek, bytes(sealed), job_id, f"artifact/{name}")
 
     def artifact_names(self, job_id: str) -> list[str]:
         return sorted(k.decode() for k in self.connection.hkeys(self.key("artifacts", job_id)))
@@ -123,7 +162,7 @@ class Store:
     def mark_deleted(self, job_id: str) -> None:
         """Drop the job's data; keep the record as a tombstone so the id answers 410."""
         with self.connection.pipeline() as pipe:
-            pipe.delete(self.key("input", job_id), self.key("artifacts", job_id))
+            self.destroy_data(job_id, pipe)
             pipe.hset(self.key("record", job_id), "state", "deleted")
             pipe.execute()
 

@@ -39,7 +39,7 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
             raise ClaimLost(job_id) from exc
         code, detail = _describe(exc)
         reporter.fail(code, detail)
-        rt.end_write(job_id, lambda pipe: rt.store.delete_inputs(job_id, pipe))
+        rt.end_write(job_id, lambda pipe: rt.store.destroy_data(job_id, pipe))  # no artifacts: nothing to keep
         rt.stats.count_job(model_id, "cancelled" if code == "cancelled" else "failed")
         log.info("job %s failed: %s", job_id, code)
         raise
@@ -65,9 +65,12 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
     ttl = rt.settings.result_ttl
+    sealed = rt.store.seal_artifacts(job_id, out.artifacts)
+    if sealed is None:  # the data key is gone: deleted while it ran
+        raise JobCancelled(job_id)
 
     def store_end(pipe: Pipeline) -> None:  # only while this run owns the job (core.claims)
-        rt.store.put_artifacts(job_id, out.artifacts, ttl=ttl, pipeline=pipe)
+        rt.store.put_artifacts(job_id, sealed, ttl=ttl, pipeline=pipe)
         rt.store.delete_inputs(job_id, pipe)
 
     rt.end_write(job_id, store_end)
