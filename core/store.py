@@ -45,6 +45,19 @@ class JobRecord:
     state: str  # live | deleted
 
 
+# KEYS: the idempotency key   ARGV: value, ttl, record key prefix. A job whose record is missing
+# is being created (the record follows the claim): still the key's job.
+_CLAIM_IDEMPOTENCY = """
+local earlier = redis.call('get', KEYS[1])
+if earlier then
+  local job = string.match(earlier, ':([^:]*)$')
+  if redis.call('hget', ARGV[3] .. job, 'state') ~= 'deleted' then return earlier end
+end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+
 class Store:
     def __init__(self, connection: Redis, prefix: str = "lrpseg") -> None:
         self.connection = connection
@@ -169,12 +182,12 @@ class Store:
     # ---- idempotency keys --------------------------------------------------------------
 
     def claim_idempotency_key(self, owner: str, key: str, value: str, ttl: int) -> str | None:
-        """Set owner's key to value unless it is set; return the earlier value if it was."""
+        """Set owner's key to value ("{fingerprint}:{job id}") unless it names a job that is not
+        deleted; return that earlier value if it does. A key dies with its job: a replay after
+        DELETE makes a new job (one atomic step, so two replays cannot both make one)."""
         name = f"{self.prefix}:idempotency:{owner}:{key}"
-        if self.connection.set(name, value, nx=True, ex=ttl):
-            return None
-        earlier = self.connection.get(name)
-        return earlier.decode() if earlier is not None else None
+        earlier = self.connection.eval(_CLAIM_IDEMPOTENCY, 1, name, value, ttl, self.key("record", ""))
+        return earlier.decode() if isinstance(earlier, bytes) else None
 
     def release_idempotency_key(self, owner: str, key: str) -> None:
         self.connection.delete(f"{self.prefix}:idempotency:{owner}:{key}")
