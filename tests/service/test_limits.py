@@ -401,3 +401,22 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_small_one_runs(
     assert small.status_code == 202, small.text
     assert work()
     assert client.get(small.headers["location"]).json()["status"] == "finished"
+
+
+def test_the_queue_cap_holds_under_concurrent_submissions(
+    make_client: Callable[[Settings], TestClient], settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """Issue 15: a check-then-enqueue let racing requests overshoot max_queue (40 -> 45)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(settings.model_copy(update={"max_queue": 4}))
+    png = factories.png_bytes(factories.defect_image(128)[0])
+
+    def post(_: int) -> int:
+        return client.post("/v1/jobs", files={"image": ("a.png", png, "image/png")}).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(post, range(24)))
+    assert codes.count(202) == 4 and set(codes) == {202, 503}, codes
+    assert redis_conn.llen("rq:queue:lrpseg-test") == 4
+    assert redis_conn.zcard("rq:queue:lrpseg-test:admitted") == 0  # every reservation released
