@@ -178,9 +178,9 @@ class Intake:
                     prepared.append(Prepared(job_ids[index], item, checked))
                 reserved: list[str] = []
                 try:
-                    for item in prepared:
-                        reserve_slot(self.slots, self.principal, item.job_id, settings)
-                        reserved.append(item.job_id)
+                    for ready in prepared:
+                        reserve_slot(self.slots, self.principal, ready.job_id, settings)
+                        reserved.append(ready.job_id)
                 except ApiError:
                     self.release_slots(reserved)
                     raise
@@ -357,7 +357,7 @@ def check_capacity(queue: Queue, settings: Settings, job_ids: list[str]) -> None
     """Reserve queue places for `job_ids` or 503, in one atomic step: queued + reserved never
     exceeds max_queue however many requests race (a check-then-enqueue overshot it, issue 15).
     `release_capacity` once the jobs are queued (or not)."""
-    args = [settings.max_queue, time.time(), RESERVATION_TTL, *job_ids]
+    args: list[str | int | float] = [settings.max_queue, time.time(), RESERVATION_TTL, *job_ids]
     ok, count = queue.connection.eval(_ADMIT, 2, queue.key, reservations_key(queue), *args)
     if not ok:
         raise retry_later(
