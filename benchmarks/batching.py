@@ -6,7 +6,7 @@ the worker's wall time (models are loaded and warmed up before the clock starts)
 (batch_max 1 = off, 4, 8) are interleaved within each repeat (in a rotating order), so their ratios
 come from one run.
 
-    .venv/bin/python benchmarks/batching.py --jobs 16 --sizes 128 256 --batch 1 4 8 --threads 2
+    .venv/bin/python benchmarks/shared_pass.py --jobs 16 --sizes 128 256 --batch 1 4 8 --threads 2
 
 Params sets: `full` is `{}` (LRP `ours`, all three masks, all artifacts: the per-image tail is
 not batched); `explain` keeps only the shared part (`masks: []`, `artifacts: [relevance.npy]`).

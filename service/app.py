@@ -22,8 +22,8 @@ from service import errors
 from service.auth import KeyStore
 from service.connection import api_redis
 from service.deps import get_principal
-from service.metrics import ServiceMetrics
 from service.middleware import BodyLimit, RequestContext
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
 from service.routers import batches, health, jobs, models, viewer
 

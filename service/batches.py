@@ -199,7 +199,7 @@ def fetch_batch(batches: Batches, batch_id: str, principal: Principal) -> BatchR
 
 
 @dataclass
-class Loaded:
+class BatchJobs:
     """The batch's items with their RQ jobs (None: expired or deleted)."""
 
     record: BatchRecord
@@ -207,7 +207,7 @@ class Loaded:
     jobs: list[Job | None]
 
 
-def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]) -> Loaded:
+def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable[[str], str]) -> BatchJobs:
     ids = [item["job_id"] for item in record.items]
     jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
     items = []
@@ -235,10 +235,10 @@ def load(record: BatchRecord, connection: Redis, store: Store, job_url: Callable
     jobs = [
         None if it.status in (ItemState.deleted, ItemState.expired) else j for it, j in zip(items, jobs, strict=True)
     ]
-    return Loaded(record, items, jobs)
+    return BatchJobs(record, items, jobs)
 
 
-def batch_view(loaded: Loaded, deliveries: Deliveries, max_attempts: int) -> BatchView:
+def batch_view(loaded: BatchJobs, deliveries: Deliveries, max_attempts: int) -> BatchView:
     record, items = loaded.record, loaded.items
     counts: dict[str, int] = {}
     for item in items:
@@ -277,7 +277,7 @@ def folder_of(item: BatchItem) -> str:
     return f"{item.index:04d}-{safe[:80]}"
 
 
-def write_archive(loaded: Loaded, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor) -> IO[bytes]:
+def write_archive(loaded: BatchJobs, view: BatchView, store: Store, artifact_url: views.ArtifactUrlFor) -> IO[bytes]:
     """A zip of the ended batch: batch.json (this view), and per item its folder with
     result.json and every artifact (finished), or error.json (failed, expired, deleted)."""
     out = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - handed to the response

@@ -83,7 +83,8 @@ def wait(client: httpx.Client, location: str, timeout: float, show: bool) -> dic
         if view["status"] in ("finished", "failed", "canceled"):
             if show:
                 print(file=sys.stderr)
-            return view
+            ended: dict[str, Any] = view
+            return ended
         if time.monotonic() > deadline:
             raise ClientError(f"gave up after {timeout:g} s; the job is still {view['status']}: {location}")
         time.sleep(0.1 if view["status"] == "started" else 0.25)

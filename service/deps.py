@@ -25,7 +25,7 @@ from core.store import Store
 from lrpseg.registry import Registry
 from service.auth import ANONYMOUS, KeyStore
 from service.errors import ApiError
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
 
 
@@ -35,39 +35,48 @@ class Principal:
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    value: Settings = request.app.state.settings
+    return value
 
 
 async def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
+    value: Redis = request.app.state.redis
+    return value
 
 
 async def get_queue(request: Request) -> Queue:
-    return request.app.state.queue
+    value: Queue = request.app.state.queue
+    return value
 
 
 async def get_store(request: Request) -> Store:
-    return request.app.state.store
+    value: Store = request.app.state.store
+    return value
 
 
 async def get_stats(request: Request) -> Stats:
-    return request.app.state.stats
+    value: Stats = request.app.state.stats
+    return value
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
+    value: ServiceMetrics = request.app.state.metrics
+    return value
 
 
 async def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
+    value: Registry = request.app.state.registry
+    return value
 
 
 async def get_job_slots(request: Request) -> JobSlots:
-    return request.app.state.job_slots
+    value: JobSlots = request.app.state.job_slots
+    return value
 
 
 async def get_request_id(request: Request) -> str:
-    return request.state.request_id
+    value: str = request.state.request_id
+    return value
 
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key (lrpseg keys new NAME)")

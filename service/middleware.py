@@ -6,13 +6,14 @@ import json
 import re
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import logs
 from service.errors import PROBLEM_JSON, PROBLEM_TYPE
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -136,6 +137,6 @@ async def _too_large(scope: Scope, send: Send, detail: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _route_of(scope: dict[str, Any]) -> str:
+def _route_of(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "(unmatched)"

@@ -58,7 +58,7 @@ from service.deps import (
 )
 from service.errors import ApiError, params_error, retry_later
 from service.layer_check import check_layer_names
-from service.metrics import ServiceMetrics
+from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
 CALLBACK_HOOK_TIMEOUT = 10  # s: the hooks only write one Redis record

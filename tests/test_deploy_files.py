@@ -35,7 +35,7 @@ def test_dockerfile_builds_the_package_and_runs_unprivileged() -> None:
     words = [w for w, _ in steps]
     assert words[0] == "FROM" and steps[0][1].startswith("python:3.11")
     copied = " ".join(rest for w, rest in steps if w == "COPY")
-    for package in ("lrpseg", "service", "workers", "schemas", "pyproject.toml"):
+    for package in ("lrpseg", "core", "service", "workers", "schemas", "launch", "pyproject.toml"):
         assert package in copied
     assert any(w == "RUN" and "pip install" in rest for w, rest in steps)
     users = [rest for w, rest in steps if w == "USER"]

@@ -139,3 +139,12 @@ def test_worker_does_not_load_fastapi() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_settings_is_a_leaf() -> None:
+    """core.settings imports nothing of the project but the key and host parsers (core.security),
+    which import nothing of the project at all."""
+    edges = graph()
+    first_party = {t for t in edges["core.settings"] if t.split(".")[0] in PACKAGES}
+    assert first_party <= {"core.security"}, first_party
+    assert not {t for t in edges["core.security"] if t.split(".")[0] in PACKAGES}

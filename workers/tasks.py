@@ -19,8 +19,8 @@ from core.claims import ClaimLost
 from lrpseg.pipeline import PipelineResult, finish, run_prepared
 from schemas.params import JobParams
 from schemas.results import JobResult
-from workers import batching, faults, runtime
-from workers.loading import InputsMissing, load
+from workers import faults, runtime, shared_pass
+from workers.job_inputs import InputsMissing, load
 from workers.progress import JobCancelled, Reporter
 
 log = logging.getLogger("lrpseg.worker")
@@ -48,7 +48,7 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
-    batched = batching.take(job_id)  # this job's share of a batch pass the worker ran before it
+    batched = shared_pass.take(job_id)  # this job's share of a batch pass the worker ran before it
     start = time.perf_counter()
     if batched is None:
         reporter("decode", 0.02)

@@ -21,7 +21,7 @@ from core import claims, logs, recovery
 from core.meta import BATCH_KEY, REQUEST_ID
 from core.settings import Settings
 from lrpseg.registry import Registry
-from workers import batching, faults, loading, runtime
+from workers import faults, job_inputs, runtime, shared_pass
 
 
 def _no_retry_for_errors(job: Job, exc_type: type[BaseException], exc: BaseException, tb: TracebackType) -> bool:
@@ -159,7 +159,7 @@ class ModelWorker(SimpleWorker):
         self.stopping = True
         super().handle_warm_shutdown_request()
 
-    # ---- batching (workers/batching.py) ------------------------------------------------
+    # ---- batching (workers/shared_pass.py) ------------------------------------------------
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """A job with a batch key takes compatible queued jobs along (batch_max); each member
@@ -176,15 +176,15 @@ class ModelWorker(SimpleWorker):
             self.run_batch(members, queue)
         self.set_state(WorkerStatus.IDLE)
 
-    def claim_batch(self, job: Job, queue: Queue, key: str, limit: int) -> list[batching.Member]:
+    def claim_batch(self, job: Job, queue: Queue, key: str, limit: int) -> list[shared_pass.Member]:
         """The dequeued job's execution (as SimpleWorker makes it) and its claimed companions."""
         execution = self.prepare_execution(job)
-        members = [batching.Member(job, execution), *batching.claim(self, queue, key, limit)]
+        members = [shared_pass.Member(job, execution), *shared_pass.claim(self, queue, key, limit)]
         if len(members) > 1:  # started for the pass like its companions: a DELETE meanwhile only marks it
             self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
         return members
 
-    def run_batch(self, members: list[batching.Member], queue: Queue) -> None:
+    def run_batch(self, members: list[shared_pass.Member], queue: Queue) -> None:
         """The shared pass under the members' shortest timeout (if it fails, each runs alone), then
         every member's own run. Claims are renewed until each member's run takes over."""
         settings = self.runtime.settings
@@ -196,10 +196,10 @@ class ModelWorker(SimpleWorker):
             timeout = min(m.job.timeout or queue.DEFAULT_TIMEOUT for m in members)
             try:
                 with self.death_penalty_class(timeout, JobTimeoutException, job_id=members[0].job.id):
-                    size = batching.run_pass(self.runtime, members, loading.load)
+                    size = shared_pass.run_pass(self.runtime, members, job_inputs.load)
                 self.log.info("Worker %s: batch of %d jobs shared one pass (%d claimed)", self.name, size, len(ids))
             except Exception as exc:
-                batching.forget(ids)
+                shared_pass.forget(ids)
                 reason = type(exc).__name__
                 self.log.warning("Worker %s: a batch pass failed (%s); its jobs run one by one", self.name, reason)
             for member in members:
@@ -209,7 +209,7 @@ class ModelWorker(SimpleWorker):
         finally:
             for keeper in keepers.values():
                 keeper.__exit__(None, None, None)
-            batching.forget(ids)
+            shared_pass.forget(ids)
 
 
 def build_worker(

@@ -106,7 +106,7 @@ def submit_batch(
 
 def _view(
     request: Request, batch_id: str, redis: RedisDep, store: StoreDep, principal: PrincipalDep, settings: SettingsDep
-) -> tuple[batch_ops.Loaded, BatchView]:
+) -> tuple[batch_ops.BatchJobs, BatchView]:
     """The batch's items with their jobs, and its view (404/410 as `fetch_batch`)."""
     record = batch_ops.fetch_batch(Batches(redis, store.prefix), batch_id, principal)
     loaded = batch_ops.load(record, redis, store, _self_url(request))

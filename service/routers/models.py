@@ -24,7 +24,7 @@ def model_out(info: ModelInfo, default_id: str) -> ModelOut:
         num_classes=info.num_classes,
         class_names=list(info.class_names),
         input_size=info.input_size,
-        zbox_bounds=tuple(info.zbox_bounds),
+        zbox_bounds=(float(info.zbox_bounds[0]), float(info.zbox_bounds[1])),
         description=info.description,
         default=info.id == default_id,
     )

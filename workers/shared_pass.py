@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from rq.worker import BaseWorker
 
     from lrpseg.inputs import JobInputs
-    from workers.loading import ReadyJob
+    from workers.job_inputs import ReadyJob
     from workers.runtime import WorkerRuntime
 
 log = logging.getLogger("lrpseg.worker")

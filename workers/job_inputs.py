@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lrpseg.inputs import DecodeLimits, JobInputs, RawInput, prepare_inputs
+from lrpseg.inputs import DecodeLimits, JobInputs, ParamsError, RawInput, prepare_inputs
 from schemas.params import JobParams
 from workers import runtime
 
@@ -31,7 +31,10 @@ def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> ReadyJob:
     stored = rt.store.get_inputs(job_id)
     if stored is None:
         raise InputsMissing(f"the inputs of job {job_id} are gone (expired or deleted)")
-    info, model = rt.model(params.model or rt.registry.default_id)
+    ref = params.model or rt.registry.default_id
+    if ref is None:
+        raise ParamsError("params.model", "no model named and no default model in the registry")
+    info, model = rt.model(ref)
     gt = stored.ground_truth
     inputs = prepare_inputs(
         info,

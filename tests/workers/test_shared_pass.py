@@ -23,7 +23,7 @@ from lrpseg.registry import Registry
 from tests.lrpseg.test_pipeline import BATCH_RTOL, assert_close_json, without_timings
 from tests.service import factories
 from tests.service.test_jobs import submit
-from workers import batching
+from workers import shared_pass
 from workers.worker import ModelWorker, build_worker
 
 
@@ -179,14 +179,14 @@ def test_a_job_deleted_during_the_shared_pass_ends_cancelled_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ids = submit_all(client, COMPATIBLE[:3])
-    real = batching.forward_batch
+    real = shared_pass.forward_batch
 
     def delete_then_run(*args: Any, **kwargs: Any) -> Any:
         assert fetch(redis_conn, ids[2]).get_status() == "started"  # claimed: DELETE only marks it
         assert client.delete(f"/v1/jobs/{ids[2]}").status_code == 204
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batching, "forward_batch", delete_then_run)
+    monkeypatch.setattr(shared_pass, "forward_batch", delete_then_run)
     run_worker(settings, redis_conn, registry)
     assert client.get(f"/v1/jobs/{ids[2]}").status_code == 410
     assert not redis_conn.exists(f"lrpseg-test:artifacts:{ids[2]}", f"lrpseg-test:input:{ids[2]}")
@@ -207,7 +207,7 @@ def test_a_failing_pass_runs_its_jobs_one_by_one(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a device error in the shared pass")
 
-    monkeypatch.setattr(batching, "forward_batch", broken)
+    monkeypatch.setattr(shared_pass, "forward_batch", broken)
     run_worker(settings, redis_conn, registry)
     for job_id in ids:
         done = view(client, job_id)
@@ -217,7 +217,7 @@ def test_a_failing_pass_runs_its_jobs_one_by_one(
 # ---- claim safety ---------------------------------------------------------------------------
 
 
-def dequeue_and_claim(worker: ModelWorker, queue: Queue) -> tuple[Job, list[batching.Member]]:
+def dequeue_and_claim(worker: ModelWorker, queue: Queue) -> tuple[Job, list[shared_pass.Member]]:
     """What the worker does before the pass: RQ's dequeue, then ModelWorker.claim_batch."""
     found = Queue.dequeue_any([queue], None, connection=worker.connection, serializer=JSONSerializer)
     assert found is not None
@@ -240,7 +240,7 @@ def test_claimed_companions_of_a_dead_worker_are_retried_then_failed_never_lost(
         assert fetch(redis_conn, job_id).get_status() == "started" and job_id in queue.started_job_registry
         assert view(client, job_id)["status"] == "started"
     rival = build_worker(settings, connection=redis_conn, registry=registry, name="rival", heartbeat=False)
-    assert batching.claim(rival, queue, primary.meta["batch_key"], 7) == []  # claimed once only
+    assert shared_pass.claim(rival, queue, primary.meta["batch_key"], 7) == []  # claimed once only
 
     # the worker dies here (nothing more runs); its claims lapse; RQ's clean-up finds them
     later = time.time() + settings.job_lost_after + 1
@@ -270,7 +270,7 @@ def test_a_claim_retries_when_the_queue_changes_under_it(
     queue = queue_of(settings, redis_conn)
     worker = build_worker(settings, connection=redis_conn, registry=registry, heartbeat=False)
     calls: list[int] = []
-    real = batching.Job.fetch_many
+    real = shared_pass.Job.fetch_many
 
     def racing(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -278,8 +278,8 @@ def test_a_claim_retries_when_the_queue_changes_under_it(
             ids.append(submit(client, png(7)).json()["job_id"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batching.Job, "fetch_many", racing)
-    members = batching.claim(worker, queue, fetch(redis_conn, ids[0]).meta["batch_key"], 7)
+    monkeypatch.setattr(shared_pass.Job, "fetch_many", racing)
+    members = shared_pass.claim(worker, queue, fetch(redis_conn, ids[0]).meta["batch_key"], 7)
     assert len(calls) == 2  # the first transaction was refused (WATCH), the second saw the new job
     assert [m.job.id for m in members] == ids and queue.count == 0
     assert all(fetch(redis_conn, i).get_status() == "started" for i in ids)
