@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
 
+# Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
+# from benchmarks/memory.py: 1410 B/px at 256², 1327 at 512², 1182 at 1024² (docs/operations.md).
+WORKER_BYTES_PER_PIXEL = 1500
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LRPSEG_", populate_by_name=True, extra="ignore")
@@ -43,7 +47,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    max_pixels: int = Field(8192 * 8192, gt=0)
+    max_pixels: int = Field(8192 * 8192, gt=0, description="pixels per image; lowered to fit worker_memory")
     max_side: int = Field(16384, gt=0)
     max_wait: float = Field(60.0, ge=0, description="longest ?wait= accepted by POST /v1/explain")
 
@@ -80,6 +84,11 @@ class Settings(BaseSettings):
     callback_poll: float = Field(0.5, gt=0, description="longest sleep of a deliverer between checks")
 
     # Worker
+    worker_memory: int = Field(
+        8 * 1024**3,
+        gt=0,
+        description="bytes one job may take in a worker; max_pixels is capped at worker_memory / WORKER_BYTES_PER_PIXEL",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per worker; default torch's")
     preload: Literal["all", "default"] = "all"
@@ -177,6 +186,12 @@ class Settings(BaseSettings):
         if self.callback_allowed_hosts and self.callback_secret is None:
             raise ValueError("callback_allowed_hosts needs callback_secret: every callback is signed")
         return self
+
+    @property
+    def pixel_limit(self) -> int:
+        """The pixels one image may have: max_pixels, capped by what a worker's memory budget holds
+        (benchmarks/memory.py measures the bytes per pixel; docs/operations.md, "Memory")."""
+        return max(1, min(self.max_pixels, self.worker_memory // WORKER_BYTES_PER_PIXEL))
 
     @property
     def worker_max_age(self) -> float:

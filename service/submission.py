@@ -271,7 +271,7 @@ def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-i
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
-    return DecodeLimits(settings.max_pixels, settings.max_side)
+    return DecodeLimits(settings.pixel_limit, settings.max_side)
 
 
 def raw(upload: Upload) -> RawInput:

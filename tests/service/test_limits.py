@@ -287,7 +287,8 @@ def test_decompression_bombs_are_413_from_the_header(
         tracemalloc.stop()
     body = problem(response, 413)
     assert fields(body) == ["image"]
-    assert ("at most 16384 pixels" if code == "side" else "256000000 pixels; at most 67108864") in body["detail"]
+    limit = Settings().pixel_limit  # max_pixels capped by the worker memory budget
+    assert ("at most 16384 pixels" if code == "side" else f"256000000 pixels; at most {limit}") in body["detail"]
     assert peak < 32 * 1024 * 1024, f"{kind}: {peak} bytes allocated while refusing it"  # nothing was decoded
     assert redis_conn.llen(QUEUE_KEY) == 0
 
@@ -420,3 +421,20 @@ def test_the_queue_cap_holds_under_concurrent_submissions(
     assert codes.count(202) == 4 and set(codes) == {202, 503}, codes
     assert redis_conn.llen("rq:queue:lrpseg-test") == 4
     assert redis_conn.zcard("rq:queue:lrpseg-test:admitted") == 0  # every reservation released
+
+
+def test_the_pixel_limit_follows_the_worker_memory_budget(
+    make_client: Callable[[Settings], TestClient], settings: Settings
+) -> None:
+    """Issue 15: 8192² passed the default max_pixels though a worker needs ~1.2 KB per pixel
+    (benchmarks/memory.py); the limit is now what `worker_memory` holds, checked from the header."""
+    from core.settings import WORKER_BYTES_PER_PIXEL
+
+    assert Settings().pixel_limit < 8192 * 8192  # the default budget (8 GiB) refuses 8192² up front
+    budget = settings.model_copy(update={"worker_memory": WORKER_BYTES_PER_PIXEL * 100 * 100})
+    assert budget.pixel_limit == 100 * 100
+    client = make_client(budget)
+    too_big = client.post("/v1/jobs", files={"image": ("a.png", factories.png_bytes(factories.defect_image(128)[0]))})
+    assert too_big.status_code == 413 and "10000" in too_big.json()["detail"], too_big.text
+    fits = client.post("/v1/jobs", files={"image": ("a.png", factories.png_bytes(factories.defect_image(96)[0]))})
+    assert fits.status_code == 202, fits.text
