@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_jobs_per_key: int = Field(128, gt=0, description="queued + started jobs per key beyond which it gets 429")
     rate_limit: float = Field(50.0, ge=0, description="requests per second per key under /v1 (token refill); 0 = off")
     rate_burst: int = Field(200, gt=0, description="token bucket size: requests a key may make at once")
+    unauth_rate_limit: float = Field(
+        2.0, ge=0, description="requests per second per client address that carry no valid key (401s); 0 = off"
+    )
+    unauth_rate_burst: int = Field(20, gt=0, description="token bucket size for requests without a valid key")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS off"
     )

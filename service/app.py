@@ -61,6 +61,9 @@ def create_app(
     app.state.registry = registry if registry is not None else default_registry()  # fails early without models
     app.state.keys = KeyStore.from_settings(settings)
     app.state.rate_limiter = RateLimiter(redis, settings.key_prefix, settings.rate_limit, settings.rate_burst)
+    app.state.unauth_limiter = RateLimiter(  # requests without a valid key: per client address
+        redis, f"{settings.key_prefix}:unauth", settings.unauth_rate_limit, settings.unauth_rate_burst
+    )
     app.state.job_slots = JobSlots(redis, settings.key_prefix, settings.max_jobs_per_key)
     _warn_if_open(settings, app.state.keys)
 

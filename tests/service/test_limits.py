@@ -79,6 +79,19 @@ def test_the_bucket_refills(make_client: Callable[[Settings], TestClient], setti
     assert client.get("/v1/models", headers=as_(ALICE)).status_code == 200
 
 
+def test_requests_without_a_valid_key_are_rate_limited_too(
+    make_client: Callable[[Settings], TestClient], settings: Settings
+) -> None:
+    """Issue 15: only keyed requests were metered, so key guessing and 401 floods were free."""
+    client = make_client(keyed(settings, unauth_rate_limit=0.5, unauth_rate_burst=3))
+    codes = [client.get("/v1/models", headers=as_("wrong-key")).status_code for _ in range(5)]
+    assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429], codes
+    refused = client.get("/v1/models")  # no key at all: the same bucket (per address)
+    body = problem(refused, 429)
+    assert body["type"].endswith("/rate-limited") and int(refused.headers["retry-after"]) >= 1
+    assert client.get("/v1/models", headers=as_(ALICE)).status_code == 200  # a valid key is not held back
+
+
 def test_rate_limit_zero_is_off(make_client: Callable[[Settings], TestClient], settings: Settings) -> None:
     client = make_client(keyed(settings, rate_limit=0, rate_burst=1))
     for _ in range(5):
