@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may go without bytes before 408")
     max_pixels: int = Field(8192 * 8192, gt=0, description="pixels per image; lowered to fit worker_memory")
     max_side: int = Field(16384, gt=0)
     max_wait: float = Field(60.0, ge=0, description="longest ?wait= accepted by POST /v1/explain")

@@ -68,7 +68,9 @@ def create_app(
     _warn_if_open(settings, app.state.keys)
 
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)  # slack for multipart framing
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024, timeout=settings.body_timeout
+    )  # slack for multipart framing
     if settings.cors_origins:  # off by default: browsers on other origins get no CORS headers
         app.add_middleware(
             CORSMiddleware,

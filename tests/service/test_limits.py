@@ -451,3 +451,34 @@ def test_the_pixel_limit_follows_the_worker_memory_budget(
     assert too_big.status_code == 413 and "10000" in too_big.json()["detail"], too_big.text
     fits = client.post("/v1/jobs", files={"image": ("a.png", factories.png_bytes(factories.defect_image(96)[0]))})
     assert fits.status_code == 202, fits.text
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_not_a_held_connection(settings: Settings) -> None:
+    """Issue 15: the server waited forever for the rest of such a body. A real uvicorn on loopback."""
+    import socket
+
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings.model_copy(update={"body_timeout": 1.0}), connection=factories.connect_test_redis())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n--b\r\n")  # and then nothing more
+            start = time.monotonic()
+            answer = sock.recv(4096)
+            assert time.monotonic() - start < 8
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"stalled" in answer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
