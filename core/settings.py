@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
 
     # Redis / RQ
     redis_url: str | None = Field(None, validation_alias=AliasChoices("LRPSEG_REDIS_URL", "REDIS_URL", "redis_url"))
+    redis_password_file: Path | None = Field(
+        None, description="file holding Redis's AUTH password (a compose/k8s secret); added to REDIS_URL"
+    )
     queue_name: str = "lrpseg"
     key_prefix: str = "lrpseg"
     result_ttl: int = Field(24 * 3600, gt=0, description="seconds results and artifacts are kept")
@@ -209,9 +213,16 @@ class Settings(BaseSettings):
         return self.job_lost_after / 3
 
     def require_redis_url(self) -> str:
+        """REDIS_URL, with the password from `redis_password_file` when one is configured."""
         if not self.redis_url:
             raise RuntimeError("no Redis configured: set REDIS_URL (or use `lrpseg serve`, which embeds one)")
-        return self.redis_url
+        if self.redis_password_file is None:
+            return self.redis_url
+        password = quote(self.redis_password_file.read_text().strip(), safe="")
+        scheme, rest = self.redis_url.split("://", 1)
+        if scheme == "unix":
+            return f"{self.redis_url}{'&' if '?' in rest else '?'}password={password}"
+        return f"{scheme}://:{password}@{rest.rsplit('@', 1)[-1]}"
 
 
 @lru_cache(maxsize=1)
