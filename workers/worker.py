@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -73,7 +74,7 @@ class ModelWorker(SimpleWorker):
         another run owns it; its end is recorded only while the claim is still ours."""
         rt, settings = self.runtime, self.runtime.settings
         keys = recovery.job_keys(queue, job.id)
-        token = claims.new_token(self.name)
+        token = rt.claim_tokens.get(job.id) or claims.new_token(self.name)  # run_batch claims ahead
         verdict = rt.claims.claim(job.id, keys, token)
         if verdict != "ok":
             self.log.warning("Worker %s: job %s not run (%s)", self.name, job.id, verdict)
@@ -187,9 +188,21 @@ class ModelWorker(SimpleWorker):
     def run_batch(self, members: list[shared_pass.Member], queue: Queue) -> None:
         """The shared pass under the members' shortest timeout (if it fails, each runs alone), then
         every member's own run. Claims are renewed until each member's run takes over."""
-        settings = self.runtime.settings
+        rt, settings = self.runtime, self.runtime.settings
+        members = self.claim_members(members, queue)  # held through the pass, then by each member's run
+        if not members:
+            return
         ids = [m.job.id for m in members]
-        keepers = {m.job.id: faults.ClaimKeeper(self, m.job, m.execution, settings.claim_renewal) for m in members}
+        keepers = {
+            m.job.id: faults.ClaimKeeper(
+                self,
+                m.job,
+                m.execution,
+                settings.claim_renewal,
+                renew=functools.partial(rt.claims.renew, m.job.id, rt.claim_tokens[m.job.id]),
+            )
+            for m in members
+        }
         for keeper in keepers.values():
             keeper.__enter__()
         try:
@@ -210,6 +223,25 @@ class ModelWorker(SimpleWorker):
             for keeper in keepers.values():
                 keeper.__exit__(None, None, None)
             shared_pass.forget(ids)
+            for member in members:  # members whose own run never came (it pops and releases its claim)
+                token = rt.claim_tokens.pop(member.job.id, None)
+                if token is not None:
+                    rt.claims.release(member.job.id, recovery.job_keys(queue, member.job.id), token)
+
+    def claim_members(self, members: list[shared_pass.Member], queue: Queue) -> list[shared_pass.Member]:
+        """Claim every member before the shared pass (core.claims), so none looks lost while it
+        runs; a member another run owns, or that ended or was deleted, is dropped."""
+        rt, kept = self.runtime, []
+        for member in members:
+            token = claims.new_token(self.name)
+            verdict = rt.claims.claim(member.job.id, recovery.job_keys(queue, member.job.id), token)
+            if verdict == "ok":
+                rt.claim_tokens[member.job.id] = token
+                kept.append(member)
+            else:
+                self.log.warning("Worker %s: job %s left out of the batch (%s)", self.name, member.job.id, verdict)
+                self.drop_execution(member.job, queue, member.execution)
+        return kept
 
 
 def build_worker(
