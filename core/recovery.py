@@ -115,6 +115,7 @@ class Reaper:
             self.store.destroy_data(job.id, pipe)
 
         self.claims.fenced(job.id, token, write)
+        self.store.destroy_key(job.id)
 
 
 def _text(value: bytes | str) -> str:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     redis_password_file: Path | None = Field(
         None, description="file holding Redis's AUTH password (a compose/k8s secret); added to REDIS_URL"
     )
+    key_redis_url: str | None = Field(
+        None,
+        description="Redis for the per-job data keys (core.sealing); run it without persistence so a deleted "
+        "key leaves no copy on disk; default: REDIS_URL",
+    )
     queue_name: str = "lrpseg"
     key_prefix: str = "lrpseg"
     result_ttl: int = Field(24 * 3600, gt=0, description="seconds results and artifacts are kept")

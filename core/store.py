@@ -7,7 +7,8 @@ Uploads (with their file names and types) and artifacts are sealed with the job'
 an append-only file or snapshot stay unreadable (docs/security.md, "What is kept").
 
 Layout (prefix `lrpseg` by default):
-  {p}:dek:{id}        string  the job's 256-bit data key (ttl: result_ttl, renewed with the artifacts)
+  {p}:dek:{id}        string  the job's 256-bit data key (ttl: result_ttl, renewed with the artifacts);
+                              on `keys` (LRPSEG_KEY_REDIS_URL: a Redis without persistence), else here
   {p}:input:{id}      hash  image, image_name, image_type, [ground_truth, gt_name, gt_type] (all sealed)
   {p}:artifacts:{id}  hash  artifact name -> sealed bytes
   {p}:record:{id}     hash  owner, created, state (live|deleted); outlives the job (tombstone -> 410)
@@ -59,9 +60,10 @@ return false
 
 
 class Store:
-    def __init__(self, connection: Redis, prefix: str = "lrpseg") -> None:
+    def __init__(self, connection: Redis, prefix: str = "lrpseg", keys: Redis | None = None) -> None:
         self.connection = connection
         self.prefix = prefix
+        self.keys = keys if keys is not None else connection  # where the data keys live (key_redis_url)
 
     def key(self, kind: str, job_id: str) -> str:
         return f"{self.prefix}:{kind}:{job_id}"
@@ -70,12 +72,12 @@ class Store:
 
     def data_key(self, job_id: str) -> bytes | None:
         """The job's data key; None once deleted or expired (its sealed data is then unreadable)."""
-        value = self.connection.get(self.key("dek", job_id))
+        value = self.keys.get(self.key("dek", job_id))
         return bytes(value) if value is not None else None
 
     def _new_data_key(self, job_id: str, ttl: int) -> bytes:
         key = sealing.new_data_key()
-        if not self.connection.set(self.key("dek", job_id), key, nx=True, ex=ttl):
+        if not self.keys.set(self.key("dek", job_id), key, nx=True, ex=ttl):
             existing = self.data_key(job_id)
             if existing is None:
                 raise RuntimeError(f"the data key of job {job_id} vanished while it was made")
@@ -83,10 +85,14 @@ class Store:
         return key
 
     def destroy_data(self, job_id: str, pipeline: Pipeline | None = None) -> None:
-        """Drop the data key with the sealed blobs: what copies remain (AOF, RDB) cannot be opened."""
+        """Drop the sealed upload and artifacts (in `pipeline`'s transaction if given); then
+        `destroy_key`, which makes any copy left in an AOF or snapshot unreadable."""
         (pipeline if pipeline is not None else self.connection).delete(
-            self.key("dek", job_id), self.key("input", job_id), self.key("artifacts", job_id)
+            self.key("input", job_id), self.key("artifacts", job_id)
         )
+
+    def destroy_key(self, job_id: str) -> None:
+        self.keys.delete(self.key("dek", job_id))
 
     # ---- inputs -------------------------------------------------------------------
 
@@ -143,9 +149,9 @@ class Store:
         pipe.delete(key)
         pipe.hset(key, mapping=sealed)
         pipe.expire(key, ttl)
-        pipe.expire(self.key("dek", job_id), ttl)
         if pipeline is None:
             pipe.execute()
+        self.keys.expire(self.key("dek", job_id), ttl)  # the key lives as long as the artifacts
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         sealed = self.connection.hget(self.key("artifacts", job_id), name)
@@ -173,7 +179,8 @@ class Store:
         return JobRecord(raw[b"owner"].decode(), float(raw[b"created"]), raw[b"state"].decode())
 
     def mark_deleted(self, job_id: str) -> None:
-        """Drop the job's data; keep the record as a tombstone so the id answers 410."""
+        """Drop the job's data (its key first); keep the record as a tombstone so the id answers 410."""
+        self.destroy_key(job_id)
         with self.connection.pipeline() as pipe:
             self.destroy_data(job_id, pipe)
             pipe.hset(self.key("record", job_id), "state", "deleted")

@@ -55,7 +55,8 @@ def create_app(
     app.state.settings = settings
     app.state.redis = redis
     app.state.queue = queue
-    app.state.store = Store(redis, settings.key_prefix)
+    keys = Redis.from_url(settings.key_redis_url) if settings.key_redis_url else None
+    app.state.store = Store(redis, settings.key_prefix, keys=keys)
     app.state.stats = stats
     app.state.metrics = metrics
     app.state.registry = registry if registry is not None else default_registry()  # fails early without models

@@ -82,7 +82,8 @@ class WorkerRuntime:
     claim_tokens: dict[str, str] = field(default_factory=dict)  # job id -> the claim this process runs it under
 
     def __post_init__(self) -> None:
-        self.store = Store(self.connection, self.settings.key_prefix)
+        keys = Redis.from_url(self.settings.key_redis_url) if self.settings.key_redis_url else None
+        self.store = Store(self.connection, self.settings.key_prefix, keys=keys)
         self.stats = Stats(self.connection, self.settings.key_prefix)
         self.claims = Claims(self.connection, self.settings.key_prefix, self.settings.job_lost_after)
 

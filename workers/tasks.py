@@ -40,6 +40,7 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
         code, detail = _describe(exc)
         reporter.fail(code, detail)
         rt.end_write(job_id, lambda pipe: rt.store.destroy_data(job_id, pipe))  # no artifacts: nothing to keep
+        rt.store.destroy_key(job_id)
         rt.stats.count_job(model_id, "cancelled" if code == "cancelled" else "failed")
         log.info("job %s failed: %s", job_id, code)
         raise

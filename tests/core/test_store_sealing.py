@@ -56,32 +56,47 @@ def test_sealed_blobs_open_only_with_their_job_and_field(redis_conn: redis.Redis
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "keys_apart", [False, True], ids=["keys-in-the-same-redis", "keys-in-a-redis-without-persistence"]
+)
 def test_a_deleted_dicom_jobs_patient_name_is_not_in_the_append_only_file(
-    tmp_path: Path, registry: Registry, settings: Settings
+    tmp_path: Path, registry: Registry, settings: Settings, redis_conn: redis.Redis, keys_apart: bool
 ) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()
     try:
         conn = redis.Redis.from_url(server.url)
-        settings = settings.model_copy(update={"redis_url": server.url})
+        kwargs = redis_conn.connection_pool.connection_kwargs
+        key_url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+        settings = settings.model_copy(
+            update={"redis_url": server.url, "key_redis_url": key_url if keys_apart else None}
+        )
         client = TestClient(create_app(settings, registry=registry, connection=conn))
         data = dicom_with_patient()
         response = client.post("/v1/jobs", files={"image": ("ct.dcm", data, "application/dicom")})
         assert response.status_code == 202, response.text
         location = response.headers["location"]
         build_worker(settings, connection=conn, registry=registry, heartbeat=False).work(burst=True)
+        assert client.get(location).status_code == 200
         view = client.get(location).json()
         assert view["status"] == "finished", view.get("error")
         names = [a["name"] for a in view["result"]["artifacts"]]
         if "seg.dcm" in names:  # the DICOM artifacts carry the patient module: readable while the job lives
             seg = client.get(f"{location}/artifacts/seg.dcm").content
             assert pydicom.dcmread(io.BytesIO(seg)).PatientName == PATIENT
+        job_id = location.rsplit("/", 1)[1]
+        key_store = redis_conn if keys_apart else conn
+        data_key = key_store.get(f"{settings.key_prefix}:dek:{job_id}")
+        assert data_key is not None and len(data_key) == 32
+        assert not conn.exists(f"{settings.key_prefix}:dek:{job_id}") or not keys_apart
         assert client.delete(location).status_code == 204
         disk = persisted_bytes(tmp_path / "redis")
         assert disk, "redis wrote no append-only file"
         for secret in (PATIENT.encode(), PATIENT_ID.encode(), b"Quixotic15"):
             assert secret not in disk, f"{secret!r} is still on disk after DELETE"
         assert b"ct.dcm" not in disk  # nor the file name
-        assert not conn.keys(f"{settings.key_prefix}:dek:*")  # the key is gone: what is on disk stays sealed
+        assert not key_store.keys(f"{settings.key_prefix}:dek:*")  # the key is gone: what is on disk stays sealed
+        if keys_apart:  # and it never touched the data's disk: the sealed copies there cannot be opened
+            assert data_key not in disk
     finally:
         server.stop()
