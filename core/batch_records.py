@@ -75,8 +75,11 @@ class Batches:
         )
 
     def mark_deleted(self, batch_id: str) -> None:
+        """Keep a tombstone (the id answers 410) that holds no file names: only indexes and job ids."""
+        record = self.get(batch_id)
+        items = [{"index": i.get("index"), "job_id": i.get("job_id")} for i in (record.items if record else [])]
         with self.connection.pipeline() as pipe:
-            pipe.hset(self.key(batch_id), "state", "deleted")
+            pipe.hset(self.key(batch_id), mapping={"state": "deleted", "items": json.dumps(items)})
             pipe.delete(self.key(batch_id) + ":ended")
             pipe.execute()
 

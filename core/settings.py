@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
+
+# Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
+# from benchmarks/memory.py: 1410 B/px at 256², 1327 at 512², 1182 at 1024² (docs/operations.md).
+WORKER_BYTES_PER_PIXEL = 1500
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,14 @@ class Settings(BaseSettings):
         0, ge=0, description="replicas that must have a job before its 202 (Redis WAIT); 1 with Sentinel"
     )
     redis_wait_timeout: float = Field(1.0, gt=0, description="seconds the API waits for those replicas, else 503")
+    redis_password_file: Path | None = Field(
+        None, description="file holding Redis's AUTH password (a compose/k8s secret); added to REDIS_URL"
+    )
+    key_redis_url: str | None = Field(
+        None,
+        description="Redis for the per-job data keys (core.sealing); run it without persistence so a deleted "
+        "key leaves no copy on disk; default: REDIS_URL",
+    )
     queue_name: str = "lrpseg"
     key_prefix: str = "lrpseg"
     result_ttl: int = Field(24 * 3600, gt=0, description="seconds results and artifacts are kept")
@@ -91,7 +103,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    max_pixels: int = Field(8192 * 8192, gt=0)
+    body_timeout: float = Field(30.0, gt=0, description="seconds a request body may go without bytes before 408")
+    max_pixels: int = Field(8192 * 8192, gt=0, description="pixels per image; lowered to fit worker_memory")
     max_side: int = Field(16384, gt=0)
     max_voxels: int = Field(256**3, gt=0, description="voxels (D*H*W) of one volume; more is a 413")
     max_wait: float = Field(60.0, ge=0, description="longest ?wait= accepted by POST /v1/explain")
@@ -106,6 +119,10 @@ class Settings(BaseSettings):
     max_jobs_per_key: int = Field(128, gt=0, description="queued + started jobs per key beyond which it gets 429")
     rate_limit: float = Field(50.0, ge=0, description="requests per second per key under /v1 (token refill); 0 = off")
     rate_burst: int = Field(200, gt=0, description="token bucket size: requests a key may make at once")
+    unauth_rate_limit: float = Field(
+        2.0, ge=0, description="requests per second per client address that carry no valid key (401s); 0 = off"
+    )
+    unauth_rate_burst: int = Field(20, gt=0, description="token bucket size for requests without a valid key")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; empty = CORS off"
     )
@@ -129,6 +146,11 @@ class Settings(BaseSettings):
     callback_poll: float = Field(0.5, gt=0, description="longest sleep of a deliverer between checks")
 
     # Worker
+    worker_memory: int = Field(
+        8 * 1024**3,
+        gt=0,
+        description="bytes one job may take in a worker; max_pixels is capped at worker_memory / WORKER_BYTES_PER_PIXEL",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     torch_threads: int | None = Field(None, gt=0, description="torch intra-op threads per worker; default torch's")
     preload: Literal["all", "default"] = "all"
@@ -278,6 +300,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def pixel_limit(self) -> int:
+        """The pixels one image may have: max_pixels, capped by what a worker's memory budget holds
+        (benchmarks/memory.py measures the bytes per pixel; docs/operations.md, "Memory")."""
+        return max(1, min(self.max_pixels, self.worker_memory // WORKER_BYTES_PER_PIXEL))
+
+    @property
     def worker_max_age(self) -> float:
         """A worker not heard from for this long counts as gone."""
         return 3 * self.worker_heartbeat
@@ -296,9 +324,16 @@ class Settings(BaseSettings):
         return [(host.strip("[]"), int(port)) for host, _, port in (e.rpartition(":") for e in self.redis_sentinels)]
 
     def require_redis_url(self) -> str:
+        """REDIS_URL, with the password from `redis_password_file` when one is configured."""
         if not self.redis_url:
             raise RuntimeError("no Redis configured: set REDIS_URL (or use `lrpseg serve`, which embeds one)")
-        return self.redis_url
+        if self.redis_password_file is None:
+            return self.redis_url
+        password = quote(self.redis_password_file.read_text().strip(), safe="")
+        scheme, rest = self.redis_url.split("://", 1)
+        if scheme == "unix":
+            return f"{self.redis_url}{'&' if '?' in rest else '?'}password={password}"
+        return f"{scheme}://:{password}@{rest.rsplit('@', 1)[-1]}"
 
 
 @lru_cache(maxsize=1)

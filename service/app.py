@@ -61,19 +61,24 @@ def create_app(
     app.state.settings = settings
     app.state.redis = redis
     app.state.queue = queue
-    app.state.store = Store(
-        redis, settings.key_prefix, open_artifacts(settings.artifact_store, redis, settings.key_prefix)
-    )
+    keys = Redis.from_url(settings.key_redis_url) if settings.key_redis_url else None
+    artifacts = open_artifacts(settings.artifact_store, redis, settings.key_prefix)
+    app.state.store = Store(redis, settings.key_prefix, artifacts, keys=keys)
     app.state.stats = stats
     app.state.metrics = metrics
     app.state.registry = registry if registry is not None else default_registry()  # fails early without models
     app.state.keys = KeyStore.from_settings(settings)
     app.state.rate_limiter = RateLimiter(redis, settings.key_prefix, settings.rate_limit, settings.rate_burst)
+    app.state.unauth_limiter = RateLimiter(  # requests without a valid key: per client address
+        redis, f"{settings.key_prefix}:unauth", settings.unauth_rate_limit, settings.unauth_rate_burst
+    )
     app.state.job_slots = JobSlots(redis, settings.key_prefix, settings.max_jobs_per_key)
     _warn_if_open(settings, app.state.keys)
 
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)  # slack for multipart framing
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024, timeout=settings.body_timeout
+    )  # slack for multipart framing
     if settings.cors_origins:  # off by default: browsers on other origins get no CORS headers
         app.add_middleware(
             CORSMiddleware,

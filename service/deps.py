@@ -115,8 +115,24 @@ def get_principal(
     api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
 ) -> Principal:
-    """Who is calling (401 without a valid key), after taking one of its rate-limit tokens (429)."""
-    principal = authenticate(request, api_key, credentials)
+    """Who is calling (401 without a valid key), after taking one of its rate-limit tokens (429).
+    Requests without a valid key are metered too, per client address (key guessing, 401 floods)."""
+    try:
+        principal = authenticate(request, api_key, credentials)
+    except ApiError as exc:
+        unauth: RateLimiter = request.app.state.unauth_limiter
+        if exc.status == 401 and unauth.enabled:
+            address = request.client.host if request.client is not None else "unknown"
+            decision = unauth.hit(address)
+            if not decision.allowed:
+                raise ApiError(
+                    429,
+                    "Too many requests",
+                    f"too many requests without a valid API key from {address}; retry in {decision.retry_after} s",
+                    code="rate-limited",
+                    headers={"Retry-After": str(decision.retry_after)},
+                ) from None
+        raise
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.enabled:
         decision = limiter.hit(principal.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -77,11 +78,14 @@ class BodyLimit:
     """413 before parsing when Content-Length already says the body is too big, and 413 as soon
     as the bytes received pass the limit (chunked uploads declare no length): `receive` counts
     them and raises `BodyTooLarge`; whatever the app answers after that (FastAPI turns a failed
-    body read into a 400) is replaced by the 413, unless the response has already started."""
+    body read into a 400) is replaced by the 413, unless the response has already started.
+    A body that stalls (no bytes for `timeout` s, e.g. shorter than its Content-Length) gets 408
+    the same way, so it cannot hold a connection and a worker thread forever (issue 15)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,12 +96,20 @@ class BodyLimit:
             await _too_large(scope, send, f"the request body is {int(length)} bytes; the limit is {self.max_bytes}")
             return
         received, exceeded, started = 0, False, False
+        body_done, stalled = False, False
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, body_done, stalled
             if exceeded:
                 raise BodyTooLarge
-            message = await receive()
+            if body_done:  # e.g. waiting for a disconnect while streaming: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                exceeded = stalled = True
+                raise BodyTooLarge from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -119,21 +131,32 @@ class BodyLimit:
             if started:
                 raise
         if exceeded and not started:
-            await _too_large(scope, send, f"the request body is over the limit of {self.max_bytes} bytes")
+            if stalled:
+                detail = f"the request body stalled: no bytes for {self.timeout:g} s"
+                await _too_large(scope, send, detail, 408, "request-timeout", "Request timeout")
+            else:
+                await _too_large(scope, send, f"the request body is over the limit of {self.max_bytes} bytes")
 
 
-async def _too_large(scope: Scope, send: Send, detail: str) -> None:
+async def _too_large(
+    scope: Scope,
+    send: Send,
+    detail: str,
+    status: int = 413,
+    code: str = "payload-too-large",
+    title: str = "Payload too large",
+) -> None:
     body = {
-        "type": PROBLEM_TYPE + "payload-too-large",
-        "title": "Payload too large",
-        "status": 413,
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
         "detail": detail,
         "instance": scope["path"],
         "request_id": scope.get("state", {}).get("request_id"),
     }
     payload = json.dumps(body).encode()
     headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 

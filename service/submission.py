@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
 from rq.job import Job
 
+from core.claims import Claims
 from core.connect import wait_for_replicas
 from core.deliveries import new_delivery_id
 from core.meta import (
@@ -56,6 +58,7 @@ from service.deps import (
     StoreDep,
 )
 from service.errors import ApiError, params_error, retry_later
+from service.layer_check import check_layer_names
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
@@ -111,10 +114,14 @@ class Intake:
                     self.require_replicas(count=False)  # confirmed like a new one (counted below if not)
                     return earlier
             try:
-                check_capacity(self.queue, settings)
-                checked = check_submission(self.registry, settings, parsed, upload, truth)
-                info, resolved = checked.info, checked.params
-                reserve_slot(self.slots, self.principal, job_id, settings)
+                check_capacity(self.queue, settings, [job_id])
+                try:
+                    checked = check_submission(self.registry, settings, parsed, upload, truth)
+                    info, resolved = checked.info, checked.params
+                    reserve_slot(self.slots, self.principal, job_id, settings)
+                except ApiError:
+                    release_capacity(self.queue, [job_id])
+                    raise
             except ApiError:
                 if idempotency_key is not None:  # nothing was created under the key: free it
                     self.store.release_idempotency_key(self.principal.id, idempotency_key)
@@ -145,6 +152,8 @@ class Intake:
                 except RedisError:  # Redis is what failed: the key expires with result_ttl
                     pass
             raise
+        finally:
+            release_capacity(self.queue, [job_id])  # queued now (or not): the queue counts it
         self.metrics.submitted.labels(info.id).inc()
         self.require_replicas()  # a failure keeps the Idempotency-Key: a retry finds the job if it survived
         return job_id
@@ -176,23 +185,28 @@ class Intake:
         settings = self.settings
         try:
             parsed = parse_params(params)
-            check_capacity(self.queue, settings, incoming=len(items))
-            prepared = []
-            for index, item in enumerate(items):
-                try:
-                    checked = check_submission(
-                        self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth
-                    )
-                except ApiError as exc:
-                    raise in_batch(exc, index, item.name) from None
-                prepared.append(Prepared(new_job_id(), item, checked))
-            reserved: list[str] = []
+            job_ids = [new_job_id() for _ in items]
+            check_capacity(self.queue, settings, job_ids)
             try:
-                for ready in prepared:
-                    reserve_slot(self.slots, self.principal, ready.job_id, settings)
-                    reserved.append(ready.job_id)
+                prepared = []
+                for index, item in enumerate(items):
+                    try:
+                        checked = check_submission(
+                            self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth
+                        )
+                    except ApiError as exc:
+                        raise in_batch(exc, index, item.name) from None
+                    prepared.append(Prepared(job_ids[index], item, checked))
+                reserved: list[str] = []
+                try:
+                    for ready in prepared:
+                        reserve_slot(self.slots, self.principal, ready.job_id, settings)
+                        reserved.append(ready.job_id)
+                except ApiError:
+                    self.release_slots(reserved)
+                    raise
             except ApiError:
-                self.release_slots(reserved)
+                release_capacity(self.queue, job_ids)
                 raise
         except ApiError as exc:
             self.metrics.rejected.labels(exc.code).inc()
@@ -225,7 +239,9 @@ class Intake:
                 )
             except BaseException:
                 self.release_slots([p.job_id for p in prepared[n:]])
+                release_capacity(self.queue, [p.job_id for p in prepared[n:]])
                 raise
+            release_capacity(self.queue, [item.job_id])
             self.metrics.submitted.labels(checked.info.id).inc()
 
 
@@ -277,7 +293,7 @@ def _invalid(field: str, message: str, status: int = 422, code: str = "invalid-i
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
-    return DecodeLimits(settings.max_pixels, settings.max_side, settings.max_voxels)
+    return DecodeLimits(settings.pixel_limit, settings.max_side, settings.max_voxels)
 
 
 def raw(upload: Upload) -> RawInput:
@@ -323,6 +339,7 @@ def check_submission(
     info = resolve_model(registry, params)
     try:
         inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
+        check_layer_names(registry, info, inputs.params.params)  # what the worker's engine would refuse
     except InputError as exc:
         raise input_problem(exc) from None
     return Checked(info, inputs.params, inputs.shape)
@@ -343,11 +360,39 @@ def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, sett
         )
 
 
-def check_capacity(queue: Queue, settings: Settings, incoming: int = 1) -> None:
-    if queue.count + incoming > settings.max_queue:
+# KEYS: the queue list, the reservations zset   ARGV: max_queue, now, stale_after, job ids...
+_ADMIT = """
+redis.call('zremrangebyscore', KEYS[2], 0, tonumber(ARGV[2]) - tonumber(ARGV[3]))
+local n = redis.call('llen', KEYS[1]) + redis.call('zcard', KEYS[2])
+if n + #ARGV - 3 > tonumber(ARGV[1]) then return {0, n} end
+for i = 4, #ARGV do redis.call('zadd', KEYS[2], ARGV[2], ARGV[i]) end
+return {1, n}
+"""
+RESERVATION_TTL = 60.0  # s: a reservation whose request died frees itself after this
+
+
+def reservations_key(queue: Queue) -> str:
+    return f"{queue.key}:admitted"
+
+
+def check_capacity(queue: Queue, settings: Settings, job_ids: list[str]) -> None:
+    """Reserve queue places for `job_ids` or 503, in one atomic step: queued + reserved never
+    exceeds max_queue however many requests race (a check-then-enqueue overshot it, issue 15).
+    `release_capacity` once the jobs are queued (or not)."""
+    args: list[str | int | float] = [settings.max_queue, time.time(), RESERVATION_TTL, *job_ids]
+    ok, count = queue.connection.eval(_ADMIT, 2, queue.key, reservations_key(queue), *args)
+    if not ok:
         raise retry_later(
-            503, "Queue full", f"{queue.count} jobs are waiting; try again later", "queue-full", settings.retry_after
+            503, "Queue full", f"{count} jobs are waiting; try again later", "queue-full", settings.retry_after
         )
+
+
+def release_capacity(queue: Queue, job_ids: list[str]) -> None:
+    if job_ids:
+        try:
+            queue.connection.zrem(reservations_key(queue), *job_ids)
+        except RedisError:  # Redis is what failed: the reservation frees itself (RESERVATION_TTL)
+            pass
 
 
 def new_job_id() -> str:
@@ -412,6 +457,7 @@ def enqueue(
         meta[HOOKS] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)
     store.put_inputs(job_id, inputs, ttl=settings.result_ttl)
+    Claims(queue.connection, settings.key_prefix, settings.job_lost_after).opened(job_id)  # watched until it ends
     return queue.enqueue_call(
         TASK,
         args=(job_id,),

@@ -62,6 +62,9 @@ def test_redis_persists_and_never_evicts(compose: dict[str, Any]) -> None:
     volume = redis["volumes"][0].split(":")
     assert volume[0] in compose["volumes"] and volume[1] == "/data"
     assert "healthcheck" in redis
+    # AUTH from a secret (issue 15): the entrypoint adds --requirepass from the secret file
+    assert "redis_password" in redis["secrets"] and "--requirepass" in " ".join(redis["entrypoint"])
+    assert compose["secrets"]["redis_password"]["file"] == "./secrets/redis_password"
 
 
 WORKERS = ("worker", "worker-gpu")
@@ -73,6 +76,8 @@ def test_api_and_workers_share_the_image_and_redis(compose: dict[str, Any]) -> N
     for service in (api, *(compose["services"][name] for name in WORKERS)):
         assert service["image"] == api["image"]
         assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["environment"]["LRPSEG_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        assert service["secrets"] == ["redis_password"]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert api["command"][:2] == ["lrpseg", "api"] and "0.0.0.0" in api["command"]
     assert any(str(p).endswith(":8000") for p in api["ports"])

@@ -40,8 +40,10 @@ class ClaimKeeper:
         execution: Execution,
         interval: float,
         tick: Callable[[], None] | None = None,
+        renew: Callable[[], bool] | None = None,
     ) -> None:
         self.worker, self.job, self.execution, self.interval, self.tick = worker, job, execution, interval, tick
+        self.renew = renew  # extends the job's claim (core.claims); False once another run owns it
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lrpseg-claim-{job.id[:8]}", daemon=True)
 
@@ -57,6 +59,8 @@ class ClaimKeeper:
         while not self._done.wait(self.interval):
             try:
                 self.worker.maintain_heartbeats(self.job, self.execution)
+                if self.renew is not None and not self.renew():
+                    log.warning("job %s: claim lost to another run; this run will record nothing", self.job.id)
                 if self.tick is not None:
                     self.tick()
             except RedisError as exc:  # Redis away: the claim may lapse; the job is then re-queued

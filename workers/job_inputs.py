@@ -41,6 +41,6 @@ def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> ReadyJob:
         params,
         RawInput(stored.image.data, stored.image.filename, stored.image.content_type),
         None if gt is None else RawInput(gt.data, gt.filename, gt.content_type),
-        DecodeLimits(rt.settings.max_pixels, rt.settings.max_side, rt.settings.max_voxels),
+        DecodeLimits(rt.settings.pixel_limit, rt.settings.max_side, rt.settings.max_voxels),
     )
     return ReadyJob(inputs, model, (time.perf_counter() - start) * 1000)

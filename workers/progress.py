@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rq.job import Job
 
+from core.claims import ClaimLost
 from core.meta import ERROR, FRACTION, STAGE
 from core.store import Store
 
@@ -13,12 +16,17 @@ class JobCancelled(Exception):
 
 
 class Reporter:
-    def __init__(self, job: Job | None, store: Store, job_id: str) -> None:
-        self.job, self.store, self.job_id = job, store, job_id
+    """Progress writes; `holds` says whether this run still owns the job (core.claims): a run
+    whose claim was taken over stops at its next stage and writes nothing more."""
+
+    def __init__(self, job: Job | None, store: Store, job_id: str, holds: Callable[[], bool] | None = None) -> None:
+        self.job, self.store, self.job_id, self.holds = job, store, job_id, holds
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self.store.is_deleted(self.job_id):
             raise JobCancelled(self.job_id)
+        if self.holds is not None and not self.holds():
+            raise ClaimLost(self.job_id)
         if self.job is not None:
             self.job.meta[STAGE] = stage
             self.job.meta[FRACTION] = round(float(fraction), 3)

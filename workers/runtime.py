@@ -13,14 +13,17 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 from redis import Redis
+from redis.client import Pipeline
 from torch import nn
 
 from core import liveness
 from core.artifacts import open_artifacts
+from core.claims import Claims
 from core.connect import connect
 from core.settings import Settings, get_settings
 from core.stats import Stats, WorkerInfo
@@ -78,13 +81,31 @@ class WorkerRuntime:
     errors: dict[str, str] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)  # heartbeat and deliverer, all starts
     _stop: threading.Event = field(default_factory=threading.Event)  # this start's; a new one per resume()
+    claims: Claims = field(init=False)
+    claim_tokens: dict[str, str] = field(default_factory=dict)  # job id -> the claim this process runs it under
 
     def __post_init__(self) -> None:
         prefix = self.settings.key_prefix
-        self.store = Store(
-            self.connection, prefix, open_artifacts(self.settings.artifact_store, self.connection, prefix)
-        )
+        keys = Redis.from_url(self.settings.key_redis_url) if self.settings.key_redis_url else None
+        artifacts = open_artifacts(self.settings.artifact_store, self.connection, prefix)
+        self.store = Store(self.connection, prefix, artifacts, keys=keys)
         self.stats = Stats(self.connection, self.settings.key_prefix)
+        self.claims = Claims(self.connection, self.settings.key_prefix, self.settings.job_lost_after)
+
+    def holds_claim(self, job_id: str) -> bool:
+        """Whether this process still owns the job (always, for a job run outside ModelWorker)."""
+        token = self.claim_tokens.get(job_id)
+        return token is None or self.claims.holds(job_id, token)
+
+    def end_write(self, job_id: str, write: Callable[[Pipeline], object]) -> None:
+        """One transaction of the job's end, committed only while this process holds its claim."""
+        token = self.claim_tokens.get(job_id)
+        if token is None:
+            with self.connection.pipeline() as pipe:
+                write(pipe)
+                pipe.execute()
+        else:
+            self.claims.fenced(job_id, token, write)
 
     def preload(self) -> None:
         """Load the models once; a model that fails is reported (readyz), not fatal."""

@@ -11,9 +11,11 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
+from redis.client import Pipeline
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from core.claims import ClaimLost
 from lrpseg.pipeline import PipelineResult, finish, run_prepared
 from schemas.params import JobParams
 from schemas.results import JobResult
@@ -26,14 +28,19 @@ log = logging.getLogger("lrpseg.worker")
 
 def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
     rt = runtime.current()
-    reporter = Reporter(get_current_job(), rt.store, job_id)
+    reporter = Reporter(get_current_job(), rt.store, job_id, holds=lambda: rt.holds_claim(job_id))
     model_id = str(params.get("model") or "unknown")
     try:
         result = _run(rt, reporter, job_id, JobParams.model_validate(params))
+    except ClaimLost:
+        raise  # another run owns the job now: this one records nothing
     except Exception as exc:
+        if not rt.holds_claim(job_id):
+            raise ClaimLost(job_id) from exc
         code, detail = _describe(exc)
         reporter.fail(code, detail)
-        rt.store.delete_inputs(job_id)
+        rt.end_write(job_id, lambda pipe: rt.store.destroy_data(job_id, pipe))  # no artifacts: nothing to keep
+        rt.store.destroy_key(job_id)
         rt.stats.count_job(model_id, "cancelled" if code == "cancelled" else "failed")
         log.info("job %s failed: %s", job_id, code)
         raise
@@ -58,8 +65,16 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
-    rt.store.put_artifacts(job_id, out.artifacts, ttl=rt.settings.result_ttl)
-    rt.store.delete_inputs(job_id)
+    ttl = rt.settings.result_ttl
+    sealed = rt.store.seal_artifacts(job_id, out.artifacts)
+    if sealed is None:  # the data key is gone: deleted while it ran
+        raise JobCancelled(job_id)
+
+    def store_end(pipe: Pipeline) -> None:  # only while this run owns the job (core.claims)
+        rt.store.put_artifacts(job_id, sealed, ttl=ttl, pipeline=pipe)
+        rt.store.delete_inputs(job_id, pipe)
+
+    rt.end_write(job_id, store_end)
     if rt.store.is_deleted(job_id):  # deleted while we stored: leave nothing behind
         rt.store.mark_deleted(job_id)
         raise JobCancelled(job_id)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -14,7 +18,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
-from core import logs, recovery
+from core import claims, logs, recovery
 from core.connect import connect
 from core.meta import BATCH_KEY, REQUEST_ID
 from core.settings import Settings
@@ -36,12 +40,13 @@ class ModelWorker(SimpleWorker):
     max_connection_wait_time = 5.0  # Redis away: retry at least this often (RQ: 60 s), to resume soon
 
     def __init__(self, queues: list[Queue], *, rt: runtime.WorkerRuntime, connection: Redis) -> None:
+        connection = claims.fenced_connection(connection)  # end writes commit only under the job's claim
         super().__init__(
             queues,
             name=rt.name,
             connection=connection,
             serializer=JSONSerializer,
-            exception_handlers=[_no_retry_for_errors, recovery.abandoned_handler(rt.store, rt.stats)],
+            exception_handlers=[_no_retry_for_errors],
             log_job_description=False,  # descriptions are harmless, but keep logs to ids
             default_result_ttl=rt.settings.result_ttl,
             # An idle worker blocks in dequeue for worker_ttl - 15 s and cleans up only between
@@ -66,14 +71,68 @@ class ModelWorker(SimpleWorker):
         return self.runtime.settings.job_lost_after
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
-        settings = self.runtime.settings
-        claim = faults.ClaimKeeper(self, job, execution, settings.claim_renewal, tick=self.reap_lost_jobs)
-        with logs.job_context(job.id, (job.meta or {}).get(REQUEST_ID)), claim:  # ids on every log line
-            ok = super().perform_job(job, queue, execution)
+        """Run the job only under its claim (core.claims): refused if it ended, was deleted or
+        another run owns it; its end is recorded only while the claim is still ours."""
+        rt, settings = self.runtime, self.runtime.settings
+        keys = recovery.job_keys(queue, job.id)
+        token = rt.claim_tokens.get(job.id) or claims.new_token(self.name)  # run_batch claims ahead
+        verdict = rt.claims.claim(job.id, keys, token)
+        if verdict != "ok":
+            self.log.warning("Worker %s: job %s not run (%s)", self.name, job.id, verdict)
+            self.drop_execution(job, queue, execution)
+            return False
+        rt.claim_tokens[job.id] = token
+        keeper = faults.ClaimKeeper(
+            self,
+            job,
+            execution,
+            settings.claim_renewal,
+            tick=self.reap_lost_jobs,
+            renew=lambda: rt.claims.renew(job.id, token),
+        )
+        try:
+            with logs.job_context(job.id, (job.meta or {}).get(REQUEST_ID)), keeper:  # ids on every log line
+                ok = super().perform_job(job, queue, execution)
+        except claims.ClaimLost:
+            self.log.warning("Worker %s: job %s is owned by a later run; this run's end was dropped", self.name, job.id)
+            self.drop_execution(job, queue, execution)
+            ok = False
+        finally:
+            rt.claim_tokens.pop(job.id, None)
+            rt.claims.release(job.id, keys, token)
         self.jobs_done += 1
         if not ok and faults.failed_for_memory(job):
             faults.release_device_memory()
         return ok
+
+    def drop_execution(self, job: Job, queue: Queue, execution: Execution) -> None:
+        """Forget a run that will record nothing: its started-registry entry and intermediate copy."""
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+            pipe.execute()
+
+    def _finalize_success(self, job: Job, queue: Queue, execution: Execution, return_value: Any) -> None:
+        with self._fenced(job):
+            super()._finalize_success(job, queue, execution, return_value)
+
+    def _finalize_failure(self, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
+        with self._fenced(job):
+            super()._finalize_failure(job, queue, execution, exc_info)
+
+    @contextmanager
+    def _fenced(self, job: Job) -> Iterator[None]:
+        """RQ's end writes (status, result, registries, retry) commit only under our claim; the end
+        hooks and exception handlers do not even run once another run owns the job."""
+        rt = self.runtime
+        token = rt.claim_tokens.get(job.id)
+        if token is None:
+            yield
+            return
+        if not rt.claims.holds(job.id, token):
+            raise claims.ClaimLost(job.id)
+        with claims.fence(rt.claims, job.id, token):
+            yield
 
     def clean_registries(self) -> None:
         """RQ's clean-up (lost jobs re-queued or failed), under a lock that expires quickly."""
@@ -81,12 +140,15 @@ class ModelWorker(SimpleWorker):
         for queue in self.queues:
 
             def after(queue: Queue = queue) -> None:
-                clean_worker_registry(queue)
-                queue.intermediate_queue.cleanup(self, queue)
+                clean_worker_registry(queue)  # (not RQ's intermediate clean-up: the Reaper decides those jobs)
 
-            recovery.clean_queue(queue, self._exc_handlers, lock_ttl, after=after)
+            recovery.clean_queue(queue, self.reaper(queue), lock_ttl, after=after)
         self.sweep_artifacts()
         self.last_cleaned_at = now()
+
+    def reaper(self, queue: Queue) -> recovery.Reaper:
+        rt = self.runtime
+        return recovery.Reaper(queue, rt.store, rt.stats, rt.settings.job_lost_after)
 
     def sweep_artifacts(self) -> None:
         """File/S3 artifacts past their result TTL are deleted here (Redis expires its own)."""
@@ -103,7 +165,7 @@ class ModelWorker(SimpleWorker):
         if self.should_run_maintenance_tasks:
             lock_ttl = self.runtime.settings.maintenance_interval
             for queue in self.queues:
-                recovery.clean_queue(queue, self._exc_handlers, lock_ttl)
+                recovery.clean_queue(queue, self.reaper(queue), lock_ttl)
             self.last_cleaned_at = now()
 
     def handle_warm_shutdown_request(self) -> None:
@@ -138,9 +200,21 @@ class ModelWorker(SimpleWorker):
     def run_batch(self, members: list[shared_pass.Member], queue: Queue) -> None:
         """The shared pass under the members' shortest timeout (if it fails, each runs alone), then
         every member's own run. Claims are renewed until each member's run takes over."""
-        settings = self.runtime.settings
+        rt, settings = self.runtime, self.runtime.settings
+        members = self.claim_members(members, queue)  # held through the pass, then by each member's run
+        if not members:
+            return
         ids = [m.job.id for m in members]
-        keepers = {m.job.id: faults.ClaimKeeper(self, m.job, m.execution, settings.claim_renewal) for m in members}
+        keepers = {
+            m.job.id: faults.ClaimKeeper(
+                self,
+                m.job,
+                m.execution,
+                settings.claim_renewal,
+                renew=functools.partial(rt.claims.renew, m.job.id, rt.claim_tokens[m.job.id]),
+            )
+            for m in members
+        }
         for keeper in keepers.values():
             keeper.__enter__()
         try:
@@ -161,6 +235,25 @@ class ModelWorker(SimpleWorker):
             for keeper in keepers.values():
                 keeper.__exit__(None, None, None)
             shared_pass.forget(ids)
+            for member in members:  # members whose own run never came (it pops and releases its claim)
+                token = rt.claim_tokens.pop(member.job.id, None)
+                if token is not None:
+                    rt.claims.release(member.job.id, recovery.job_keys(queue, member.job.id), token)
+
+    def claim_members(self, members: list[shared_pass.Member], queue: Queue) -> list[shared_pass.Member]:
+        """Claim every member before the shared pass (core.claims), so none looks lost while it
+        runs; a member another run owns, or that ended or was deleted, is dropped."""
+        rt, kept = self.runtime, []
+        for member in members:
+            token = claims.new_token(self.name)
+            verdict = rt.claims.claim(member.job.id, recovery.job_keys(queue, member.job.id), token)
+            if verdict == "ok":
+                rt.claim_tokens[member.job.id] = token
+                kept.append(member)
+            else:
+                self.log.warning("Worker %s: job %s left out of the batch (%s)", self.name, member.job.id, verdict)
+                self.drop_execution(member.job, queue, member.execution)
+        return kept
 
 
 def build_worker(

@@ -220,6 +220,8 @@ def grey_to_unit(stored: np.ndarray, lut: Dataset) -> np.ndarray:
         if value_range is None:
             return minmax(values)
         return minmax(apply_voi_lut(_lut_input(values, lut), lut, index=0), *value_range)
+    except ImageDecodeError:
+        raise  # e.g. values that overflowed in the rescale: named as such
     except (ValueError, TypeError, IndexError, KeyError, AttributeError):
         raise ImageDecodeError(
             422, "dicom_bad_lut", "DICOM modality/VOI LUT or window attributes are invalid"

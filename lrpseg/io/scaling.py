@@ -26,14 +26,18 @@ def scale_by_dtype(arr: np.ndarray) -> np.ndarray:
 def minmax(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Affine map [lo, hi] -> [0, 1] (defaults: the array's own range), clipped.
 
-    A constant array (hi == lo) maps to zeros.
+    A constant array (hi == lo) maps to zeros. Values must be finite (a rescale that overflowed,
+    e.g. a DICOM RescaleSlope of 1e308, is refused). The differences are taken on halves, so
+    any finite range scales without overflow (hi - lo of +-1e308 would be infinite).
     """
     values = arr.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ImageDecodeError(422, "non_finite", "pixel values are NaN or infinite (after rescaling)")
     lo = float(values.min()) if lo is None else float(lo)
     hi = float(values.max()) if hi is None else float(hi)
     if not hi > lo:
         return np.zeros(arr.shape, np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return np.clip((values * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5), 0.0, 1.0).astype(np.float32)
 
 
 def scale_float(arr: np.ndarray) -> np.ndarray:

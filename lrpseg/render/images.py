@@ -33,7 +33,8 @@ def display_rgb(image: Any) -> np.ndarray:
             raise RenderInputError("image contains NaN or infinite values")
         lo, hi = float(values.min()), float(values.max())
         if np.issubdtype(array.dtype, np.integer) or lo < 0.0 or hi > 1.0:
-            values = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+            # on halves: hi - lo of finite extremes (+-1e308) would overflow to infinity
+            values = (values * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5) if hi > lo else np.zeros_like(values)
     else:
         raise RenderInputError(f"image must be numeric, got dtype {array.dtype}")
     return np.repeat(values, 3, axis=0).transpose(1, 2, 0) if values.shape[0] == 1 else values.transpose(1, 2, 0)

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from core.batch_records import Batches, BatchRecord
@@ -16,6 +16,7 @@ from service import batches as batch_ops
 from service.deps import PrincipalDep, RedisDep, SettingsDep, StoreDep
 from service.errors import ApiError, retry_later
 from service.routers.jobs import PROBLEM, SUBMIT_ERRORS, CallbackUrl, ParamsPart, _artifact_url, _self_url
+from service.single_parts import BATCH_PARTS, single_parts
 from service.submission import IntakeDep
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -49,6 +50,7 @@ def _archive_url(request: Request, batch_id: str) -> str:
     response_model=BatchAccepted,
     responses=BATCH_ERRORS,
     summary="Submit many images (parts or a zip) with one params; 202 with the batch's URL in Location",
+    dependencies=[Depends(single_parts(BATCH_PARTS))],
 )
 def submit_batch(
     request: Request,

@@ -41,7 +41,7 @@ from service import views
 from service.deps import RedisDep, RegistryDep, SettingsDep, StatsDep, get_principal
 from service.errors import ApiError
 from service.routers import health
-from service.submission import Intake, IntakeDep, check_capacity
+from service.submission import Intake, IntakeDep, check_capacity, new_job_id, release_capacity
 from service.tensors import (
     HEADER_LENGTH,
     TensorError,
@@ -234,7 +234,9 @@ def run_inference(
     outputs = requested_outputs(req, info)
     params = job_params(req.parameters or {}, info, outputs)
     wait = wait_seconds(req.parameters or {}, settings.max_wait)
-    check_capacity(intake.queue, settings, incoming=len(images))  # room for all N, or a 503 before any is queued
+    room = [new_job_id() for _ in images]  # room for all N, or a 503 before any is queued
+    check_capacity(intake.queue, settings, room)
+    release_capacity(intake.queue, room)  # each accept() reserves its own place
     job_ids: list[str] = []
     for array in images:
         job_ids.append(intake.accept(npy_upload(array), None, params, None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from rq import Queue
 
@@ -16,6 +16,7 @@ from schemas.problems import Problem
 from service import views
 from service.deps import JobSlotsDep, PrincipalDep, QueueDep, RedisDep, SettingsDep, StatsDep, StoreDep
 from service.errors import ApiError, retry_later
+from service.single_parts import JOB_PARTS, single_parts
 from service.submission import IntakeDep
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -88,6 +89,7 @@ def _accepted_response(request: Request, queue: Queue, settings: Settings, job_i
     response_model=JobAccepted,
     responses=SUBMIT_ERRORS,
     summary="Submit an image; 202 with the job's URL in Location",
+    dependencies=[Depends(single_parts(JOB_PARTS))],
 )
 def submit_job(
     request: Request,
@@ -107,6 +109,7 @@ def submit_job(
     response_model=JobView,
     responses={202: {"model": JobAccepted, "description": "still running"}, **SUBMIT_ERRORS},
     summary="Submit and wait up to `wait` seconds: the ended job (200), else 202 as /v1/jobs",
+    dependencies=[Depends(single_parts(JOB_PARTS))],
 )
 def explain(
     request: Request,
@@ -145,7 +148,7 @@ def get_job(
     job = views.fetch_job(redis, store, job_id, principal)
     # A started job whose worker stopped renewing its claim is resolved here and now, even
     # if no worker is left to run the clean-up (docs/operations.md).
-    job = recovery.reap_if_abandoned(job, queue, store, stats, settings.maintenance_interval)
+    job = recovery.reap_if_abandoned(job, recovery.Reaper(queue, store, stats, settings.job_lost_after))
     view = views.job_view(job, queue, _self_url(request), _artifact_url(request), store=store)
     running = view.status in (JobState.queued, JobState.started)
     return _view_response(view, {"Retry-After": str(settings.retry_after)} if running else None)

@@ -18,13 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from lrpseg import render
 from lrpseg.render.colors import DEFAULT_CMAP, diverging_lut
 from service.deps import PrincipalDep, SettingsDep
+from service.single_parts import JOB_PARTS, single_parts
 from service.submission import decode, read_upload
 
 PALETTE_SIZE = 32  # class colours sent to the page (segmentation legend); more than any shipped model has
@@ -83,7 +84,7 @@ async def colors() -> JSONResponse:
     )
 
 
-@router.post("/viewer/preview", response_class=Response)
+@router.post("/viewer/preview", response_class=Response, dependencies=[Depends(single_parts(JOB_PARTS))])
 def preview(
     settings: SettingsDep,
     principal: PrincipalDep,  # the same access rule as submitting a job

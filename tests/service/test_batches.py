@@ -266,6 +266,8 @@ def test_batches_belong_to_their_principal_and_delete_and_expire(
 
     assert client.delete(location).status_code == 204
     assert client.get(location).status_code == 410
+    tombstone = client.app.state.redis.hgetall(f"{settings.key_prefix}:batch:{accepted['batch_id']}")
+    assert tombstone and not any(b"a.png" in v or b"b.png" in v for v in tombstone.values())  # no file names
     for item in accepted["items"]:
         assert client.get(item["links"]["self"]).status_code == 410  # its jobs went with it
     assert client.app.state.queue.count == 0

@@ -181,8 +181,8 @@ def test_a_job_whose_worker_died_sends_worker_lost_when_a_reader_resolves_it(
         worker.prepare_execution(job)
         worker.prepare_job_execution(job)
         assert client.get(location).json()["status"] == "started"
-        key = queue.started_job_registry.key  # job_lost_after s later: the claim has lapsed
-        redis_conn.zadd(key, {member: time.time() - 1 for member in redis_conn.zrange(key, 0, -1)}, xx=True)
+        # job_lost_after s later: no claim (it never took one), last seen alive long ago (core.claims)
+        redis_conn.zadd(f"{settings.key_prefix}:open", {job_id: time.time() - settings.job_lost_after - 1}, xx=True)
 
         view = client.get(location).json()
         assert view["status"] == "failed" and view["error"]["code"] == "worker_lost"

@@ -248,6 +248,17 @@ def test_idempotency_key_replays_the_same_job(client: TestClient, sample: tuple,
     )
 
 
+def test_an_idempotency_key_dies_with_its_job(client: TestClient, sample: tuple) -> None:
+    """A replay after DELETE makes a new job (it used to return the deleted one: 410 for good)."""
+    key = {"Idempotency-Key": "upload-8"}
+    first = submit(client, sample[0], {}, headers=key)
+    assert client.delete(first.headers["location"]).status_code == 204
+    again = submit(client, sample[0], {}, headers=key)
+    assert again.status_code == 202 and again.json()["job_id"] != first.json()["job_id"]
+    assert client.get(again.headers["location"]).status_code == 200
+    assert submit(client, sample[0], {}, headers=key).json()["job_id"] == again.json()["job_id"]  # replays it now
+
+
 def test_a_rejected_request_does_not_burn_its_idempotency_key(client: TestClient, sample: tuple) -> None:
     key = {"Idempotency-Key": "retry-me"}
     assert submit(client, sample[0], {"target": {"cls": "crack"}}, headers=key).status_code == 422

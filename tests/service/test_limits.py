@@ -79,6 +79,19 @@ def test_the_bucket_refills(make_client: Callable[[Settings], TestClient], setti
     assert client.get("/v1/models", headers=as_(ALICE)).status_code == 200
 
 
+def test_requests_without_a_valid_key_are_rate_limited_too(
+    make_client: Callable[[Settings], TestClient], settings: Settings
+) -> None:
+    """Issue 15: only keyed requests were metered, so key guessing and 401 floods were free."""
+    client = make_client(keyed(settings, unauth_rate_limit=0.5, unauth_rate_burst=3))
+    codes = [client.get("/v1/models", headers=as_("wrong-key")).status_code for _ in range(5)]
+    assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429], codes
+    refused = client.get("/v1/models")  # no key at all: the same bucket (per address)
+    body = problem(refused, 429)
+    assert body["type"].endswith("/rate-limited") and int(refused.headers["retry-after"]) >= 1
+    assert client.get("/v1/models", headers=as_(ALICE)).status_code == 200  # a valid key is not held back
+
+
 def test_rate_limit_zero_is_off(make_client: Callable[[Settings], TestClient], settings: Settings) -> None:
     client = make_client(keyed(settings, rate_limit=0, rate_burst=1))
     for _ in range(5):
@@ -287,7 +300,8 @@ def test_decompression_bombs_are_413_from_the_header(
         tracemalloc.stop()
     body = problem(response, 413)
     assert fields(body) == ["image"]
-    assert ("at most 16384 pixels" if code == "side" else "256000000 pixels; at most 67108864") in body["detail"]
+    limit = Settings().pixel_limit  # max_pixels capped by the worker memory budget
+    assert ("at most 16384 pixels" if code == "side" else f"256000000 pixels; at most {limit}") in body["detail"]
     assert peak < 32 * 1024 * 1024, f"{kind}: {peak} bytes allocated while refusing it"  # nothing was decoded
     assert redis_conn.llen(QUEUE_KEY) == 0
 
@@ -401,3 +415,70 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_small_one_runs(
     assert small.status_code == 202, small.text
     assert work()
     assert client.get(small.headers["location"]).json()["status"] == "finished"
+
+
+def test_the_queue_cap_holds_under_concurrent_submissions(
+    make_client: Callable[[Settings], TestClient], settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """Issue 15: a check-then-enqueue let racing requests overshoot max_queue (40 -> 45)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(settings.model_copy(update={"max_queue": 4}))
+    png = factories.png_bytes(factories.defect_image(128)[0])
+
+    def post(_: int) -> int:
+        return client.post("/v1/jobs", files={"image": ("a.png", png, "image/png")}).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(post, range(24)))
+    assert codes.count(202) == 4 and set(codes) == {202, 503}, codes
+    assert redis_conn.llen("rq:queue:lrpseg-test") == 4
+    assert redis_conn.zcard("rq:queue:lrpseg-test:admitted") == 0  # every reservation released
+
+
+def test_the_pixel_limit_follows_the_worker_memory_budget(
+    make_client: Callable[[Settings], TestClient], settings: Settings
+) -> None:
+    """Issue 15: 8192² passed the default max_pixels though a worker needs ~1.2 KB per pixel
+    (benchmarks/memory.py); the limit is now what `worker_memory` holds, checked from the header."""
+    from core.settings import WORKER_BYTES_PER_PIXEL
+
+    assert Settings().pixel_limit < 8192 * 8192  # the default budget (8 GiB) refuses 8192² up front
+    budget = settings.model_copy(update={"worker_memory": WORKER_BYTES_PER_PIXEL * 100 * 100})
+    assert budget.pixel_limit == 100 * 100
+    client = make_client(budget)
+    too_big = client.post("/v1/jobs", files={"image": ("a.png", factories.png_bytes(factories.defect_image(128)[0]))})
+    assert too_big.status_code == 413 and "10000" in too_big.json()["detail"], too_big.text
+    fits = client.post("/v1/jobs", files={"image": ("a.png", factories.png_bytes(factories.defect_image(96)[0]))})
+    assert fits.status_code == 202, fits.text
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_not_a_held_connection(settings: Settings) -> None:
+    """Issue 15: the server waited forever for the rest of such a body. A real uvicorn on loopback."""
+    import socket
+
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings.model_copy(update={"body_timeout": 1.0}), connection=factories.connect_test_redis())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n--b\r\n")  # and then nothing more
+            start = time.monotonic()
+            answer = sock.recv(4096)
+            assert time.monotonic() - start < 8
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"stalled" in answer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

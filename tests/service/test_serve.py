@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -70,7 +71,8 @@ def test_serve_explain_and_stop(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ready = wait_ready(url, proc)
         assert ready["checks"]["workers"]["detail"] == "1 alive"
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) == 1  # the worker (Redis daemonises itself)
+        kinds = sorted("watchdog" if "service.embedded" in " ".join(c.cmdline()) else "worker" for c in children)
+        assert kinds == ["watchdog", "worker"]  # Redis daemonises itself; the watchdog stops it if we die
 
         image, truth = factories.defect_image(64)
         (tmp_path / "part.png").write_bytes(factories.png_bytes(image))
@@ -129,12 +131,12 @@ def test_serve_starts_a_new_worker_when_one_is_killed(tmp_path: Path) -> None:
     proc, url = start_serve(tmp_path, LRPSEG_PRELOAD="default")
     try:
         wait_ready(url, proc)
-        (first,) = psutil.Process(proc.pid).children()
+        (first,) = workers_of(proc)
         first.kill()  # SIGKILL, as the kernel's OOM killer would
         first.wait(timeout=10)
 
         def replaced() -> list[psutil.Process]:
-            return [c for c in psutil.Process(proc.pid).children() if c.pid != first.pid and c.is_running()]
+            return [c for c in workers_of(proc) if c.pid != first.pid and c.is_running()]
 
         deadline = time.monotonic() + 30
         while not replaced() and time.monotonic() < deadline:
@@ -147,3 +149,48 @@ def test_serve_starts_a_new_worker_when_one_is_killed(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_serve_owns_its_redis_killed_or_left_behind(tmp_path: Path) -> None:
+    """Issue 15: a SIGKILLed `lrpseg serve` left its Redis running, and a restart ran a second one
+    on the same data. Now a left-behind Redis is stopped at the next start, and a SIGKILLed
+    serve's Redis is stopped by its watchdog."""
+    owner_file = tmp_path / "var" / "redis.owner.json"
+    first, url = start_serve(tmp_path)
+    try:
+        wait_ready(url, first)
+        stale = json.loads(owner_file.read_text())["redis_pid"]
+        for child in psutil.Process(first.pid).children():
+            if "service.embedded" in " ".join(child.cmdline()):
+                child.kill()  # no watchdog: the old behaviour, Redis outlives serve
+        first.kill()
+        first.wait(timeout=10)
+        time.sleep(1)
+        assert psutil.pid_exists(stale), "the Redis should still run (no watchdog)"
+    finally:
+        stop_quietly(first)
+    second, url = start_serve(tmp_path)
+    try:
+        wait_ready(url, second)
+        assert not psutil.pid_exists(stale) or psutil.Process(stale).status() == psutil.STATUS_ZOMBIE
+        mine = json.loads(owner_file.read_text())["redis_pid"]
+        assert mine != stale
+        second.kill()  # SIGKILL: no cleanup in serve; the watchdog stops its Redis
+        second.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(mine) and psutil.Process(mine).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the Redis outlived its serve"
+            time.sleep(0.2)
+    finally:
+        stop_quietly(second)
+
+
+def stop_quietly(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def workers_of(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The worker processes of a serve (not its Redis watchdog)."""
+    return [c for c in psutil.Process(proc.pid).children() if "service.embedded" not in " ".join(c.cmdline())]

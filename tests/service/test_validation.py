@@ -171,3 +171,24 @@ def test_problem_types_are_kebab_case_and_titles_name_the_part(client: TestClien
         assert kind == kind.lower() and "_" not in kind and " " not in kind, body["type"]
         if body["errors"][0]["field"].startswith("params"):
             assert body["title"] == "Invalid parameters" and kind == "invalid-params", body
+
+
+def test_duplicate_parts_are_refused_not_last_one_wins(client: TestClient) -> None:
+    """Issue 15: two `image` or `params` parts used to be accepted, the last one silently used."""
+    png = factories.png_bytes(factories.defect_image(64)[0])
+    two_images = [("image", ("a.png", png, "image/png")), ("image", ("b.png", png, "image/png"))]
+    for path in ("/v1/jobs", "/v1/explain?wait=0", "/viewer/preview"):
+        response = client.post(path, files=two_images)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == "image"
+    files = [
+        ("image", ("a.png", png, "image/png")),
+        ("params", (None, "{}")),
+        ("params", (None, '{"task": "segment"}')),
+    ]
+    response = client.post("/v1/jobs", files=files)
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "params"
+    batch = [("images", ("a.png", png, "image/png")), ("params", (None, "{}")), ("params", (None, "{}"))]
+    assert client.post("/v1/batches", files=batch).status_code == 400
+    assert client.post("/v1/jobs", files=[two_images[0]]).status_code == 202  # one of each is fine

@@ -142,10 +142,10 @@ def test_a_clean_up_that_outlived_its_lock_leaves_the_next_holders_lock_alone(
         assert token is not None
         taken_by_b.append(token)
 
-    assert recovery.clean_queue(queue, [], lock_ttl=1, after=slow_clean_up)
+    assert recovery.clean_queue(queue, None, lock_ttl=1, after=slow_clean_up)
     assert taken_by_b, "B never took the lock"
     assert redis_conn.get(key) in (taken_by_b[0], taken_by_b[0].encode())  # still B's
-    assert not recovery.clean_queue(queue, [], lock_ttl=1)  # and it still keeps the others out
+    assert not recovery.clean_queue(queue, None, lock_ttl=1)  # and it still keeps the others out
     assert not recovery.release_lock(redis_conn, key, "not-b") and redis_conn.exists(key)
     assert recovery.release_lock(redis_conn, key, taken_by_b[0]) and not redis_conn.exists(key)
 

@@ -283,3 +283,36 @@ def test_a_claim_retries_when_the_queue_changes_under_it(
     assert len(calls) == 2  # the first transaction was refused (WATCH), the second saw the new job
     assert [m.job.id for m in members] == ids and queue.count == 0
     assert all(fetch(redis_conn, i).get_status() == "started" for i in ids)
+
+
+def test_jobs_in_a_shared_pass_hold_their_claims_and_are_not_reaped(
+    make_client: Callable[[Settings], TestClient],
+    settings: Settings,
+    redis_conn: redis.Redis,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15's reaper takes a job with no claim and no queue entry, last seen long ago: the
+    companions of a batch (long queued, started for the pass) must hold claims through it."""
+    from core import recovery
+    from core.stats import Stats
+    from core.store import Store
+
+    lost_after = 3
+    settings = settings.model_copy(update={"job_lost_after": lost_after, "job_retries": 0})
+    client = make_client(settings)
+    ids = submit_all(client, COMPATIBLE[:3])
+    time.sleep(lost_after + 0.5)  # queued long enough to look lost once off the queue
+    real = shared_pass.forward_batch
+    verdicts: list[dict[str, int]] = []
+
+    def sweep_then_run(*args: Any, **kwargs: Any) -> Any:  # another worker's maintenance, mid-pass
+        store, stats = Store(redis_conn, settings.key_prefix), Stats(redis_conn, settings.key_prefix)
+        verdicts.append(recovery.Reaper(queue_of(settings, redis_conn), store, stats, lost_after).sweep())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shared_pass, "forward_batch", sweep_then_run)
+    run_worker(settings, redis_conn, registry)
+    assert verdicts == [{"claimed": 3}]
+    for job_id in ids:
+        assert view(client, job_id)["status"] == "finished"
