@@ -40,7 +40,7 @@ from lrpseg.metrics.explanation import explanation_metrics
 from lrpseg.metrics.faithfulness import Order, deletion_insertion, input_gradient
 from lrpseg.registry import SHIPPED_DIR, Registry
 
-LRP_ROWS = ("conserving", "ours", "montavon", "epsilon-gamma-box", "epsilon-plus-flat")
+LRP_ROWS = ("conserving", "conserving-local", "ours", "montavon", "epsilon-gamma-box", "epsilon-plus-flat")
 BOTTLENECK = "bottleneck.5"  # the 10x10 map seed 004 / the old default used
 
 

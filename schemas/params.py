@@ -42,6 +42,7 @@ class Composite(StrEnum):
     """The names of lrpseg.rule_specs.SERVED_COMPOSITES (tests/lrpseg/test_rule_specs.py)."""
 
     conserving = "conserving"
+    conserving_local = "conserving-local"
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
@@ -124,6 +125,7 @@ class LrpParams(Strict):
     composite: Composite = Field(
         Composite.conserving,
         description="conserving (default): z^B first layer, bias-free z+ elsewhere; relevance reaches the pixels. "
+        "conserving-local: bias-free everywhere (z+ first layer, alpha-beta(2, 1) shallow encoder), more relevance inside the object. "
         "ours/montavon: seed 001's composites (the reproduction). docs/lrp.md says which to use for what",
     )
     rules: dict[Name, RuleSpec] | None = Field(

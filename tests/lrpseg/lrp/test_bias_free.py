@@ -78,3 +78,13 @@ def test_conserving_composite_equals_zennit() -> None:
     assert {type(r).__name__ for r in resolved.values()} == {"ZBox", "BiasFree"}
     ours, theirs = _both(model, x, "conserving")
     assert max_rel_diff(ours, theirs) <= TOL
+
+
+def test_conserving_local_composite_equals_zennit() -> None:
+    torch.manual_seed(0)
+    model, x = tiny_unet("transpose"), torch.randn(2, 1, 20, 24, dtype=torch.float64)
+    resolved = lrp.prepare(model).resolve("conserving-local", (x.amin(), x.amax()))
+    inner = {type(r.inner).__name__ for r in resolved.values() if isinstance(r, BiasFree)}
+    assert len(resolved) == sum(isinstance(r, BiasFree) for r in resolved.values()) and inner == {"AlphaBeta", "ZPlus"}
+    ours, theirs = _both(model, x, "conserving-local")
+    assert max_rel_diff(ours, theirs) <= TOL
