@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.load import ROOT, free_port, images, redis_binary, start_worker
+from benchmarks.load import ROOT, free_port, images, is_ready, redis_binary, start_worker
 
 ENDED = ("finished", "failed")
 
@@ -98,12 +98,8 @@ class Cluster:
     def wait_ready(self, workers: int, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(self.api_url + "/readyz", timeout=2)
-                if ready.status_code == 200 and ready.json()["checks"]["workers"]["detail"] == f"{workers} alive":
-                    return
-            except httpx.HTTPError:
-                pass
+            if is_ready(self.api_url, workers):
+                return
             time.sleep(0.3)
         raise RuntimeError("the service did not become ready")
 

@@ -144,14 +144,19 @@ def wait_ready(service: Service, workers: int, timeout: float) -> None:
         for proc in service.procs + service.workers:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            ready = httpx.get(service.url + "/readyz", timeout=2)
-            if ready.status_code == 200 and ready.json()["checks"]["workers"]["detail"] == f"{workers} alive":
-                return
-        except httpx.HTTPError:
-            pass
+        if is_ready(service.url, workers):
+            return
         time.sleep(0.3)
     raise RuntimeError("the service did not become ready")
+
+
+def is_ready(url: str, workers: int) -> bool:
+    """/readyz says ready with exactly `workers` live workers."""
+    try:
+        ready = httpx.get(url + "/readyz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return ready.status_code == 200 and ready.json()["checks"]["workers"]["detail"] == f"{workers} alive"
 
 
 def stop_service(service: Service) -> None:
