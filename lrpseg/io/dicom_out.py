@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -110,20 +111,14 @@ def segmentation_to_dicom_seg(
     target = _FrameTarget(ref, frame)
     with quiet():
         try:
-            seg = hd.seg.Segmentation(
-                source_images=[target.source],
-                pixel_array=stack[np.newaxis],
-                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=descriptions,
-                series_instance_uid=hd.UID(),
-                series_number=series_number,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                omit_empty_frames=False,
-                content_label="LRPSEG",
-                content_description=f"Segmentation by {model_id} {model_version}"[:_MAX_LO],
+            seg = _binary_seg(
+                [target.source],
+                stack[np.newaxis],
+                descriptions,
+                model_id,
+                model_version,
+                series_number,
                 plane_positions=target.plane_positions,
-                **_equipment(model_id, model_version),
             )
         except _BUILD_ERRORS as exc:
             raise DicomExportError(f"cannot build a DICOM SEG for this source: {_reason(exc, ref)}") from None
@@ -164,24 +159,38 @@ def series_segmentation_to_dicom_seg(
     descriptions = _descriptions(labels, model_id, model_version, segment_codes)
     with quiet():
         try:
-            seg = hd.seg.Segmentation(
-                source_images=refs,
-                pixel_array=stacked,
-                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=descriptions,
-                series_instance_uid=hd.UID(),
-                series_number=series_number,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                omit_empty_frames=False,
-                content_label="LRPSEG",
-                content_description=f"Segmentation by {model_id} {model_version}"[:_MAX_LO],
-                **_equipment(model_id, model_version),
-            )
+            seg = _binary_seg(refs, stacked, descriptions, model_id, model_version, series_number)
         except _BUILD_ERRORS as exc:
             raise DicomExportError(f"cannot build a DICOM SEG for this series: {_reason(exc, refs[0])}") from None
         _tidy_pixel_measures(seg)
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
+
+
+def _binary_seg(
+    sources: Sequence[Dataset],
+    pixels: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    model_id: str,
+    model_version: str,
+    series_number: int,
+    **extra: Any,
+) -> hd.seg.Segmentation:
+    """highdicom's BINARY Segmentation with lrpseg's series, labels and equipment."""
+    return hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        omit_empty_frames=False,
+        content_label="LRPSEG",
+        content_description=f"Segmentation by {model_id} {model_version}"[:_MAX_LO],
+        **extra,
+        **_equipment(model_id, model_version),
+    )
 
 
 def _descriptions(
