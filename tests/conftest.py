@@ -36,3 +36,12 @@ def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return s3_server.new_bucket()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Small models on a shared 2-core machine: one thread avoids OpenMP spin contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

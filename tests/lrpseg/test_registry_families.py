@@ -31,12 +31,7 @@ SMP_UNET = {"family": "segmentation_models_pytorch", "class": "Unet", "encoder_n
 TV_LRASPP = {"family": "torchvision.models.segmentation", "class": "lraspp_mobilenet_v3_large", "num_classes": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def family_dir(root: Path, name: str, arch: dict, **extra) -> Path:

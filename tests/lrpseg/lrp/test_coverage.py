@@ -13,13 +13,7 @@ from torch import Tensor, nn
 
 from lrpseg import lrp
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _norm(x: Tensor, dims: tuple[int, ...], detach: bool, eps: float = 1e-5) -> Tensor:

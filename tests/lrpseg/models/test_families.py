@@ -85,13 +85,7 @@ ARCHS: dict[str, tuple[dict[str, Any], tuple[int, ...], bool]] = {
 SLOW = {"tv-fcn", "tv-deeplabv3", "monai-flexibleunet", "smp-deeplabv3plus"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one thread avoids OpenMP spin contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _params(name: str) -> list:
