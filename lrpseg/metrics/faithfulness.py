@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from lrpseg.metrics.errors import InvalidScoreError, MetricInputError, ShapeMismatchError
-from lrpseg.metrics.perturbation import Baseline, baseline_value
+from lrpseg.metrics.perturbation import Baseline, baseline_value, pixel_relevance
 
 Order = Literal["relevance", "random"]
 DEFAULT_STEPS = 20
@@ -55,17 +55,6 @@ def auc(curve: list[float] | np.ndarray) -> float:
     return float(((y[1:] + y[:-1]) / 2).sum() / (len(y) - 1))
 
 
-def _pixel_map(relevance: Any, x: Tensor) -> Tensor:
-    r = torch.as_tensor(relevance)
-    if r.dim() == 3:
-        r = r.sum(dim=0)
-    if r.dim() != 2 or tuple(r.shape) != tuple(x.shape[2:]):
-        raise ShapeMismatchError(f"relevance shape {tuple(r.shape)} does not match the input's {tuple(x.shape[2:])}")
-    if not torch.isfinite(r).all():
-        raise InvalidScoreError("relevance contains NaN or infinite values")
-    return r.detach().to(x.device)
-
-
 def deletion_insertion(
     forward: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -89,7 +78,7 @@ def deletion_insertion(
         raise ShapeMismatchError(f"x must be one image (1, C, H, W), got shape {tuple(x.shape)}")
     if steps < 1 or batch_size < 1:
         raise MetricInputError("steps and batch_size must be positive")
-    ranks = pixel_ranks(_pixel_map(relevance, x), order, seed)
+    ranks = pixel_ranks(pixel_relevance(relevance, x), order, seed)
     n = ranks.numel()
     counts = torch.tensor([round(k * n / steps) for k in range(steps + 1)], device=x.device)
     fill = baseline_value(x, baseline).expand_as(x)

@@ -59,7 +59,8 @@ def baseline_value(x: Tensor, baseline: Baseline) -> Tensor:
     raise MetricInputError(f"baseline must be 'mean', 'zero' or a finite number, got {baseline!r}")
 
 
-def _pixel_relevance(relevance: Any, x: Tensor) -> Tensor:
+def pixel_relevance(relevance: Any, x: Tensor) -> Tensor:
+    """The (H, W) map to rank pixels by: channels summed, checked against the input."""
     r = torch.as_tensor(relevance)
     if r.dim() == 3:
         if r.shape[0] not in (1, x.shape[1]):
@@ -106,7 +107,7 @@ def region_perturbation(
         raise ShapeMismatchError(f"x must be one image (1, C, H, W), got shape {tuple(x.shape)}")
     if patch < 1 or patches_per_step < 1 or batch_size < 1:
         raise MetricInputError("patch, patches_per_step and batch_size must be positive")
-    r = _pixel_relevance(relevance, x)
+    r = pixel_relevance(relevance, x)
     ranks, n_patches = patch_ranks(r, patch, order, seed)
     max_steps = math.ceil(n_patches / patches_per_step)
     if steps is None:
