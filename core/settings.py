@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.pacs import dicomweb_url_problem, parse_ae
 from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
 
 # Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
@@ -145,6 +146,22 @@ class Settings(BaseSettings):
     callback_lease: float = Field(30.0, gt=0, description="seconds a claimed delivery stays claimed before retry")
     callback_poll: float = Field(0.5, gt=0, description="longest sleep of a deliverer between checks")
 
+    # DICOM outputs and sending them to a PACS (docs/pacs.md); attempts and backoff as for callbacks
+    dicom_series_base: int = Field(
+        1000, ge=0, le=2**30, description="output SeriesNumber = base + 10 x source SeriesNumber + 1 (SEG) / 2 (map)"
+    )
+    dicomweb_destination: str | None = Field(None, description="DICOMweb root URL results are STOW-RS'd to")
+    dicomweb_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated hosts DICOMweb may reach (destination, per-job destination, pull sources)",
+    )
+    dicomweb_token: SecretStr | None = Field(None, description="Bearer token sent to DICOMweb servers")
+    dicomweb_username: str | None = Field(None, description="HTTP Basic user for DICOMweb servers")
+    dicomweb_password: SecretStr | None = None
+    dimse_destination: str | None = Field(None, description="AE results are C-STOREd to: AET@host:port")
+    dimse_calling_ae: str = Field("LRPSEG", description="our AE title when we C-STORE or WADO")
+    dicom_send_timeout: float = Field(20.0, gt=0, description="seconds one STOW-RS or C-STORE attempt may take")
+
     # Worker
     worker_memory: int = Field(
         8 * 1024**3,
@@ -236,6 +253,29 @@ class Settings(BaseSettings):
         for entry in value:
             parse_host_rule(entry)  # the one parser of these entries; ValueError names the bad entry
         return [entry.lower() for entry in value]
+
+    @field_validator("dicomweb_allowed_hosts", mode="before")
+    @classmethod
+    def _dicomweb_hosts(cls, value: object) -> object:
+        return cls._hosts(value)
+
+    @field_validator("dicomweb_allowed_hosts")
+    @classmethod
+    def _valid_dicomweb_hosts(cls, value: list[str]) -> list[str]:
+        return cls._valid_hosts(value)
+
+    @model_validator(mode="after")
+    def _pacs_out(self) -> Settings:
+        """A configured destination must be one the allow-list admits, and an AE must parse."""
+        if self.dicomweb_destination is not None:
+            problem = dicomweb_url_problem(self.dicomweb_destination, self.dicomweb_allowed_hosts)
+            if problem:
+                raise ValueError(f"dicomweb_destination: {problem}")
+        if self.dimse_destination is not None:
+            parse_ae(self.dimse_destination)  # ValueError says what is wrong
+        if self.callback_lease <= self.dicom_send_timeout:
+            raise ValueError("callback_lease must exceed dicom_send_timeout (a claimed send must end inside its lease)")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -104,11 +104,25 @@ def resolve_params(params: JobParams, info: ModelInfo) -> ResolvedParams:
     return ResolvedParams(params.model_copy(update=update), info.id)
 
 
+SCALES = ("bits", "window")  # how values become [0, 1]: one of them, the most specific source wins
+
+
 def resolve_input(params: JobParams, info: ModelInfo) -> InputParams:
-    """params.input over the model's defaults (config.json "input"); channels "reject" unless set."""
+    """params.input over the model's defaults; channels "reject" unless set.
+
+    One window concept: a window (or bit depth) in the request wins; else the model's config.json
+    "input" (bits or window); else its clinical metadata "input_window"; else the decoder's own
+    scaling (DICOM VOI LUT / window, else min-max or the container's range)."""
     from schemas.params import InputParams
 
-    merged = {"channels": "reject", **info.input_defaults, **params.input.model_dump(exclude_unset=True)}
+    request = params.input.model_dump(exclude_unset=True)
+    defaults = dict(info.input_defaults)
+    window = info.metadata.input_window
+    if window is not None and not any(k in defaults for k in SCALES):
+        defaults["window"] = {"centre": window.center, "width": window.width}
+    if any(request.get(k) is not None for k in SCALES):  # the request's scale replaces the model's
+        defaults = {k: v for k, v in defaults.items() if k not in SCALES}
+    merged = {"channels": "reject", **defaults, **request}
     if merged["channels"] is None:
         merged["channels"] = "reject"
     try:

@@ -23,12 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrpseg import __version__ as lrpseg_version
 from lrpseg import lrp, render
 from lrpseg import masks as mask_extractors
 from lrpseg import metrics as metric_fns
-from lrpseg.inputs import JobInputs, ResolvedParams, check_input, check_resolved, domain_mismatch, resolve_params
+from lrpseg.inputs import (
+    JobInputs,
+    ResolvedParams,
+    apply_input,
+    check_input,
+    check_resolved,
+    domain_mismatch,
+    resolve_params,
+)
 from lrpseg.io import DecodedImage
-from lrpseg.io.window import windowed
+from lrpseg.io.dicom_labels import EXPLANATION_CATEGORY, RELEVANT_REGION, OutputLabels
 from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.metrics import faithfulness
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, float], None]
 STAGE_START = {"forward": 0.05, "lrp": 0.2, "faithfulness": 0.4, "masks": 0.55, "metrics": 0.7, "render": 0.8}
+SERIES_BASE = 1000  # DICOM SeriesNumber base of the outputs (lrpseg.io.dicom_labels; LRPSEG_DICOM_SERIES_BASE)
 MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
 
 
@@ -97,16 +107,16 @@ class Clock:
         self.stop()
 
 
-def model_pixels(image: DecodedImage, info: ModelInfo) -> np.ndarray:
-    """The image in [0, 1] as the model wants it: through its declared input window, if any."""
-    window = info.metadata.input_window
-    return image.array if window is None else windowed(image, window.low, window.high)
+def input_window(params: JobParams) -> dict[str, float] | None:
+    """The window the image was read through (params.input, resolved over the model's default)."""
+    window = params.input.window
+    return None if window is None else {"center": window.centre, "width": window.width}
 
 
 def to_input(image: DecodedImage, info: ModelInfo, params: JobParams, device: torch.device) -> tuple[Tensor, Tensor]:
     """(pixels in [0, 1], model input), both (1, C, H, W) (volumes: (1, C, D, H, W)), resized for
     fixed-size classifiers if asked."""
-    x01 = torch.from_numpy(np.ascontiguousarray(model_pixels(image, info))).unsqueeze(0).to(device)
+    x01 = torch.from_numpy(np.ascontiguousarray(image.array)).unsqueeze(0).to(device)
     size = info.input_size
     if size is not None and not image.is_volume and x01.shape[-2:] != (size, size):
         x01 = F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
@@ -451,8 +461,10 @@ def finish(
     ground_truth: np.ndarray | None = None,
     *,
     progress: Progress | None = None,
+    series_base: int = SERIES_BASE,
 ) -> PipelineResult:
-    """One image's part after the (shared) pass: segmentation summary, masks, metrics, artifacts."""
+    """One image's part after the (shared) pass: segmentation summary, masks, metrics, artifacts.
+    `series_base`: the DICOM outputs' SeriesNumber base (lrpseg.io.dicom_labels)."""
     params = check_resolved(resolved, info)
     device = forwarded.logits.device
     clock = Clock(device, progress)
@@ -471,7 +483,7 @@ def finish(
             "frame": image.frame,
             "depth": image.depth,
             "modality": image.modality,
-            "window": info.metadata.input_window.to_dict() if info.metadata.input_window else None,
+            "window": input_window(params),
         },
         "device": str(device),
     }
@@ -507,7 +519,9 @@ def finish(
             result["ground_truth"] = truth_summary(truth, model_mask, None)
 
     with clock.stage("render"):
-        artifacts = render_artifacts(params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings)
+        artifacts = render_artifacts(
+            params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings, series_base
+        )
     result["params"] = params.model_dump(mode="json")
     result["warnings"] = warnings
     shared_ms = sum(forwarded.ms.values())
@@ -530,8 +544,10 @@ def run_job(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
 ) -> PipelineResult:
-    """Run one job (the params resolved here, once). `ground_truth`: bool (H, W) of the target class, optional."""
+    """Run one job (the params resolved here, once, and the image read as params.input and the
+    model's window say: lrpseg.inputs.apply_input). `ground_truth`: bool (H, W) of the target class, optional."""
     resolved = resolve_params(params, info)
+    image = apply_input(image, resolved.params, info)
     (forwarded,) = forward_batch(model, info, [image], resolved, progress=progress, device=device)
     return finish(info, image, resolved, forwarded, ground_truth, progress=progress)
 
@@ -542,10 +558,13 @@ def run_prepared(
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    series_base: int = SERIES_BASE,
 ) -> PipelineResult:
     """Run one job on inputs `lrpseg.inputs.prepare_inputs` decoded and checked (params resolved there)."""
     (forwarded,) = forward_batch(model, inputs.info, [inputs.image], inputs.params, progress=progress, device=device)
-    return finish(inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=progress)
+    return finish(
+        inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=progress, series_base=series_base
+    )
 
 
 def run_jobs(
@@ -568,6 +587,7 @@ def run_jobs(
     if not images:
         return []
     resolved = [resolve_params(p, info) for p in params]
+    images = [apply_input(image, p.params, info) for image, p in zip(images, resolved)]
     if any(batch_params(p.params) != batch_params(resolved[0].params) for p in resolved):
         raise ValueError(
             "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize and faithfulness"
@@ -661,13 +681,15 @@ def render_artifacts(
     extracted: dict[str, Any],
     truth: np.ndarray | None,
     warnings: list[str],
+    series_base: int = SERIES_BASE,
 ) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     wants = params.wants
     pixels = x01[0].cpu().numpy()
     if image.is_volume:
         out = volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
-        return {**out, **series_dicom_artifacts(params, info, image, labels, extracted, warnings)}
+        rel3d = rel2d  # a volume's (D, H, W) relevance
+        return {**out, **series_dicom_artifacts(params, info, image, labels, rel3d, extracted, warnings, series_base)}
     if labels is not None and wants("segmentation.png"):
         out["segmentation.png"] = render.segmentation_png(labels, info.num_classes, pixels)
     if labels is not None and wants("segmentation.npy"):  # class indices, for programs (client, /v2 infer)
@@ -689,7 +711,7 @@ def render_artifacts(
             curves = {"relevance": metric_fns.pr_curve(rel2d, truth)}
             curves.update({n: metric_fns.pr_curve(f.score, truth) for n, f in extracted.items() if f.score is not None})
             out["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
-    out.update(dicom_artifacts(params, info, image, labels, rel2d, extracted, warnings))
+    out.update(dicom_artifacts(params, info, image, labels, rel2d, extracted, warnings, series_base))
     return out
 
 
@@ -738,29 +760,72 @@ def volume_artifacts(
     return out
 
 
+MASK_FAMILY = {  # PS3.16 CID 7162 family of each mask extractor (lrpseg.masks)
+    "simple": "HistogramAnalysis",  # iterative mean threshold
+    "gmm": "ClusterAnalysis",  # mixture-model posterior
+    "bmm": "ClusterAnalysis",
+    "component": "NeighborhoodAnalysis",  # each connected region cut at a share of its peak
+}
+
+
+def method_text(params: JobParams) -> str:
+    """What produced the outputs, for SeriesDescription: "LRP conserving", "Seg-Grad-CAM", "segmentation"."""
+    if params.task.value == "segment":
+        return "segmentation"
+    if params.method.value == "lrp":
+        return f"LRP {params.lrp.composite.value}"
+    return {"seg-grad-cam": "Seg-Grad-CAM", "seg-hires-grad-cam": "Seg-HiRes-Grad-CAM"}[params.method.value]
+
+
+def output_labels(params: JobParams, info: ModelInfo, warnings: list[str], series_base: int) -> OutputLabels:
+    """How this job's DICOM outputs are labelled (lrpseg.io.dicom_labels); warnings go into ImageComments."""
+    return OutputLabels(
+        info.name,
+        info.version,
+        method_text(params),
+        research_use_only=info.metadata.research_use_only,
+        series_base=series_base,
+        notes=tuple(warnings),
+    )
+
+
+@dataclass(frozen=True)
+class Segments:
+    """DICOM SEG segments by label, with their codes and algorithm identification."""
+
+    masks: dict[str, np.ndarray]
+    codes: dict[str, Any]
+    algorithms: dict[str, tuple[str, str, str]]
+
+
 def segments_and_codes(
     params: JobParams, info: ModelInfo, labels: np.ndarray | None, extracted: dict[str, Any]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """DICOM SEG segments (each model class but background, each LRP mask) and their declared codes."""
+) -> Segments:
+    """DICOM SEG segments: each model class but background, coded as the model declares, and
+    each LRP mask, coded as an explanation region (lrpseg.io.dicom_labels.EXPLANATION_CATEGORY)
+    of the explained class's type, its algorithm named after the method and the mask extractor."""
     coded = info.metadata.coding
     segments: dict[str, np.ndarray] = {}
     codes: dict[str, Any] = {}
+    algorithms: dict[str, tuple[str, str, str]] = {}
     if labels is not None:
         for i, n in enumerate(info.class_names[1:], start=1):
             segments[f"{n} ({info.name})"] = labels == i
             codes[f"{n} ({info.name})"] = segment_triplets(coded(n))
-    # An LRP mask estimates where the explained class is: it carries that class's codes (a
-    # classifier explaining its predicted class: the one class with declared codes, if one).
+    # An LRP mask estimates where the explained class is: its type is that class's (a classifier
+    # explaining its predicted class: the one class with declared codes, if one).
     cls, declared = params.target.cls, info.metadata.segment_codes
     explained_class = (
         info.class_names[int(cls)] if cls is not None else next(iter(declared)) if len(declared) == 1 else None
     )
-    mask_codes = segment_triplets(coded(explained_class)) if explained_class is not None else None
+    kind = segment_triplets(coded(explained_class))[1] if explained_class is not None else RELEVANT_REGION
+    method = method_text(params)
     for n, f in extracted.items():
-        segments[f"LRP mask ({n})"] = f.mask
-        if mask_codes is not None:
-            codes[f"LRP mask ({n})"] = mask_codes
-    return segments, codes
+        label = f"LRP mask ({n})"
+        segments[label] = f.mask
+        codes[label] = (EXPLANATION_CATEGORY, kind)
+        algorithms[label] = (f"{method} + {n} mask"[:64], lrpseg_version, MASK_FAMILY.get(n, "HistogramAnalysis"))
+    return Segments(segments, codes, algorithms)
 
 
 def series_dicom_artifacts(
@@ -768,27 +833,39 @@ def series_dicom_artifacts(
     info: ModelInfo,
     image: DecodedImage,
     labels: np.ndarray | None,
+    rel3d: np.ndarray | None,
     extracted: dict[str, Any],
     warnings: list[str],
+    series_base: int,
 ) -> dict[str, bytes]:
-    """A DICOM SEG of a volume decoded from a DICOM series, one frame per slice and segment, each
-    referencing its instance. (No relevance map: a Parametric Map of a series is not built yet.)"""
-    if image.series is None or not params.wants("seg.dcm"):
+    """One DICOM SEG of a volume decoded from a DICOM series (a frame per slice and segment, each
+    referencing its instance) and the relevance as one Parametric Map over the same instances."""
+    if image.series is None:
         return {}
     from lrpseg.io import DicomExportError
-    from lrpseg.io.dicom_out import series_segmentation_to_dicom_seg
+    from lrpseg.io.dicom_out import series_relevance_to_dicom, series_segmentation_to_dicom_seg
 
-    segments, codes = segments_and_codes(params, info, labels, extracted)
-    if not segments:
-        return {}
+    out: dict[str, bytes] = {}
+    found = segments_and_codes(params, info, labels, extracted)
+    tags = output_labels(params, info, warnings, series_base)
+    model = {"model_id": info.name, "model_version": info.version, "labels": tags}
     try:
-        seg = series_segmentation_to_dicom_seg(
-            image.series, segments, model_id=info.name, model_version=info.version, segment_codes=codes
-        )
+        if found.masks and params.wants("seg.dcm"):
+            out["seg.dcm"] = bytes(
+                series_segmentation_to_dicom_seg(
+                    image.series,
+                    found.masks,
+                    segment_codes=found.codes,
+                    segment_algorithms=found.algorithms,
+                    **model,  # type: ignore[arg-type]
+                )
+            )
+        fits = rel3d is not None and rel3d.shape == (len(image.series), image.height, image.width)
+        if fits and params.wants("relevance.dcm"):
+            out["relevance.dcm"] = bytes(series_relevance_to_dicom(image.series, rel3d, **model))  # type: ignore[arg-type]
     except DicomExportError as exc:
         warnings.append(f"no DICOM output: {exc}")
-        return {}
-    return {"seg.dcm": bytes(seg)}
+    return out
 
 
 def colorbar_artifact(rel2d: np.ndarray, params: JobParams) -> bytes:
@@ -809,6 +886,7 @@ def dicom_artifacts(
     rel2d: np.ndarray | None,
     extracted: dict[str, Any],
     warnings: list[str],
+    series_base: int,
 ) -> dict[str, bytes]:
     """DICOM SEG (model classes + relevance masks) and the relevance map, for DICOM inputs.
 
@@ -820,19 +898,22 @@ def dicom_artifacts(
     from lrpseg.io.dicom_out import relevance_to_dicom, segmentation_to_dicom_seg
 
     out: dict[str, bytes] = {}
-    segments, codes = segments_and_codes(params, info, labels, extracted)
-    model_id, model_version = info.name, info.version
+    found = segments_and_codes(params, info, labels, extracted)
+    tags = output_labels(params, info, warnings, series_base)
+    model = {"model_id": info.name, "model_version": info.version, "labels": tags}
     try:
-        if segments and params.wants("seg.dcm"):
+        if found.masks and params.wants("seg.dcm"):
             out["seg.dcm"] = bytes(
                 segmentation_to_dicom_seg(
-                    image.dicom, segments, model_id=model_id, model_version=model_version, segment_codes=codes
+                    image.dicom,
+                    found.masks,
+                    segment_codes=found.codes,
+                    segment_algorithms=found.algorithms,
+                    **model,  # type: ignore[arg-type]
                 )
             )
         if rel2d is not None and rel2d.shape == (image.height, image.width) and params.wants("relevance.dcm"):
-            rel = relevance_to_dicom(
-                image.dicom, rel2d.astype(np.float32), model_id=model_id, model_version=model_version
-            )
+            rel = relevance_to_dicom(image.dicom, rel2d.astype(np.float32), **model)  # type: ignore[arg-type]
             out["relevance.dcm"] = bytes(rel)
     except DicomExportError as exc:
         warnings.append(f"no DICOM output: {exc}")

@@ -30,7 +30,10 @@ class ModelOut(BaseModel):
     segment_codes: dict[str, dict[str, dict[str, str]]] = Field(
         default_factory=dict, description="class -> DICOM SEG category and type codes (scheme, value, meaning)"
     )
-    input_window: dict[str, float] | None = Field(None, description="center/width applied to the source values")
+    input_window: dict[str, float] | None = Field(
+        None, description="default window (center/width in source values); a job's params.input.window overrides it"
+    )
+    research_use_only: bool = Field(True, description="DICOM outputs are marked research use only (docs/pacs.md)")
 
 
 class ModelList(BaseModel):

@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 from lrpseg import __version__
+from lrpseg.io.dicom_labels import RELEVANCE_OFFSET, SEG_OFFSET, OutputLabels
 from lrpseg.io.dicom_ref import PATIENT_STUDY_KEYWORDS, reference_dataset, source_frame
 from lrpseg.io.errors import DicomExportError
 from lrpseg.io.quiet import quiet
@@ -40,12 +41,14 @@ __all__ = [
     "PARAMETRIC_MAP",
     "SECONDARY_CAPTURE",
     "SEG",
+    "Algorithm",
     "DicomBytes",
     "SegmentCodes",
     "relevance_to_dicom",
     "relevance_to_dicom_with_kind",
     "render_relevance",
     "segmentation_to_dicom_seg",
+    "series_relevance_to_dicom",
     "series_segmentation_to_dicom_seg",
 ]
 
@@ -62,6 +65,9 @@ _REQUIRED_SOURCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Series
 
 Triplet = tuple[str, str, str]  # (coding scheme designator, code value, code meaning)
 SegmentCodes = tuple[Triplet, Triplet]  # (Segmented Property Category, Segmented Property Type)
+Algorithm = tuple[
+    str, str, str
+]  # (algorithm name, version, family: a CID 7162 keyword such as "ArtificialIntelligence")
 # A segment without declared codes: the generic pair PS3.16 CID 7150/7151 offer for "something abnormal".
 DEFAULT_SEGMENT_CODES: SegmentCodes = (
     ("SCT", "49755003", "Morphologically Abnormal Structure"),
@@ -89,25 +95,30 @@ def segmentation_to_dicom_seg(
     *,
     model_id: str,
     model_version: str,
-    series_number: int = 900,
+    series_number: int | None = None,
     frame: int | None = None,
     segment_codes: Mapping[str, SegmentCodes] | None = None,
+    segment_algorithms: Mapping[str, Algorithm] | None = None,
+    labels: OutputLabels | None = None,
 ) -> DicomBytes:
     """A BINARY DICOM SEG with one segment per mask name, in the order given.
 
     ``masks`` maps a segment label (e.g. "defect (U-Net)", "LRP mask (bmm)") to a
     bool (H, W) array of the source's Rows x Columns. ``segment_codes`` maps a label to its
     (category, type) code triplets, the model's declared segment codes; labels not in it get
-    :data:`DEFAULT_SEGMENT_CODES`. Algorithm identification is
-    ``model_id``/``model_version``. ``frame`` (0-based) defaults to the frame recorded by
-    ``decode_image`` on its ``.dicom``; a multi-frame source needs one.
+    :data:`DEFAULT_SEGMENT_CODES`. Algorithm identification is ``segment_algorithms[label]``,
+    else ``model_id``/``model_version`` (family Artificial Intelligence). ``labels`` set the
+    series number and description, research-use notice and equipment (lrpseg.io.dicom_labels;
+    default: the model's, research use only); an explicit ``series_number`` wins.
+    ``frame`` (0-based) defaults to the frame recorded by ``decode_image`` on its ``.dicom``;
+    a multi-frame source needs one.
     """
     _check_lo("model_id", model_id)
     _check_lo("model_version", model_version)
     ref = reference_dataset(source)
     _check_source(ref)
-    labels, stack = _mask_stack(masks, int(ref.Rows), int(ref.Columns))
-    descriptions = _descriptions(labels, model_id, model_version, segment_codes)
+    names, stack = _mask_stack(masks, int(ref.Rows), int(ref.Columns))
+    descriptions = _descriptions(names, model_id, model_version, segment_codes, segment_algorithms)
     target = _FrameTarget(ref, frame)
     with quiet():
         try:
@@ -117,12 +128,12 @@ def segmentation_to_dicom_seg(
                 descriptions,
                 model_id,
                 model_version,
-                series_number,
                 plane_positions=target.plane_positions,
             )
         except _BUILD_ERRORS as exc:
             raise DicomExportError(f"cannot build a DICOM SEG for this source: {_reason(exc, ref)}") from None
         target.add_frame_references(seg)
+        _label(seg, labels, model_id, model_version, "SEG", ref, SEG_OFFSET, series_number)
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
 
 
@@ -132,13 +143,15 @@ def series_segmentation_to_dicom_seg(
     *,
     model_id: str,
     model_version: str,
-    series_number: int = 900,
+    series_number: int | None = None,
     segment_codes: Mapping[str, SegmentCodes] | None = None,
+    segment_algorithms: Mapping[str, Algorithm] | None = None,
+    labels: OutputLabels | None = None,
 ) -> DicomBytes:
     """A BINARY DICOM SEG of a volume decoded from a series: one frame per slice and segment,
     each referencing its source instance. ``sources`` are the slices' datasets in slice order
     (``decode_image(zip).series``); ``masks`` map labels to bool (D, Rows, Columns) volumes;
-    ``segment_codes`` as for :func:`segmentation_to_dicom_seg`."""
+    ``segment_codes``, ``segment_algorithms`` and ``labels`` as for :func:`segmentation_to_dicom_seg`."""
     _check_lo("model_id", model_id)
     _check_lo("model_version", model_version)
     refs = [reference_dataset(source) for source in sources]
@@ -154,15 +167,16 @@ def series_segmentation_to_dicom_seg(
         )
     # each slice as its own (H, W) mask through the 2-D checks (labels, boolean values)
     slices = [{label: np.asarray(mask)[d] for label, mask in masks.items()} for d in range(len(refs))]
-    labels, _ = _mask_stack(slices[0], rows, columns)
+    names, _ = _mask_stack(slices[0], rows, columns)
     stacked = np.stack([_mask_stack(item, rows, columns)[1] for item in slices])  # (D, H, W, S)
-    descriptions = _descriptions(labels, model_id, model_version, segment_codes)
+    descriptions = _descriptions(names, model_id, model_version, segment_codes, segment_algorithms)
     with quiet():
         try:
-            seg = _binary_seg(refs, stacked, descriptions, model_id, model_version, series_number)
+            seg = _binary_seg(refs, stacked, descriptions, model_id, model_version)
         except _BUILD_ERRORS as exc:
             raise DicomExportError(f"cannot build a DICOM SEG for this series: {_reason(exc, refs[0])}") from None
         _tidy_pixel_measures(seg)
+        _label(seg, labels, model_id, model_version, "SEG", refs[0], SEG_OFFSET, series_number)
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
 
 
@@ -172,7 +186,6 @@ def _binary_seg(
     descriptions: list[hd.seg.SegmentDescription],
     model_id: str,
     model_version: str,
-    series_number: int,
     **extra: Any,
 ) -> hd.seg.Segmentation:
     """highdicom's BINARY Segmentation with lrpseg's series, labels and equipment."""
@@ -182,7 +195,7 @@ def _binary_seg(
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
-        series_number=series_number,
+        series_number=1,  # _label() sets the real one
         sop_instance_uid=hd.UID(),
         instance_number=1,
         omit_empty_frames=False,
@@ -194,16 +207,20 @@ def _binary_seg(
 
 
 def _descriptions(
-    labels: list[str], model_id: str, model_version: str, segment_codes: Mapping[str, SegmentCodes] | None
+    labels: list[str],
+    model_id: str,
+    model_version: str,
+    segment_codes: Mapping[str, SegmentCodes] | None,
+    segment_algorithms: Mapping[str, Algorithm] | None = None,
 ) -> list[hd.seg.SegmentDescription]:
-    """One segment description per label: the declared codes, else DEFAULT_SEGMENT_CODES."""
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_id, version=model_version, family=codes.cid7162.ArtificialIntelligence
-    )
+    """One segment description per label: the declared codes, else DEFAULT_SEGMENT_CODES; the
+    declared algorithm, else the model (family Artificial Intelligence)."""
     declared = segment_codes or {}
+    algorithms = segment_algorithms or {}
     descriptions = []
     for number, label in enumerate(labels, start=1):
         category, kind = declared.get(label, DEFAULT_SEGMENT_CODES)
+        algorithm = _algorithm(*algorithms.get(label, (model_id, model_version, "ArtificialIntelligence")))
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
@@ -215,6 +232,32 @@ def _descriptions(
             )
         )
     return descriptions
+
+
+def _algorithm(name: str, version: str, family: str) -> hd.AlgorithmIdentificationSequence:
+    _check_lo("algorithm name", name)
+    _check_lo("algorithm version", version)
+    try:
+        code = getattr(codes.cid7162, family)
+    except AttributeError:
+        raise DicomExportError(f"algorithm family {family!r} is not a CID 7162 keyword") from None
+    return hd.AlgorithmIdentificationSequence(name=name, version=version, family=code)
+
+
+def _label(
+    obj: Dataset,
+    labels: OutputLabels | None,
+    model_id: str,
+    model_version: str,
+    what: str,
+    source: Dataset,
+    offset: int,
+    series_number: int | None,
+) -> None:
+    """The job's labels (default: the model's, research use only); an explicit series number wins."""
+    (labels or OutputLabels(model_id, model_version)).apply(obj, what, source, offset)
+    if series_number is not None:
+        obj.SeriesNumber = series_number
 
 
 def _concept(triplet: Triplet) -> hd.sr.CodedConcept:
@@ -231,15 +274,16 @@ def relevance_to_dicom(
     *,
     model_id: str,
     model_version: str,
-    series_number: int = 901,
+    series_number: int | None = None,
     frame: int | None = None,
     rendered: np.ndarray | None = None,
+    labels: OutputLabels | None = None,
 ) -> DicomBytes:
     """Parametric Map of ``relevance`` (float (H, W)), else a Secondary Capture.
 
     The returned bytes carry ``.kind`` (PARAMETRIC_MAP or SECONDARY_CAPTURE).
     ``rendered`` (uint8 (H, W, 3)) is the heatmap to store if the fallback is taken;
-    by default :func:`render_relevance` draws one.
+    by default :func:`render_relevance` draws one. ``labels`` as for :func:`segmentation_to_dicom_seg`.
     """
     _check_lo("model_id", model_id)
     _check_lo("model_version", model_version)
@@ -249,20 +293,56 @@ def relevance_to_dicom(
     target = _FrameTarget(ref, frame)
     with quiet():
         try:
-            pm = _parametric_map(target, values, model_id, model_version, series_number)
+            pm = _parametric_map([target.source], values[np.newaxis], model_id, model_version, target.plane_positions)
         except _BUILD_ERRORS:
             pm = None
         if pm is not None:
             target.add_frame_references(pm)
+            _label(pm, labels, model_id, model_version, "LRP", ref, RELEVANCE_OFFSET, series_number)
             return DicomBytes(_encode(pm), PARAMETRIC_MAP, str(pm.SOPInstanceUID))
         picture = render_relevance(values) if rendered is None else _check_rendered(rendered, values.shape)
         try:
-            sc = _secondary_capture(ref, target, picture, model_id, model_version, series_number)
+            sc = _secondary_capture(ref, target, picture, model_id, model_version)
         except _BUILD_ERRORS as exc:
             raise DicomExportError(
                 f"cannot build a Parametric Map or a Secondary Capture for this source: {_reason(exc, ref)}"
             ) from None
+        _label(sc, labels, model_id, model_version, "LRP picture", ref, RELEVANCE_OFFSET, series_number)
         return DicomBytes(_encode(sc), SECONDARY_CAPTURE, str(sc.SOPInstanceUID))
+
+
+def series_relevance_to_dicom(
+    sources: Sequence[Dataset],
+    relevance: np.ndarray,
+    *,
+    model_id: str,
+    model_version: str,
+    series_number: int | None = None,
+    labels: OutputLabels | None = None,
+) -> DicomBytes:
+    """A Parametric Map of a volume's relevance (float (D, Rows, Columns)): one frame per slice,
+    each referencing its source instance (``sources`` in slice order, as for
+    :func:`series_segmentation_to_dicom_seg`). No Secondary Capture fallback: a source series
+    highdicom cannot reference is a DicomExportError."""
+    _check_lo("model_id", model_id)
+    _check_lo("model_version", model_version)
+    refs = [reference_dataset(source) for source in sources]
+    if not refs:
+        raise DicomExportError("no source instances given")
+    for ref in refs:
+        _check_source(ref)
+    rows, columns = int(refs[0].Rows), int(refs[0].Columns)
+    if np.shape(relevance) != (len(refs), rows, columns):
+        raise DicomExportError(f"relevance has shape {np.shape(relevance)}; the series is {len(refs)}x{rows}x{columns}")
+    values = np.stack([_relevance_array(np.asarray(relevance)[d], rows, columns) for d in range(len(refs))])
+    with quiet():
+        try:
+            pm = _parametric_map(refs, values, model_id, model_version, None)
+        except _BUILD_ERRORS as exc:
+            raise DicomExportError(f"cannot build a Parametric Map for this series: {_reason(exc, refs[0])}") from None
+        _tidy_pixel_measures(pm)
+        _label(pm, labels, model_id, model_version, "LRP", refs[0], RELEVANCE_OFFSET, series_number)
+        return DicomBytes(_encode(pm), PARAMETRIC_MAP, str(pm.SOPInstanceUID))
 
 
 def relevance_to_dicom_with_kind(source: Dataset, relevance: np.ndarray, **kwargs: object) -> tuple[bytes, str]:
@@ -367,8 +447,13 @@ def _single_frame_view(ref: Dataset, frame: int) -> Dataset:
 
 
 def _parametric_map(
-    target: _FrameTarget, values: np.ndarray, model_id: str, model_version: str, series_number: int
+    sources: list[Dataset],
+    values: np.ndarray,
+    model_id: str,
+    model_version: str,
+    plane_positions: list[hd.PlanePositionSequence] | None,
 ) -> hd.pm.ParametricMap:
+    """float32 (frames, H, W) relevance over ``sources`` (one per frame, or one for a single frame)."""
     low, high = float(values.min()), float(values.max())
     peak = max(abs(low), abs(high))
     mapping = hd.pm.RealWorldValueMapping(
@@ -380,10 +465,10 @@ def _parametric_map(
         intercept=0,
     )
     return hd.pm.ParametricMap(
-        source_images=[target.source],
-        pixel_array=values[np.newaxis],
+        source_images=sources,
+        pixel_array=values,
         series_instance_uid=hd.UID(),
-        series_number=series_number,
+        series_number=1,  # _label() sets the real one
         sop_instance_uid=hd.UID(),
         instance_number=1,
         contains_recognizable_visual_features=False,
@@ -392,7 +477,7 @@ def _parametric_map(
         window_width=2.0 * peak if peak > 0 else 1.0,
         content_label="LRP",
         content_description=f"LRP relevance by {model_id} {model_version}"[:_MAX_LO],
-        plane_positions=target.plane_positions,
+        plane_positions=plane_positions,
         **_equipment(model_id, model_version),
     )
 
@@ -403,7 +488,6 @@ def _secondary_capture(
     picture: np.ndarray,
     model_id: str,
     model_version: str,
-    series_number: int,
 ) -> hd.sc.SCImage:
     orientation = _patient_orientation(ref)
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -413,7 +497,7 @@ def _secondary_capture(
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         series_instance_uid=hd.UID(),
-        series_number=series_number,
+        series_number=1,  # _label() sets the real one
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=_MANUFACTURER,
@@ -425,9 +509,6 @@ def _secondary_capture(
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.BurnedInAnnotation = "NO"
     sc.DerivationDescription = f"LRP relevance heatmap by {model_id} {model_version}"[:1024]
-    sc.SeriesDescription = "LRP relevance (rendered)"
-    sc.ManufacturerModelName = model_id
-    sc.SoftwareVersions = model_version
     reference = Dataset()
     reference.ReferencedSOPClassUID = ref.SOPClassUID
     reference.ReferencedSOPInstanceUID = ref.SOPInstanceUID

@@ -1,8 +1,9 @@
 """Input levels as rigs and hospitals send them: declared bit depth, a window, colour handling.
 
 A 12-bit camera image stored as 16-bit TIFF is scaled by its container (÷ 65535) unless the
-caller says `bits=12`; a window (centre, width in source values, DICOM-style) maps that band
-of values onto [0, 1]; an RGB image for a one-channel model can be reduced to its luminance
+caller says `bits=12`; a window (centre, width in source values, DICOM-style: modality units
+such as HU after Rescale Slope/Intercept, MONOCHROME1 inverted after) maps that band of values
+onto [0, 1] (lrpseg.io.window); an RGB image for a one-channel model can be reduced to its luminance
 (Rec. 709 weights) or its first channel. `apply_levels` also warns when an image uses a small
 fraction of its declared range, the usual sign of a wrong bit depth.
 """
@@ -15,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from lrpseg.io.image import DecodedImage
+from lrpseg.io.window import windowed
 
 __all__ = ["LUMINANCE", "SMALL_RANGE", "InputLevels", "LevelsError", "apply_levels", "range_warning"]
 
@@ -46,7 +48,8 @@ def apply_levels(image: DecodedImage, levels: InputLevels, model_channels: int) 
     if levels.bits is not None:
         array = by_bits(raw, levels.bits, image)
     elif levels.window is not None:
-        array = by_window(modality_values(image, raw), *levels.window)
+        centre, width = levels.window
+        array = windowed(image, centre - width / 2.0, centre + width / 2.0)
     if image.channels == 3 and model_channels == 1 and levels.channels != "reject":
         array, raw = reduce_channels(array, raw, levels.channels)
     warnings = list(image.warnings)
@@ -77,21 +80,6 @@ def by_bits(raw: np.ndarray, bits: int, image: DecodedImage) -> np.ndarray:
             "send the bit depth the samples really have",
         )
     return (raw.astype(np.float64) / top).astype(np.float32)
-
-
-def by_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
-    """Linear window: centre - width/2 -> 0, centre + width/2 -> 1, clipped."""
-    low = centre - width / 2.0
-    return np.clip((values.astype(np.float64) - low) / width, 0.0, 1.0).astype(np.float32)
-
-
-def modality_values(image: DecodedImage, raw: np.ndarray) -> np.ndarray:
-    """Values a window is given in: DICOM's modality units (e.g. HU), else the source values."""
-    ds = image.dicom
-    if ds is None or not hasattr(ds, "RescaleSlope"):
-        return raw
-    slope, intercept = float(ds.RescaleSlope), float(getattr(ds, "RescaleIntercept", 0.0))
-    return raw.astype(np.float64) * slope + intercept
 
 
 def reduce_channels(array: np.ndarray, raw: np.ndarray, how: Channels) -> tuple[np.ndarray, np.ndarray]:

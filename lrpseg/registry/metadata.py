@@ -5,11 +5,14 @@
     "segment_codes": {"defect": {"category": {"scheme": "SCT", "value": "260787004", "meaning": "Physical object"},
                                  "type":     {"scheme": "99LRPSEG", "value": "SURFDEF", "meaning": "Surface defect"}}}
     "input_window":  {"center": 40, "width": 400}     # in the source's units (DICOM: after Rescale; NIfTI: scaled)
+    "research_use_only": true                         # false only for a model cleared for clinical use
 
 Every key is optional. Without a domain no input is refused for its modality; without
 segment codes a class is coded as DICOM SEG's former generic "Morphologically Abnormal
 Structure / Lesion" (docs/models.md says why to declare your own); without a window the
-decoder's own scaling (DICOM VOI, else min-max) is used.
+decoder's own scaling (DICOM VOI, else min-max) is used; a job's params.input.window
+overrides it (lrpseg.inputs.resolve_input). Every DICOM output of a model is marked research
+use only unless it declares "research_use_only": false (lrpseg.io.dicom_labels).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class ModelMetadata:
     intended_use: str = ""
     segment_codes: dict[str, SegmentCoding] = field(default_factory=dict)
     input_window: InputWindow | None = None
+    research_use_only: bool = True
 
     def coding(self, class_name: str) -> SegmentCoding:
         """The declared coding of a class, else DEFAULT_SEGMENT."""
@@ -112,6 +116,7 @@ class ModelMetadata:
             "intended_use": self.intended_use,
             "segment_codes": {k: v.to_dict() for k, v in self.segment_codes.items()},
             "input_window": self.input_window.to_dict() if self.input_window else None,
+            "research_use_only": self.research_use_only,
         }
 
 
@@ -178,7 +183,11 @@ def read_metadata(directory: Path, config: dict[str, Any], class_names: list[str
     intended = config.get("intended_use", "")
     if not isinstance(intended, str):
         raise _fail(directory, "intended_use must be a string")
+    research = config.get("research_use_only", True)
+    if not isinstance(research, bool):
+        raise _fail(directory, "research_use_only must be true or false")
     return ModelMetadata(
+        research_use_only=research,
         domain=read_domain(directory, config.get("domain")),
         intended_use=intended,
         segment_codes=read_segment_codes(directory, config.get("segment_codes"), class_names),

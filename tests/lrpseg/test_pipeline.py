@@ -378,20 +378,31 @@ def test_domain_mismatch_is_refused_unless_allowed(clinical: Registry) -> None:
     out = run_job(model, info, ct, params(allow_domain_mismatch=True, masks=["gmm"]))
     assert any("outside the model's domain" in w for w in out.result["warnings"])
     seg = pydicom.dcmread(io.BytesIO(out.artifacts["seg.dcm"]))
-    for item in seg.SegmentSequence:  # the class and its LRP mask carry the model's codes
+    # the class carries the model's codes; its LRP mask is an explanation region of the same type,
+    # made by the method and the mask extractor
+    categories = [("SCT", "260787004"), ("99LRPSEG", "LRPEXPL")]
+    algorithms = ["tiny-surface", "LRP conserving + gmm mask"]
+    for item, category_code, algorithm in zip(seg.SegmentSequence, categories, algorithms, strict=True):
         category, kind = item.SegmentedPropertyCategoryCodeSequence[0], item.SegmentedPropertyTypeCodeSequence[0]
-        assert (category.CodingSchemeDesignator, category.CodeValue) == ("SCT", "260787004")
+        assert (category.CodingSchemeDesignator, category.CodeValue) == category_code
         assert (kind.CodingSchemeDesignator, kind.CodeValue, kind.CodeMeaning) == (
             "99LRPSEG",
             "SURFDEF",
             "Surface defect",
         )
+        assert item.SegmentAlgorithmName == algorithm
+    # the warning and the research-use notice travel with the DICOM, and the series says what made it
+    assert seg.ImageComments.startswith("RESEARCH USE ONLY") and "outside the model's domain" in seg.ImageComments
+    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving"
+    assert seg.SeriesNumber == 1000 + 10 * int(ct.dicom.SeriesNumber) + 1
+    assert (seg.Manufacturer, seg.ManufacturerModelName, seg.ContentCreatorName) == ("lrpseg", "tiny-surface", "LRPSEG")
+    assert list(seg.SoftwareVersions)[1] == "tiny-surface@1"
 
 
 def test_input_window_replaces_the_decoders_scaling(clinical: Registry, tmp_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
-    from lrpseg.pipeline import model_pixels
+    from lrpseg.inputs import apply_input, resolve_params
     from lrpseg.registry import read_model_info
 
     source = clinical.get(factories.SURFACE).path
@@ -406,8 +417,16 @@ def test_input_window_replaces_the_decoders_scaling(clinical: Registry, tmp_path
     ct = decode_image(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     hu = ct.raw[0].astype(np.float64) * float(ct.dicom.RescaleSlope) + float(ct.dicom.RescaleIntercept)
     expected = np.clip((hu - (40 - 200)) / 400, 0, 1)
-    np.testing.assert_allclose(model_pixels(ct, info)[0], expected, atol=1e-6)
+    windowed = apply_input(ct, resolve_params(params(), info).params, info)
+    np.testing.assert_allclose(windowed.array[0], expected, atol=1e-6)
     assert not np.allclose(ct.array[0], expected)  # the decoder alone scales otherwise
+    # one window concept: the request's params.input.window overrides the model's default
+    asked = resolve_params(params(input={"window": {"centre": 0, "width": 100}}), info).params
+    np.testing.assert_allclose(apply_input(ct, asked, info).array[0], np.clip((hu + 50) / 100, 0, 1), atol=1e-6)
+    assert run_job(clinical.load(factories.SURFACE), info, ct, params()).result["input"]["window"] == {
+        "center": 40.0,
+        "width": 400.0,
+    }
 
 
 def test_faithfulness_is_opt_in_and_equals_the_metric(unet, sample) -> None:
