@@ -1,4 +1,5 @@
-"""Callback deliveries: how bodies are signed, and the delivery records (who may be called: core.security).
+"""Deliveries: callbacks (how bodies are signed) and DICOM results sent to a PACS (STOW-RS or
+C-STORE, core.pacs), one kind of record for both (who may be called: core.security, core.pacs).
 
 A job or batch that ends gets one delivery record in Redis; deliverers (a thread in every
 worker process, `workers.deliverer`) claim due records with a lease, POST them and
@@ -6,15 +7,17 @@ reschedule failures with exponential backoff. Nothing here sends HTTP; the API c
 (service.callback_urls) and reads delivery status, the job-end hook (core.job_end) creates records.
 
 Layout (prefix `lrpseg` by default):
-  {p}:callback:{delivery id}  hash  url, body, subject, status (pending|delivered|failed),
-                                    attempts, last_status, last_error, next_at, delivered_at, lease
+  {p}:callback:{delivery id}  hash  kind (callback|dicomweb|dimse), url (a DICOMweb root or an
+                                    AET@host:port for PACS kinds), body, subject, status
+                                    (pending|delivered|failed), attempts, last_status, last_error,
+                                    next_at, delivered_at, lease
   {p}:callbacks:due           zset  delivery id -> when its next attempt is due (unix s)
   {p}:callbacks:leased        zset  delivery id -> when its current claim runs out
   {p}:callbacks:wake          list  at most one id: wakes a sleeping deliverer (BRPOP) at once
 
 Delivery is at least once: a deliverer that dies mid-send loses its lease, and the record
 goes out again after `callback_lease` s with the same delivery id (receivers dedupe on
-`X-Lrpseg-Delivery`).
+`X-Lrpseg-Delivery`); a PACS gets the same SOP instances again, which it stores once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ SIGNATURE_HEADER = "X-Lrpseg-Signature"
 TIMESTAMP_HEADER = "X-Lrpseg-Timestamp"
 DELIVERY_HEADER = "X-Lrpseg-Delivery"
 EVENT_HEADER = "X-Lrpseg-Event"
+CALLBACK = "callback"  # the kind of a callback record (PACS kinds: core.pacs.DICOMWEB, DIMSE)
 
 
 # ---- signatures -----------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class Delivery:
     attempts: int
     created: float
     wait_for: str | None = None  # a job whose end RQ must have stored before the send
+    kind: str = CALLBACK
 
 
 def new_delivery_id() -> str:
@@ -169,6 +174,7 @@ class Deliveries:
         event: str,
         ttl: int,
         wait_for: str | None = None,
+        kind: str = CALLBACK,
     ) -> bool:
         """Create the record, due now; False (and nothing changes) if it exists: one end, one delivery."""
         key = self.key(delivery_id)
@@ -183,6 +189,7 @@ class Deliveries:
             "created": repr(now),
             "next_at": repr(now),
             "wait_for": wait_for or "",
+            "kind": kind,
         }
         if not self.connection.hsetnx(key, "url", url):
             return False
@@ -222,6 +229,7 @@ class Deliveries:
                     int(raw.get(b"attempts", b"0")),
                     float(raw.get(b"created", b"0")),
                     raw.get(b"wait_for", b"").decode() or None,
+                    raw.get(b"kind", CALLBACK.encode()).decode(),
                 )
             )
         return out

@@ -18,13 +18,14 @@ from rq.job import Job
 from core.batch_records import Batches
 from core.deliveries import Deliveries
 from core.meta import BATCH_ID, CALLBACK, DEFAULT_HOOK_TTL, ERROR, MODEL, REQUEST_ID, hook_settings
+from core.pacs import DICOM_ARTIFACTS, send_targets
 from core.store import Store
 
 log = logging.getLogger("lrpseg.callbacks")
 
 
 def on_job_success(job: Job, connection: Redis, result: Any) -> None:
-    job_ended(job, connection, "finished")
+    job_ended(job, connection, "finished", result=result)
 
 
 def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseException, tb: Any) -> None:
@@ -33,9 +34,10 @@ def on_job_failure(job: Job, connection: Redis, exc_type: type, exc: BaseExcepti
     job_ended(job, connection, "failed", worker_lost=isinstance(exc, AbandonedJobError))
 
 
-def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = False) -> None:
-    """Record the job's completion callback (and its batch's, if it was the last). Never raises:
-    an exception in an RQ success callback would fail a job that worked."""
+def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = False, result: Any = None) -> None:
+    """Record the job's completion callback (and its batch's, if it was the last), and the
+    sending of its DICOM results to each PACS destination. Never raises: an exception in an RQ
+    success callback would fail a job that worked."""
     try:
         meta = job.get_meta(refresh=True) or {}
         prefix, ttl = hook_settings(meta) or ("lrpseg", DEFAULT_HOOK_TTL)
@@ -66,9 +68,34 @@ def job_ended(job: Job, connection: Redis, status: str, *, worker_lost: bool = F
                 ttl=ttl,
                 wait_for=job.id,
             )
+        if not deleted and status == "finished":
+            schedule_pacs(job.id, meta, result, deliveries, ttl)
         if meta.get(BATCH_ID):
             Batches(connection, prefix).job_ended(
                 meta[BATCH_ID], job.id, "deleted" if deleted else status, deliveries, ttl
             )
     except Exception:
         log.exception("could not record the callback of job %s", job.id)
+
+
+def schedule_pacs(job_id: str, meta: dict[str, Any], result: Any, deliveries: Deliveries, ttl: int) -> None:
+    """One delivery per destination of a finished job that has DICOM outputs (a job without any,
+    such as a PNG input, sends nothing: its view says "skipped")."""
+    names = (
+        {a.get("name") for a in result.get("artifacts", []) if isinstance(a, dict)}
+        if isinstance(result, dict)
+        else set()
+    )
+    if not names & set(DICOM_ARTIFACTS):
+        return
+    for target in send_targets(meta):
+        deliveries.schedule(
+            target["delivery_id"],
+            target["target"],
+            {"job_id": job_id},
+            subject=f"job:{job_id}",
+            event="job.dicom",
+            ttl=ttl,
+            wait_for=job_id,
+            kind=target["kind"],
+        )

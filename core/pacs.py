@@ -1,7 +1,7 @@
 """Where DICOM results may go and come from: DICOMweb URLs against the allow-list, DIMSE AEs,
 and the job meta that says where a job's results are sent (docs/pacs.md).
 
-A job's meta `dicom_send` lists its destinations, each with the id of the delivery record
+A job's meta `dicom_send` (core.dicom_send.send_meta) lists its destinations, each with the id of the delivery record
 (core.deliveries) its job-end hook makes when the job finished with DICOM outputs:
     [{"kind": "dicomweb", "target": "http://pacs/dicom-web", "delivery_id": "..."},
      {"kind": "dimse", "target": "ORTHANC@pacs:4242", "delivery_id": "..."}]
@@ -16,7 +16,16 @@ from urllib.parse import urlsplit
 
 from core.security import parse_host_rule
 
-__all__ = ["AE", "DICOMWEB", "DIMSE", "SEND", "dicomweb_url_problem", "parse_ae", "send_targets"]
+__all__ = [
+    "AE",
+    "DICOMWEB",
+    "DICOM_ARTIFACTS",
+    "DIMSE",
+    "SEND",
+    "dicomweb_url_problem",
+    "parse_ae",
+    "send_targets",
+]
 
 SEND = "dicom_send"  # job.meta key
 DICOMWEB = "dicomweb"

@@ -1,4 +1,5 @@
-"""Callback delivery status as job and batch views show it, and the bodies that are POSTed."""
+"""Delivery status as job and batch views show it (callbacks and DICOM results sent to a PACS),
+and the bodies that are POSTed."""
 
 from __future__ import annotations
 
@@ -24,6 +25,29 @@ class CallbackStatus(BaseModel):
     max_attempts: int | None = None
     last_status_code: int | None = Field(None, description="HTTP status of the last answer; null if none came")
     last_error: str | None = Field(None, description="why the last attempt failed (timeout, connection, HTTP 500)")
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class PacsDeliveryState(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+    skipped = "skipped"  # nothing to send: the job failed, or made no DICOM output (a PNG input)
+
+
+class PacsDelivery(BaseModel):
+    """Where sending the job's DICOM results (SEG + relevance map) to one destination stands."""
+
+    kind: str = Field(description="dicomweb (STOW-RS) or dimse (C-STORE)")
+    target: str = Field(description="the DICOMweb root URL, or AET@host:port")
+    delivery_id: str
+    status: PacsDeliveryState
+    attempts: int = Field(ge=0)
+    max_attempts: int | None = None
+    last_status_code: int | None = Field(None, description="HTTP status of the last STOW-RS answer")
+    last_error: str | None = Field(None, description="why the last attempt failed, or why nothing was sent")
     next_attempt_at: datetime | None = None
     last_attempt_at: datetime | None = None
     delivered_at: datetime | None = None

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.callbacks import CallbackStatus
+from schemas.callbacks import CallbackStatus, PacsDelivery
 from schemas.results import JobResult
 
 
@@ -29,8 +29,8 @@ class Progress(BaseModel):
 
 class JobError(BaseModel):
     code: str = Field(
-        description="bad_input, inputs_missing, timeout, out_of_memory, worker_lost (the worker died and no "
-        "retry was left), cancelled, internal"
+        description="bad_input, inputs_missing, source_unavailable (a pull job's PACS could not be asked), "
+        "timeout, out_of_memory, worker_lost (the worker died and no retry was left), cancelled, internal"
     )
     detail: str
 
@@ -79,5 +79,8 @@ class JobView(BaseModel):
     result: JobResult | None = None
     error: JobError | None = None
     callback: CallbackStatus | None = Field(None, description="the completion callback, if callback_url was sent")
+    deliveries: list[PacsDelivery] | None = Field(
+        None, description="the DICOM results sent to PACS destinations (params.send, LRPSEG_DICOMWEB_DESTINATION)"
+    )
     batch_id: str | None = Field(None, description="the batch this job belongs to (POST /v1/batches)")
     links: JobLinks

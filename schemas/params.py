@@ -245,6 +245,37 @@ class InputParams(Strict):
         return self
 
 
+UID = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+
+
+class DicomwebSource(Strict):
+    """One series on a DICOMweb server, fetched by WADO-RS in the worker (pull mode)."""
+
+    url: Url = Field(description="DICOMweb root URL, e.g. http://pacs:8042/dicom-web (host allow-listed)")
+    study: UID = Field(description="StudyInstanceUID")
+    series: UID = Field(description="SeriesInstanceUID")
+
+
+class Source(Strict):
+    """Where the image comes from when no image part is sent."""
+
+    dicomweb: DicomwebSource
+
+
+class SendParams(Strict):
+    """Where this job's DICOM results (SEG + relevance map) go when it ends (docs/pacs.md)."""
+
+    dicomweb: Url | Literal[False] | None = Field(
+        None,
+        description="a DICOMweb root URL to STOW-RS to (host in LRPSEG_DICOMWEB_ALLOWED_HOSTS), or false for none; "
+        "default: LRPSEG_DICOMWEB_DESTINATION if set",
+    )
+    dimse: bool | None = Field(
+        None, description="C-STORE to LRPSEG_DIMSE_DESTINATION: true, false; default: when it is configured"
+    )
+
+
 class JobParams(Strict):
     """What to compute. All fields are optional; `{}` explains the default model's defect class."""
 
@@ -292,6 +323,10 @@ class JobParams(Strict):
         "gradient (2 x 21 forward passes each; docs/lrp.md)",
     )
     input: InputParams = Field(InputParams(), description="bit depth, window and colour handling of the image")
+    source: Source | None = Field(
+        None, description="instead of an image part: a series fetched from a PACS by WADO-RS (pull mode)"
+    )
+    send: SendParams = Field(SendParams(), description="where the DICOM results are sent when the job ends")
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

@@ -23,6 +23,7 @@ from rq.job import Job
 from core.claims import Claims
 from core.connect import wait_for_replicas
 from core.deliveries import new_delivery_id
+from core.dicom_send import send_meta
 from core.meta import (
     BATCH_ID,
     BATCH_KEY,
@@ -37,9 +38,18 @@ from core.meta import (
     STAGE,
     TASK,
 )
+from core.pacs import SEND
 from core.settings import Settings
 from core.store import Inputs, Store, Upload
-from lrpseg.inputs import DecodeLimits, InputError, RawInput, ResolvedParams, decode_input, prepare_inputs
+from lrpseg.inputs import (
+    DecodeLimits,
+    InputError,
+    RawInput,
+    ResolvedParams,
+    decode_input,
+    prepare_inputs,
+    resolve_params,
+)
 from lrpseg.io import DecodedImage
 from lrpseg.pipeline import batch_key
 from lrpseg.registry import ModelInfo, Registry, RegistryError
@@ -59,6 +69,7 @@ from service.deps import (
 )
 from service.errors import ApiError, params_error, retry_later
 from service.layer_check import check_layer_names
+from service.pacs_params import check_pacs_params, check_pull_upload, pull_upload
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
@@ -83,7 +94,7 @@ class Intake:
 
     def accept(
         self,
-        image: UploadFile,
+        image: UploadFile | None,
         ground_truth: UploadFile | None,
         params: str | None,
         idempotency_key: str | None,
@@ -96,9 +107,8 @@ class Intake:
         try:
             callback_url = self.check_callback_url(callback_url)
             parsed = parse_params(params)
-            upload = read_upload(image, "image", settings.max_upload_bytes)
+            upload = read_upload(image, "image", settings.max_upload_bytes) or pull_upload(parsed)
             truth = read_upload(ground_truth, "ground_truth", settings.max_upload_bytes)
-            assert upload is not None
             inputs = Inputs(upload, truth)
             job_id = new_job_id()
             if idempotency_key is not None:
@@ -140,7 +150,7 @@ class Intake:
                 job_id=job_id,
                 request_id=self.request_id,
                 principal=self.principal,
-                batch_key=batch_key(resolved, checked.shape),
+                batch_key=batch_key(resolved, checked.shape) if checked.shape else None,  # () for a pull job
                 callback=None if callback_url is None else callback_meta(callback_url, job_id, job_url, settings),
             )
         except BaseException:
@@ -335,9 +345,16 @@ def check_submission(
 ) -> Checked:
     """The model, the params with defaults resolved and the decoded image's shape (what workers
     group batches by), through the library's one input path (lrpseg.inputs.prepare_inputs, which
-    the worker runs again on the stored upload); ApiError on anything wrong."""
+    the worker runs again on the stored upload); ApiError on anything wrong. A pull job
+    (params.source) is checked without its image, which only the worker fetches: shape ()."""
     info = resolve_model(registry, params)
+    check_pacs_params(params, settings)
+    check_pull_upload(params, image)
     try:
+        if params.source is not None:
+            resolved = resolve_params(params, info)
+            check_layer_names(registry, info, resolved.params)
+            return Checked(info, resolved, ())
         inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
         check_layer_names(registry, info, inputs.params.params)  # what the worker's engine would refuse
     except InputError as exc:
@@ -452,7 +469,10 @@ def enqueue(
         meta[CALLBACK] = callback
     if batch_id is not None:
         meta[BATCH_ID] = batch_id
-    ends = callback is not None or hooks
+    sends = send_meta(params.params, settings)  # DICOM results to PACS destinations (core.dicom_send)
+    if sends:
+        meta[SEND] = sends
+    ends = callback is not None or hooks or bool(sends)
     if ends:  # the end hooks may run in any process (a worker, or the API reaping a lost job)
         meta[HOOKS] = {"prefix": settings.key_prefix, "ttl": settings.result_ttl}
     store.create_record(job_id, principal.id, settings.tombstone_ttl)

@@ -16,7 +16,9 @@ from rq.serializers import JSONSerializer
 
 from core.deliveries import Deliveries
 from core.meta import BATCH_ID, CALLBACK, ERROR, FRACTION, MODEL, REQUEST_ID, STAGE
+from core.pacs import send_targets
 from core.store import Store
+from schemas.callbacks import PacsDelivery, PacsDeliveryState
 from schemas.jobs import JobError, JobLinks, JobState, JobView, Progress
 from service.deps import Principal
 from service.errors import ApiError
@@ -120,7 +122,39 @@ def job_view(
     if store is not None and isinstance(callback, dict) and callback.get("delivery_id"):
         deliveries = Deliveries(store.connection, store.prefix)
         view["callback"] = deliveries.status(callback["delivery_id"], callback["url"], callback.get("max_attempts"))
+    if store is not None and send_targets(meta):
+        view["deliveries"] = pacs_deliveries(Deliveries(store.connection, store.prefix), meta, state)
     return JobView.model_validate(view)
+
+
+def pacs_deliveries(deliveries: Deliveries, meta: dict[str, Any], state: JobState) -> list[PacsDelivery]:
+    """Each PACS destination's delivery; "skipped" when the job ended with nothing to send."""
+    out = []
+    for target in send_targets(meta):
+        status = deliveries.status(target["delivery_id"], target["target"])
+        found = deliveries.connection.exists(deliveries.key(target["delivery_id"]))
+        fields = status.model_dump(exclude={"url", "status"})
+        if found:
+            out.append(
+                PacsDelivery(
+                    kind=target["kind"],
+                    target=target["target"],
+                    status=PacsDeliveryState(status.status.value),
+                    **fields,
+                )
+            )
+            continue
+        ended = state in (JobState.finished, JobState.failed)
+        why = "the job failed" if state is JobState.failed else "the job made no DICOM output"
+        out.append(
+            PacsDelivery(
+                kind=target["kind"],
+                target=target["target"],
+                status=PacsDeliveryState.skipped if ended else PacsDeliveryState.pending,
+                **{**fields, "last_error": why if ended else None},
+            )
+        )
+    return out
 
 
 def wait_for_end(connection: Redis, job_id: str, seconds: float) -> None:

@@ -1,7 +1,8 @@
-"""The deliverer: a thread in every worker process that sends the callbacks core.job_end recorded.
+"""The deliverer: a thread in every worker process that sends what core.job_end recorded:
+callbacks, and DICOM results to PACS destinations (workers.pacs_sender).
 
-It claims due records (with a lease), POSTs them with a short timeout and reschedules
-failures with exponential backoff.
+It claims due records (with a lease), sends them with a short timeout and reschedules
+failures with exponential backoff; the same attempts, delays and status for every kind.
 
 `callback_timeout` bounds one whole send (connect, request, status and headers), not each
 socket operation: httpx's timeouts are per read, so a receiver trickling a byte at a time
@@ -24,8 +25,11 @@ from rq.serializers import JSONSerializer
 
 import lrpseg
 from core import deliveries as callbacks
-from core.deliveries import Deliveries, Delivery
+from core.deliveries import CALLBACK, Deliveries, Delivery
 from core.settings import Settings
+from core.store import Store
+from workers.pacs_sender import Outcome as PacsOutcome
+from workers.pacs_sender import PacsSender
 
 log = logging.getLogger("lrpseg.callbacks")
 
@@ -114,7 +118,14 @@ def deadline_transport(deadline: SendDeadline) -> httpx.HTTPTransport:
 class Deliverer:
     """Sends due deliveries of one Redis; any number of them may run against the same Redis."""
 
-    def __init__(self, connection: Redis, settings: Settings, *, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        connection: Redis,
+        settings: Settings,
+        *,
+        client: httpx.Client | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.connection = connection
         self.settings = settings
         self.deliveries = Deliveries(connection, settings.key_prefix)
@@ -128,10 +139,22 @@ class Deliverer:
         )
         secret = settings.callback_secret
         self.secret = secret.get_secret_value() if secret is not None else None
+        self.pacs = PacsSender(  # `store`: where the results are read (the worker's; None: none to send)
+            settings,
+            store,
+            httpx.Client(
+                transport=deadline_transport(self.deadline),
+                timeout=httpx.Timeout(settings.dicom_send_timeout),
+                follow_redirects=False,
+                trust_env=False,
+                headers={"User-Agent": f"lrpseg/{lrpseg.__version__}"},
+            ),
+        )
 
     def claim_limit(self) -> int:
         """Deliveries claimed at once: all of them must be sent, one after another, inside the lease."""
-        return max(1, int(self.settings.callback_lease // self.settings.callback_timeout) - 1)
+        longest = max(self.settings.callback_timeout, self.settings.dicom_send_timeout)
+        return max(1, int(self.settings.callback_lease // longest) - 1)
 
     def run_once(self) -> int:
         """Send what is due now; the number of deliveries claimed."""
@@ -150,12 +173,15 @@ class Deliverer:
                 wait = self.settings.callback_poll if due is None else due - time.time()
                 self.deliveries.wait(min(self.settings.callback_poll, max(0.0, wait)))
             except Exception:
-                log.warning("callback deliverer could not reach Redis")
+                log.warning("deliverer could not reach Redis")
                 stop.wait(self.settings.callback_poll)
 
     def send(self, delivery: Delivery) -> None:
         if self._not_marked_ended(delivery):
             self.deliveries.postpone(delivery, time.time() + POSTPONE)
+            return
+        if delivery.kind != CALLBACK:
+            self.send_results(delivery)
             return
         s = self.settings
         if self.secret is None:  # the worker lacks the secret the API accepted the URL with
@@ -184,6 +210,24 @@ class Deliverer:
             error = f"HTTP {status}"
         self._settle_failure(delivery, status, error)
 
+    def send_results(self, delivery: Delivery) -> None:
+        """A job's DICOM results to its PACS destination, all of it within `dicom_send_timeout`."""
+        self.deadline.at = time.monotonic() + self.settings.dicom_send_timeout
+        try:
+            outcome = self.pacs.send(delivery)
+        except Exception as exc:  # a peer's malformed answer must not stop the deliverer
+            outcome = PacsOutcome(False, error=f"the send failed ({type(exc).__name__})")
+        finally:
+            self.deadline.at = None
+        if outcome.delivered:
+            self.deliveries.settle(delivery, "delivered", status_code=outcome.status_code, error=None)
+            log.info("%s delivery %s delivered (attempt %d)", delivery.kind, delivery.id, delivery.attempts)
+        elif outcome.final:
+            self.deliveries.settle(delivery, "failed", status_code=outcome.status_code, error=outcome.error)
+            log.warning("%s delivery %s failed: %s", delivery.kind, delivery.id, outcome.error)
+        else:
+            self._settle_failure(delivery, outcome.status_code, outcome.error or "failed")
+
     def _post(self, delivery: Delivery, headers: dict[str, str]) -> int:
         """The response's status; the body is never read. All of it within `callback_timeout`."""
         self.deadline.at = time.monotonic() + self.settings.callback_timeout
@@ -197,11 +241,13 @@ class Deliverer:
         s = self.settings
         if delivery.attempts >= s.callback_attempts:
             self.deliveries.settle(delivery, "failed", status_code=status, error=error)
-            log.warning("callback %s failed after %d attempts: %s", delivery.id, delivery.attempts, error)
+            log.warning("%s %s failed after %d attempts: %s", delivery.kind, delivery.id, delivery.attempts, error)
             return
         delay = backoff(delivery.attempts, s.callback_base_delay, s.callback_max_delay)
         self.deliveries.settle(delivery, "retry", status_code=status, error=error, next_at=time.time() + delay)
-        log.info("callback %s attempt %d failed (%s); next in %.1f s", delivery.id, delivery.attempts, error, delay)
+        log.info(
+            "%s %s attempt %d failed (%s); next in %.1f s", delivery.kind, delivery.id, delivery.attempts, error, delay
+        )
 
     def _not_marked_ended(self, delivery: Delivery) -> bool:
         """True while RQ has not yet stored the end of the job the delivery waits for (the hook
@@ -216,11 +262,15 @@ class Deliverer:
 
     def close(self) -> None:
         self.client.close()
+        self.pacs.client.close()
 
 
-def start_thread(connection: Redis, settings: Settings, stop: threading.Event) -> threading.Thread:
-    """The deliverer as a daemon thread of this process, until `stop` is set."""
-    deliverer = Deliverer(connection, settings)
+def start_thread(
+    connection: Redis, settings: Settings, stop: threading.Event, store: Store | None = None
+) -> threading.Thread:
+    """The deliverer as a daemon thread of this process, until `stop` is set (`store`: where
+    finished jobs' DICOM results are read for PACS deliveries)."""
+    deliverer = Deliverer(connection, settings, store=store)
 
     def loop() -> None:
         try:

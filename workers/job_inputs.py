@@ -1,4 +1,5 @@
-"""A job's inputs read back from the store and put through the one input path (lrpseg.inputs)."""
+"""A job's inputs read back from the store (or, in pull mode, fetched from a PACS: workers.pull)
+and put through the one input path (lrpseg.inputs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 from lrpseg.inputs import DecodeLimits, JobInputs, ParamsError, RawInput, prepare_inputs
 from schemas.params import JobParams
 from workers import runtime
+from workers.pull import fetch_series
 
 
 class InputsMissing(RuntimeError):
@@ -36,10 +38,14 @@ def load(rt: runtime.WorkerRuntime, job_id: str, params: JobParams) -> ReadyJob:
         raise ParamsError("params.model", "no model named and no default model in the registry")
     info, model = rt.model(ref)
     gt = stored.ground_truth
+    if params.source is not None:  # pull mode: the stored upload is the reference; fetch the series
+        image = fetch_series(params.source.dicomweb, rt.settings)
+    else:
+        image = RawInput(stored.image.data, stored.image.filename, stored.image.content_type)
     inputs = prepare_inputs(
         info,
         params,
-        RawInput(stored.image.data, stored.image.filename, stored.image.content_type),
+        image,
         None if gt is None else RawInput(gt.data, gt.filename, gt.content_type),
         DecodeLimits(rt.settings.pixel_limit, rt.settings.max_side, rt.settings.max_voxels),
     )

@@ -169,7 +169,7 @@ class WorkerRuntime:
         """The callback deliverer (workers.deliverer) as a thread of this process, until stop()."""
         from workers import deliverer
 
-        self.threads.append(deliverer.start_thread(self.connection, self.settings, self._stop))
+        self.threads.append(deliverer.start_thread(self.connection, self.settings, self._stop, self.store))
 
     def stop_if_orphaned(self) -> None:
         """Under `lrpseg serve`, a worker whose parent died asks itself to stop (warm)."""

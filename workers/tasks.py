@@ -22,6 +22,7 @@ from schemas.results import JobResult
 from workers import faults, runtime, shared_pass
 from workers.job_inputs import InputsMissing, load
 from workers.progress import JobCancelled, Reporter
+from workers.pull import SourceUnavailable
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -108,6 +109,8 @@ def _describe(exc: BaseException) -> tuple[str, str]:
         return "cancelled", "the job was deleted while it ran"
     if isinstance(exc, InputsMissing):
         return "inputs_missing", str(exc)
+    if isinstance(exc, SourceUnavailable):
+        return "source_unavailable", str(exc)
     if isinstance(exc, ValidationError):  # our own result broke the contract: a bug, not bad input
         return "internal", "the worker produced an invalid result; quote the request id"
     if isinstance(exc, ValueError):  # our library's input errors name what is wrong

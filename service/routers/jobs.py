@@ -34,7 +34,10 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 MEDIA_TYPES = {".png": "image/png", ".npy": "application/octet-stream", ".dcm": "application/dicom"}
 
-ImagePart = Annotated[UploadFile, File(description="PNG, JPEG, TIFF, .npy or DICOM")]
+ImagePart = Annotated[
+    UploadFile | None,
+    File(description="PNG, JPEG, TIFF, .npy or DICOM (or a zip of a DICOM series); omit with params.source"),
+]
 TruthPart = Annotated[UploadFile | None, File(description="optional ground-truth mask of the target class, same size")]
 ParamsPart = Annotated[
     str | None,
@@ -94,7 +97,7 @@ def _accepted_response(request: Request, queue: Queue, settings: Settings, job_i
 def submit_job(
     request: Request,
     intake: IntakeDep,
-    image: ImagePart,
+    image: ImagePart = None,
     ground_truth: TruthPart = None,
     params: ParamsPart = None,
     idempotency_key: IdempotencyKey = None,
@@ -115,7 +118,7 @@ def explain(
     request: Request,
     intake: IntakeDep,
     redis: RedisDep,
-    image: ImagePart,
+    image: ImagePart = None,
     ground_truth: TruthPart = None,
     params: ParamsPart = None,
     idempotency_key: IdempotencyKey = None,

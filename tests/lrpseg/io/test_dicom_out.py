@@ -112,7 +112,10 @@ def test_parametric_map_holds_the_float_relevance() -> None:
     assert kind == PARAMETRIC_MAP
     pm = pydicom.dcmread(io.BytesIO(data))
     assert pm.SOPClassUID == ParametricMapStorage
-    assert pm.StudyInstanceUID == image.dicom.StudyInstanceUID and pm.SeriesNumber == 1000 + 10 * int(image.dicom.SeriesNumber) + 2  # base + 10 x source + 2
+    assert (
+        pm.StudyInstanceUID == image.dicom.StudyInstanceUID
+        and pm.SeriesNumber == 1000 + 10 * int(image.dicom.SeriesNumber) + 2
+    )  # base + 10 x source + 2
     np.testing.assert_array_equal(pm.pixel_array, relevance)
     mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
     assert mapping.LUTLabel == "LRP"
