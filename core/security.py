@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 KEY_PREFIX = "lrpseg_"
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
@@ -168,3 +169,65 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
+
+
+# ---- PACS peers: DICOMweb URLs (the same SSRF policy) and DIMSE application entities ----------
+
+MAX_DICOMWEB_URL = 2048
+AE_TITLE = re.compile(r"^[ -\[\]-~]{1,16}$")  # DICOM AE: 16 printable characters, no backslash
+
+
+@dataclass(frozen=True)
+class AE:
+    """A DICOM application entity: AE title, host, port."""
+
+    title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.title}@{self.host}:{self.port}"
+
+
+def parse_ae(text: str) -> AE:
+    """`AET@host:port` (IPv6 hosts in brackets); ValueError saying what is wrong."""
+    title, at, address = text.strip().rpartition("@")
+    host, colon, port = address.rpartition(":")
+    if not at or not colon or not title.strip():
+        raise ValueError(f"{text!r} is not AET@host:port")
+    if not AE_TITLE.match(title) or title != title.strip():
+        raise ValueError(f"AE title {title!r} must be 1-16 printable characters without backslash or edge spaces")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port {port!r} must be 1-65535")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    return AE(title, host, int(port))
+
+
+def dicomweb_url_problem(url: str, allowed_hosts: list[str]) -> str | None:
+    """Why a DICOMweb URL may not be used (None: it may). No DNS lookup: names match as names,
+    IP literals by network, as for callbacks (core.security)."""
+    if not allowed_hosts:
+        return "DICOMweb is disabled on this server (the operator sets LRPSEG_DICOMWEB_ALLOWED_HOSTS)"
+    if len(url) > MAX_DICOMWEB_URL:
+        return f"longer than {MAX_DICOMWEB_URL} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@); the server's LRPSEG_DICOMWEB_* settings hold them"
+    if parts.query or parts.fragment:
+        return "must be a DICOMweb root URL without ?query or #fragment"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "has no host"
+    if port == 0:
+        return "port 0 is not allowed"
+    if not any(parse_host_rule(entry).allows(host) for entry in allowed_hosts):
+        return f"host {host!r} is not in this server's dicomweb_allowed_hosts"
+    return None

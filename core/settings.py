@@ -16,8 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.pacs import dicomweb_url_problem, parse_ae
-from core.security import KeyConfigError, configured_keys, is_loopback, parse_host_rule
+from core.security import KeyConfigError, configured_keys, dicomweb_url_problem, is_loopback, parse_ae, parse_host_rule
 
 # Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
 # from benchmarks/memory.py: 1410 B/px at 256², 1327 at 512², 1182 at 1024² (docs/operations.md).

@@ -153,8 +153,10 @@ class Deliverer:
 
     def claim_limit(self) -> int:
         """Deliveries claimed at once: all of them must be sent, one after another, inside the lease."""
-        longest = max(self.settings.callback_timeout, self.settings.dicom_send_timeout)
-        return max(1, int(self.settings.callback_lease // longest) - 1)
+        s = self.settings
+        pacs = bool(s.dicomweb_allowed_hosts or s.dimse_destination)  # PACS deliveries can exist
+        longest = max(s.callback_timeout, s.dicom_send_timeout) if pacs else s.callback_timeout
+        return max(1, int(s.callback_lease // longest) - 1)
 
     def run_once(self) -> int:
         """Send what is due now; the number of deliveries claimed."""
