@@ -86,7 +86,7 @@ class PacsSender:
             return Outcome(False, error=f"STOW-RS failed ({type(exc).__name__})")
         status = response.status_code
         failed = failed_instances(response)
-        if status == 200 and not failed:
+        if status in (200, 202) and not failed:  # 202 without failures: stored, with warnings (PS3.18)
             return Outcome(True, status)
         if failed:
             return Outcome(False, status, f"the PACS refused {failed} of {len(files)} instances (HTTP {status})")

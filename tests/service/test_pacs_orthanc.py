@@ -24,6 +24,7 @@ import pydicom
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
 from core.settings import Settings
@@ -223,6 +224,7 @@ def test_pacs_down_delivery_retried_then_failed_and_the_result_kept(
             update={
                 "dicomweb_destination": flaky.url.split("?")[0],  # a DICOMweb root that fails twice, then takes it
                 "dimse_destination": f"ORTHANC@127.0.0.1:{free_port()}",  # nothing listens: the PACS is down
+                "dicomweb_token": SecretStr("t0ken"),
             }
         )
         client = make_client(settings)
@@ -240,6 +242,7 @@ def test_pacs_down_delivery_retried_then_failed_and_the_result_kept(
     assert len(stow) == 3 and unbounded(stow[0]) == unbounded(stow[2])  # the same two instances each time
     assert stow[0].headers["content-type"].startswith('multipart/related; type="application/dicom"')
     assert stow[0].body.count(b"Content-Type: application/dicom\r\n") == 2
+    assert {r.headers["authorization"] for r in stow} == {"Bearer t0ken"}
     # nothing lost: the result and its DICOM outputs are still there to fetch
     seg = client.get((view.links.artifacts or {})["seg.dcm"])
     assert seg.status_code == 200 and hd.seg.segread(io.BytesIO(seg.content)).NumberOfFrames == 4 * 2
