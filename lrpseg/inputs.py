@@ -174,8 +174,10 @@ def check_image(
 
 
 def check_dims(params: JobParams, info: ModelInfo, depth: int | None) -> None:
-    """A volume needs a 3-D model and an image a 2-D one; volumes take class/all LRP targets only."""
-    if (depth is not None) != (info.spatial_dims == 3):
+    """A 3-D model needs a volume; a 2-D segmenter takes an image, or a volume slice by slice; volumes
+    take one-pass LRP (class/all targets) or plain segmentation only."""
+    slice_wise = info.spatial_dims == 2 and info.kind == "segmenter" and info.input_size is None
+    if (depth is None and info.spatial_dims == 3) or (depth is not None and info.spatial_dims == 2 and not slice_wise):
         got = f"a volume of {depth} slices" if depth is not None else "a 2-D image"
         takes = "volumes (NIfTI, a DICOM series, 3-D .npy)" if info.spatial_dims == 3 else "2-D images"
         raise ParamsError("image", f"model {info.id} takes {takes}; got {got}")
@@ -185,6 +187,8 @@ def check_dims(params: JobParams, info: ModelInfo, depth: int | None) -> None:
         raise ParamsError("params.method", f"volumes are explained with LRP only, not {params.method.value!r}")
     if params.target.kind not in ("class", "all"):
         raise ParamsError("params.target.kind", f"target kind {params.target.kind!r} needs a 2-D image")
+    if info.spatial_dims == 2 and params.faithfulness:
+        raise ParamsError("params.faithfulness", "faithfulness is not measured on a volume explained slice by slice")
 
 
 def domain_mismatch(info: ModelInfo, image: DecodedImage) -> str | None:

@@ -273,6 +273,19 @@ def forward_and_lrp(
     function), where `forward_done` marks the end of the forward stage. Every LRP quantity is
     per sample (relative epsilon, z^B bounds, targets), so a batch equals its images one by one.
     """
+    p, mask = lrp_pass(model, info, x, params, forward_done)
+    stab = p.stabilizer.tolist() if p.stabilizer is not None else [0.0] * x.shape[0]
+    explained = [
+        lrp_summary(params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), stab[i], mask, i)
+        for i in range(x.shape[0])
+    ]
+    return p.logits.detach(), explained
+
+
+def lrp_pass(
+    model: nn.Module, info: ModelInfo, x: Tensor, params: JobParams, forward_done: Callable[[], None]
+) -> tuple[lrp.Propagation, Tensor]:
+    """The recorded forward pass and the LRP sweep over `x`; the propagation and the explained mask."""
     bounds = zbox_bounds(info)
     rules = build_rules(params, model, x, bounds)
     seen: dict[str, Tensor] = {}
@@ -282,15 +295,43 @@ def forward_and_lrp(
         seen["mask"] = explained_mask(params, logits)
         return logits * seen["mask"]
 
-    p = lrp.run(model, x, r_out, rules, bounds)
-    stab = p.stabilizer.tolist() if p.stabilizer is not None else [0.0] * x.shape[0]
-    explained = [
-        lrp_summary(
-            params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), stab[i], seen["mask"], i
+    return lrp.run(model, x, r_out, rules, bounds), seen["mask"]
+
+
+def forward_slices(
+    model: nn.Module,
+    info: ModelInfo,
+    image: DecodedImage,
+    params: JobParams,
+    *,
+    progress: Progress | None,
+    device: torch.device,
+) -> Forwarded:
+    """A volume through a 2-D segmenter, slice by slice: the D slices as one batch of images (every
+    LRP quantity is per sample, so each slice is explained exactly as on its own), put back together
+    as the volume's logits and relevance; the explanation's sums are those of the slices."""
+    clock = Clock(device, progress)
+    clock.start("forward")
+    x01 = torch.from_numpy(np.ascontiguousarray(image.array)).movedim(1, 0).to(device)  # (D, C, H, W)
+    x = info.normalize(x01)
+
+    def volume(t: Tensor) -> Tensor:  # (D, K, H, W) -> (1, K, D, H, W)
+        return t.movedim(0, 1).unsqueeze(0)
+
+    explained = None
+    if one_pass(params):
+        p, mask = lrp_pass(model, info, x, params, lambda: clock.start("lrp"))
+        logits = p.logits.detach()
+        stab = float(p.stabilizer.sum().item()) if p.stabilizer is not None else 0.0
+        reference, bias = p.r_out.sum().item(), p.bias.sum().item()
+        explained = lrp_summary(
+            params, info, volume(p.relevance), volume(p.r_out), reference, bias, stab, volume(mask), 0
         )
-        for i in range(x.shape[0])
-    ]
-    return p.logits.detach(), explained
+    else:  # task "segment": volumes are explained by one-pass LRP only (lrpseg.inputs.check_dims)
+        with torch.no_grad():
+            logits = model(x)
+    clock.stop()
+    return Forwarded(volume(x01), volume(logits), explained, dict(clock.ms), 1)
 
 
 def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
@@ -375,12 +416,16 @@ def forward_batch(
     params = check_resolved(resolved, info)
     if not images:
         return []
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if info.spatial_dims == 2 and images[0].is_volume:  # a 2-D segmenter explains a volume slice by slice
+        for image in images:
+            check_input(params, info, image)
+        return [forward_slices(model, info, image, params, progress=progress, device=device) for image in images]
     shape = images[0].shape
     for image in images:
         check_input(params, info, image)
         if image.shape != shape:
             raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {image.shape}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     clock = Clock(device, progress)
     clock.start("forward")
     inputs = [to_input(image, info, params, device) for image in images]

@@ -354,17 +354,47 @@ def test_volume_artifacts_are_slice_montages(volume_job) -> None:
     assert (mask == tile(masks.extract("simple", rel3d).mask, slices)).all()
 
 
-def test_volume_and_model_dimensions_must_agree(clinical: Registry, unet, volume_job) -> None:
+def test_volume_and_model_dimensions_must_agree(registry: Registry, clinical: Registry, unet, volume_job) -> None:
     info3d, _, volume, _, _ = volume_job
     info2d, model2d = unet
+    classifier = registry.get(factories.CLASSIFIER)  # a 2-D segmenter takes a volume slice by slice; this does not
     with pytest.raises(ParamsError, match="takes 2-D images; got a volume of 16 slices"):
-        run_job(model2d, info2d, volume, params())
+        run_job(registry.load(factories.CLASSIFIER), classifier, volume, params())
+    with pytest.raises(ParamsError, match="slice by slice"):
+        run_job(model2d, info2d, volume, params(faithfulness=True))
     flat = decode_image(factories.png_bytes(factories.defect_image(32)[0]))
     with pytest.raises(ParamsError, match="takes volumes"):
         check_image(params(), info3d, flat.channels, flat.height, flat.width, flat.depth)
     with pytest.raises(ParamsError) as found:
         check_image(params(method="seg-grad-cam"), info3d, 1, 32, 32, 16)
     assert found.value.field == "params.method"
+
+
+def test_a_2d_segmenter_explains_a_volume_slice_by_slice(unet, volume_job) -> None:
+    """Each slice's relevance and segmentation equal the library on that slice alone; the volume's
+    sums are the slices' sums; masks and metrics are over the volume."""
+    info, model = unet
+    volume = volume_job[2]
+    out = run_job(model, info, volume, params(masks=["simple"]))
+    result = JobResult.model_validate(out.result)
+    assert (result.input.depth, result.segmentation.depth) == (16, 16)
+    relevance = npy(out)
+    assert relevance.shape == (1, 16, 32, 32)
+    x = info.normalize(torch.from_numpy(volume.array).movedim(1, 0))  # (D, C, H, W)
+    bounds = tuple(info.zbox_bounds)
+    r_out_sum = 0.0
+    for d in range(16):
+        expected = explain(model, x[d : d + 1], target="class", cls=1, rules="conserving", bounds=bounds)
+        np.testing.assert_allclose(relevance[:, d], expected.relevance[0].numpy(), rtol=1e-5, atol=1e-7)
+        r_out_sum += float(expected.r_out.sum())
+    assert result.explanation.r_out_sum == pytest.approx(r_out_sum, rel=1e-5)
+    assert result.explanation.relevance_sum == pytest.approx(float(relevance.sum(dtype=np.float64)), rel=1e-6)
+    with torch.no_grad():
+        labels = model(x).argmax(1).numpy()  # (D, H, W)
+    assert result.explanation.explained_pixels == (labels == 1).sum()
+    assert result.segmentation.classes[1].pixels == (labels == 1).sum()
+    mask = masks.extract("simple", relevance.sum(0, dtype=np.float64)).mask  # the extractor on the volume
+    assert result.masks["simple"].pixels == mask.sum()
 
 
 def test_domain_mismatch_is_refused_unless_allowed(clinical: Registry) -> None:

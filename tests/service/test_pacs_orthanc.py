@@ -246,3 +246,38 @@ def test_pacs_down_delivery_retried_then_failed_and_the_result_kept(
     # nothing lost: the result and its DICOM outputs are still there to fetch
     seg = client.get((view.links.artifacts or {})["seg.dcm"])
     assert seg.status_code == 200 and hd.seg.segread(io.BytesIO(seg.content)).NumberOfFrames == 4 * 2
+
+
+def test_a_2d_model_turns_a_series_into_one_seg_series(
+    client: TestClient, work: Callable[[], bool], redis_conn: redis.Redis, settings: Settings, orthanc: OrthancServer
+) -> None:
+    """The surface model (2-D, domain OT/XC) on a pulled 5-slice OT series: one SEG and one map, not
+    one per slice, a frame per slice (and segment) each referencing its instance."""
+    source = make_series(5, size=32, modality="OT")
+    for ds in source:
+        orthanc.upload(encode(ds))
+    reference = {
+        "url": orthanc.dicomweb_url,
+        "study": source[0].StudyInstanceUID,
+        "series": source[0].SeriesInstanceUID,
+    }
+    params = {
+        "model": factories.SURFACE,
+        "masks": ["simple"],
+        "source": {"dicomweb": reference},
+        "send": {"dimse": False},
+    }
+    location = submit(client, params)
+    assert work()
+    with deliverer(redis_conn, settings):
+        view = settled(client, location)
+    assert view.status == "finished", view.error
+    assert view.result is not None and (view.result.input.depth, view.result.model.id) == (5, factories.SURFACE)
+    assert [d.status for d in view.deliveries or []] == ["delivered"]
+    assert len(orthanc.instance_ids()) == 5 + 2  # one SEG and one map for the whole series
+    seg_uid = pydicom.dcmread(io.BytesIO(client.get((view.links.artifacts or {})["seg.dcm"]).content)).SOPInstanceUID
+    seg = hd.seg.segread(io.BytesIO(lookup(orthanc, str(seg_uid))))
+    assert seg.NumberOfFrames == 5 * len(seg.SegmentSequence)
+    assert {uid for _, _, uid in seg.get_source_image_uids()} == {str(ds.SOPInstanceUID) for ds in source}
+    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving"
+    assert seg.get_segment_description(1).SegmentedPropertyTypeCodeSequence[0].CodeValue == "SURFDEF"
