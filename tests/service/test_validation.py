@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -163,7 +164,8 @@ def test_problem_types_are_kebab_case_and_titles_name_the_part(client: TestClien
     ]
     three = io.BytesIO()
     np.save(three, np.zeros((5, 4, 4), np.uint8))
-    cases.append(({"image": ("x.npy", three.getvalue())}, {}, 422))
+    # a volume for a 2-D classifier (a 2-D segmenter would take it slice by slice)
+    cases.append(({"image": ("x.npy", three.getvalue())}, {"params": json.dumps({"model": factories.CLASSIFIER})}, 422))
     for files, data, status in cases:
         body = client.post("/v1/jobs", files=files, data=data).json()
         assert body["status"] == status, body
