@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,7 +193,7 @@ class Settings(BaseSettings):
     series_max_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="bytes of DICOM one received series may hold (sealed in Redis)"
     )
-    dicom_routes: list[DicomRoute] = Field(
+    dicom_routes: Annotated[list[DicomRoute], NoDecode] = Field(
         default_factory=list,
         description='JSON list of {"match": {"Modality": "CT", ...}, "model": "name@version"}; first match wins',
     )
@@ -296,6 +297,16 @@ class Settings(BaseSettings):
         for entry in value:
             parse_host_rule(entry)  # the one parser of these entries; ValueError names the bad entry
         return [entry.lower() for entry in value]
+
+    @field_validator("dicom_routes", mode="before")
+    @classmethod
+    def _routes_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"LRPSEG_DICOM_ROUTES is not JSON: {exc}") from None
+        return value
 
     @field_validator("dimse_ae_title")
     @classmethod

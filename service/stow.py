@@ -104,13 +104,11 @@ def response_body(outcomes: list[Outcome]) -> tuple[int, dict[str, Any]]:
     failed: list[dict[str, Any]] = []
     for outcome in outcomes:
         item: dict[str, Any] = {}
-        header, refused = outcome.header, outcome.refused
-        sop_class = header.sop_class if header is not None else refused.sop_class if refused is not None else ""
-        sop_instance = header.sop_instance if header is not None else refused.sop_instance if refused is not None else ""
-        if sop_class:
-            item["00081150"] = _uid(sop_class)
-        if sop_instance:
-            item["00081155"] = _uid(sop_instance)
+        named = outcome.header or outcome.refused  # a refused instance's UIDs where they could be read
+        if named is not None and named.sop_class:
+            item["00081150"] = _uid(named.sop_class)
+        if named is not None and named.sop_instance:
+            item["00081155"] = _uid(named.sop_instance)
         if outcome.refused is None:
             stored.append(item)
         else:
