@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.object_store import S3Server
+from tests.orthanc_server import OrthancServer, orthanc_available
 
 torch.set_num_threads(2)
 
@@ -28,6 +29,24 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """Orthanc with DICOMweb on loopback, started on first use, one per session (tests/orthanc_server.py)."""
+    if not orthanc_available():
+        pytest.skip("Debian packages orthanc + orthanc-dicomweb not installed (.ci/run installs them)")
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def orthanc(orthanc_session: OrthancServer) -> OrthancServer:
+    """The session's Orthanc, emptied for this test."""
+    orthanc_session.clear()
+    return orthanc_session
 
 
 @pytest.fixture
