@@ -22,6 +22,7 @@ from pacs.instances import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, InstanceRefused
 from pacs.receive import Receiver
 
 SUCCESS = 0x0000
+NOT_AUTHORISED = 0x0124
 log = logging.getLogger("lrpseg.dimse")
 
 
@@ -36,7 +37,7 @@ class StoreHandler:
         title = str(event.assoc.requestor.ae_title).strip()
         owner = self.owners.get(title)
         if owner is None:  # associations are filtered by calling AE already; never store unowned data
-            return OUT_OF_RESOURCES
+            return NOT_AUTHORISED
         try:
             data = event.encoded_dataset(include_meta=True)
         except Exception:  # a data set pynetdicom cannot re-encode is the sender's fault

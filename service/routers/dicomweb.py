@@ -57,10 +57,16 @@ async def _stow(
 async def store_instances(
     request: Request, principal: PrincipalDep, jobs: SeriesJobsDep, registry: RegistryDep, model: ModelQuery = None
 ) -> JSONResponse:
+    """The body: DICOM Part 10 instances, one per part, as `multipart/related; type="application/dicom"`
+    (read by this handler; docs/pacs.md). Each series becomes a job when quiet or committed."""
     return await _stow(request, principal.id, jobs, registry, model, None)
 
 
-@router.post("/studies/{study}", responses=STOW_RESPONSES, summary="Store instances of one study (STOW-RS)")
+@router.post(
+    "/studies/{study}",
+    responses=STOW_RESPONSES,
+    summary="Store instances of one study (STOW-RS)",
+)
 async def store_study_instances(
     request: Request,
     study: Annotated[str, Path(max_length=64)],
@@ -69,6 +75,7 @@ async def store_study_instances(
     registry: RegistryDep,
     model: ModelQuery = None,
 ) -> JSONResponse:
+    """As POST /dicomweb/studies; instances of another study than `study` fail (A900)."""
     return await _stow(request, principal.id, jobs, registry, model, study)
 
 

@@ -102,13 +102,16 @@ def _intake_id(series_uid: str, owner: str = "anonymous") -> str:
     return intake_id(owner, series_uid)
 
 
-def test_quiet_series_becomes_one_job_by_the_sweeper(
+def test_quiet_series_becomes_one_job_by_the_sweeper_after_a_restart(
     make_client: Callable[[Settings], TestClient], settings: Settings, work: Callable[[], bool], redis_conn: redis.Redis
 ) -> None:
     datasets = ct_series(4, seed=1)
-    with make_client(settings) as client:  # the lifespan runs the sweeper
-        assert stow(client, instance_bytes(datasets)).status_code == 200
-        series_uid = datasets[0].SeriesInstanceUID
+    series_uid = datasets[0].SeriesInstanceUID
+    down = make_client(settings)  # no lifespan: an API whose sweeper is not running (stopped, restarting)
+    assert stow(down, instance_bytes(datasets)).status_code == 200
+    time.sleep(2 * settings.series_quiet_seconds)
+    assert down.get(f"/dicomweb/series/{series_uid}").json()["state"] == "receiving"  # waits in Redis
+    with make_client(settings) as client:  # an API (re)started: its lifespan runs the sweeper
         deadline = time.monotonic() + 30
         while (status := client.get(f"/dicomweb/series/{series_uid}").json())["state"] != "completed":
             assert time.monotonic() < deadline, status
