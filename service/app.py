@@ -31,7 +31,7 @@ from service.middleware import BodyLimit, RequestContext
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
 from service.routers import api_docs, batches, dicomweb, health, inference_protocol, jobs, models, viewer
-from service.series_jobs import SeriesJobs, sweep_forever
+from service.series_jobs import SeriesJobs, sweep_forever, warn_unknown_route_models
 
 DESCRIPTION = """Segmentation and whole-output LRP explanations as a service.
 
@@ -82,6 +82,7 @@ def create_app(
         redis, f"{settings.key_prefix}:unauth", settings.unauth_rate_limit, settings.unauth_rate_burst
     )
     app.state.job_slots = JobSlots(redis, settings.key_prefix, settings.max_jobs_per_key)
+    warn_unknown_route_models(settings, app.state.registry)
     app.state.series_jobs = SeriesJobs(
         SeriesIntake(redis, settings, keys),
         settings,

@@ -27,7 +27,7 @@ from rq import Queue
 
 from core.settings import Settings
 from core.store import Inputs, Store, Upload
-from lrpseg.registry import Registry
+from lrpseg.registry import Registry, RegistryError
 from pacs.intake import Claimed, SeriesIntake, series_zip
 from service.deps import Principal
 from service.errors import ApiError
@@ -98,6 +98,20 @@ class SeriesJobs:
             except ApiError:
                 pass
         return made
+
+
+def warn_unknown_route_models(settings: Settings, registry: Registry) -> list[str]:
+    """Log (at start-up) the LRPSEG_DICOM_ROUTES models the registry does not hold: series routed to
+    them are refused until the model is added. Returns those models."""
+    unknown = []
+    for route in settings.dicom_routes:
+        try:
+            registry.get(route.model)
+        except RegistryError:
+            unknown.append(route.model)
+    if unknown:
+        log.warning("LRPSEG_DICOM_ROUTES names models the registry does not hold: %s", ", ".join(unknown))
+    return unknown
 
 
 async def sweep_forever(jobs: SeriesJobs, interval: float) -> None:

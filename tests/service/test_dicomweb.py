@@ -188,6 +188,14 @@ def test_routing_model_query_and_no_route(
     assert response.status_code == 409 and reasons(response.json()) == [PROCESSING_FAILURE]
 
 
+def test_unknown_route_models_are_named_at_start(
+    make_client: Callable[[Settings], TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes = [DicomRoute(match={"Modality": "CT"}, model="lung@9"), *settings.dicom_routes]
+    make_client(settings.model_copy(update={"dicom_routes": routes}))
+    assert "the registry does not hold: lung@9" in caplog.text
+
+
 def test_series_limits(make_client: Callable[[Settings], TestClient], settings: Settings) -> None:
     client = make_client(settings.model_copy(update={"series_max_instances": 2}))
     files = instance_bytes(ct_series(3, seed=4))
