@@ -99,7 +99,7 @@ def _view(request: Request, queue: Queue, status: IntakeStatus) -> SeriesStatus:
     )
 
 
-def _not_found(series_uid: str) -> ApiError:
+def _not_found() -> ApiError:
     return ApiError(404, "Not found", "no instances of this series were received with this key", code="not-found")
 
 
@@ -110,7 +110,7 @@ def get_series(
     """A received series: still receiving, or the job it became (or why it did not)."""
     status = jobs.intake.status(principal.id, series_uid)
     if status is None:
-        raise _not_found(series_uid)
+        raise _not_found()
     return _view(request, queue, status)
 
 
@@ -137,7 +137,7 @@ def commit_series(
             raise ApiError(
                 422, "Invalid input", f"the series did not become a job: {status.detail}", code="series-failed"
             )
-        raise _not_found(series_uid)
+        raise _not_found()
     job_id = jobs.complete(claimed)
     done = IntakeStatus("completed", claimed.study, claimed.series, claimed.model, len(claimed.instances), job_id)
     view = _view(request, queue, done)
