@@ -190,6 +190,9 @@ class Settings(BaseSettings):
         3600, gt=0, description="seconds an unfinished received series is kept after its last instance, then destroyed"
     )
     series_max_instances: int = Field(2048, gt=0, description="instances one received series may hold")
+    series_max_open: int = Field(
+        64, gt=0, description="series one API key (or calling AE) may have open at once; more: FailureReason A700"
+    )
     series_max_bytes: int = Field(
         512 * 1024 * 1024, gt=0, description="bytes of DICOM one received series may hold (sealed in Redis)"
     )

@@ -18,6 +18,7 @@ Layout (prefix `lrpseg` by default):
   {p}:intake-data:{id}    hash  SOPInstanceUID -> sealed Part 10 bytes
   {p}:intake-dek:{gen}    string  the generation's data key (on the key Redis)
   {p}:intakes-due         sorted set  intake id by when the sweeper should look at it
+  {p}:intakes-open:{owner}  sorted set  the owner's open intakes by expiry (at most `series_max_open`)
   {p}:intake-result:{id}  hash  what the last completed generation became: job_id | detail (result_ttl)
 """
 
@@ -39,13 +40,18 @@ from pacs.instances import OUT_OF_RESOURCES, PROCESSING_FAILURE, InstanceHeader,
 
 CLAIM_LEASE = 120.0  # s a completer holds a claimed series (reading, checking, queueing its job)
 
-# KEYS: meta   ARGV: new generation, owner, study, series, model, now, ttl
+# KEYS: meta, the owner's open set   ARGV: new generation, owner, study, series, model, now, ttl, max open, id
 _OPEN = """
 local m = redis.call('hmget', KEYS[1], 'generation', 'state', 'study', 'model')
 if not m[1] then
+  redis.call('zremrangebyscore', KEYS[2], 0, ARGV[6])
+  local open = redis.call('zcard', KEYS[2])
+  if open >= tonumber(ARGV[8]) then return {'full', tostring(open)} end
   redis.call('hset', KEYS[1], 'generation', ARGV[1], 'state', 'open', 'owner', ARGV[2], 'study', ARGV[3],
     'series', ARGV[4], 'model', ARGV[5], 'created', ARGV[6], 'last', ARGV[6], 'count', 0, 'bytes', 0)
   redis.call('expire', KEYS[1], ARGV[7])
+  redis.call('zadd', KEYS[2], tonumber(ARGV[6]) + tonumber(ARGV[7]), ARGV[9])
+  redis.call('expire', KEYS[2], ARGV[7])
   return {'open', ARGV[1]}
 end
 if m[2] ~= 'open' then return {'busy', m[1]} end
@@ -53,7 +59,8 @@ if m[3] ~= ARGV[3] then return {'study', m[1]} end
 if m[4] ~= ARGV[5] then return {'model', m[4]} end
 return {'open', m[1]}
 """
-# KEYS: meta, data, due   ARGV: generation, sop uid, sealed, size, now, quiet, ttl, max count, max bytes, id
+# KEYS: meta, data, due, the owner's open set
+# ARGV: generation, sop uid, sealed, size, now, quiet, ttl, max count, max bytes, id
 _ADD = """
 local m = redis.call('hmget', KEYS[1], 'generation', 'state', 'count', 'bytes')
 if m[1] ~= ARGV[1] then return 'gone' end
@@ -63,7 +70,7 @@ local refused = false
 if tonumber(m[3]) + 1 > tonumber(ARGV[8]) then refused = 'too-many'
 elseif tonumber(m[4]) + tonumber(ARGV[4]) > tonumber(ARGV[9]) then refused = 'too-large' end
 if refused then
-  if tonumber(m[3]) == 0 then redis.call('del', KEYS[1]) end
+  if tonumber(m[3]) == 0 then redis.call('del', KEYS[1]) redis.call('zrem', KEYS[4], ARGV[10]) end
   return refused
 end
 redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
@@ -73,6 +80,8 @@ redis.call('hset', KEYS[1], 'last', ARGV[5])
 redis.call('zadd', KEYS[3], tonumber(ARGV[5]) + tonumber(ARGV[6]), ARGV[10])
 redis.call('expire', KEYS[1], ARGV[7])
 redis.call('expire', KEYS[2], ARGV[7])
+redis.call('zadd', KEYS[4], tonumber(ARGV[5]) + tonumber(ARGV[7]), ARGV[10])
+redis.call('expire', KEYS[4], ARGV[7])
 return 'stored'
 """
 # KEYS: meta, due   ARGV: id, now, lease, explicit (1|0), token, quiet
@@ -91,12 +100,14 @@ redis.call('hset', KEYS[1], 'state', 'completing', 'token', ARGV[5], 'lease', no
 redis.call('zadd', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return {'claimed', m[5]}
 """
-# KEYS: meta, data, due, result   ARGV: token, id, job id, detail, result ttl, model, count, finished at
+# KEYS: meta, data, due, result, the owner's open set   ARGV: token, id, job id, detail, result ttl, model, count,
+# finished at
 _FINISH = """
 local m = redis.call('hmget', KEYS[1], 'token', 'study', 'series', 'generation')
 if m[1] ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1], KEYS[2], KEYS[4])
 redis.call('zrem', KEYS[3], ARGV[2])
+redis.call('zrem', KEYS[5], ARGV[2])
 redis.call('hset', KEYS[4], 'job_id', ARGV[3], 'detail', ARGV[4], 'study', m[2], 'series', m[3],
   'generation', m[4], 'model', ARGV[6], 'count', ARGV[7], 'finished', ARGV[8])
 redis.call('expire', KEYS[4], ARGV[5])
@@ -179,13 +190,18 @@ class SeriesIntake:
         for _ in range(3):  # an intake that ends between our two steps is opened again
             now = time.time()
             opened = self.connection.eval(
-                _OPEN, 1, self.key("intake", iid), uuid.uuid4().hex, owner, header.study, header.series, model, now,
-                s.series_ttl,
+                _OPEN, 2, self.key("intake", iid), self.key("intakes-open", owner), uuid.uuid4().hex, owner,
+                header.study, header.series, model, now, s.series_ttl, s.series_max_open, iid,
             )  # fmt: skip
             state, value = _text(opened[0]), _text(opened[1])
             if state == "busy":
                 raise InstanceRefused(
                     OUT_OF_RESOURCES, "the series is being completed; send the instance again shortly"
+                )
+            if state == "full":
+                raise InstanceRefused(
+                    OUT_OF_RESOURCES,
+                    f"{value} series are being received for this sender; the limit is {s.series_max_open}",
                 )
             if state == "study":
                 raise InstanceRefused(PROCESSING_FAILURE, "the series is open under another StudyInstanceUID")
@@ -197,10 +213,11 @@ class SeriesIntake:
             result = _text(
                 self.connection.eval(
                     _ADD,
-                    3,
+                    4,
                     self.key("intake", iid),
                     self.key("intake-data", iid),
                     self.due_key,
+                    self.key("intakes-open", owner),
                     generation,
                     header.sop_instance,
                     sealed,
@@ -277,8 +294,8 @@ class SeriesIntake:
         lease was lost to another completer (which then finishes it)."""
         iid = claimed.id
         done = self.connection.eval(
-            _FINISH, 4, self.key("intake", iid), self.key("intake-data", iid), self.due_key,
-            self.key("intake-result", iid), claimed.token, iid, job_id or "", detail or "", self.settings.result_ttl,
+            _FINISH, 5, self.key("intake", iid), self.key("intake-data", iid), self.due_key,
+            self.key("intake-result", iid), self.key("intakes-open", claimed.owner), claimed.token, iid, job_id or "", detail or "", self.settings.result_ttl,
             claimed.model, len(claimed.instances), time.time(),
         )  # fmt: skip
         if done:

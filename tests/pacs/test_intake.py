@@ -135,6 +135,21 @@ def test_limits_refuse_with_out_of_resources(redis_conn: redis.Redis, settings: 
     assert caught.value.reason == 0xA700
 
 
+def test_open_series_per_sender_are_bounded(redis_conn: redis.Redis, settings: Settings) -> None:
+    intake = SeriesIntake(redis_conn, settings.model_copy(update={"series_max_open": 2}))
+    first, second, third = (instance_bytes(ct_series(1, seed=s)) for s in (6, 7, 8))
+    fill(intake, first)
+    series = fill(intake, second)
+    with pytest.raises(InstanceRefused) as caught:
+        fill(intake, third)
+    assert caught.value.reason == 0xA700 and "the limit is 2" in caught.value.detail
+    fill(intake, first)  # an open series still takes instances (here: a repeat)
+    assert SeriesIntake(redis_conn, settings).add("someone-else", read_header(third[0]), third[0], "m@1")
+    claimed = intake.claim(intake_id(OWNER, series), explicit=True)
+    assert isinstance(claimed, Claimed) and intake.finish(claimed, "job-1")
+    fill(intake, third)  # a completed series frees its place
+
+
 def test_series_zip_is_deterministic() -> None:
     files = {f"1.2.{i}": bytes([i]) * 10 for i in range(3)}
     assert series_zip(files) == series_zip(dict(reversed(list(files.items()))))
