@@ -96,7 +96,11 @@ class SeriesJobs:
                 self.complete(claimed)
                 made += 1
             except ApiError:
-                pass
+                pass  # kept as the series' outcome (or released for a later try)
+            except RedisError:
+                raise  # Redis away: the round ends (sweep_forever waits and tries again)
+            except Exception:  # one series that fails oddly must not stall the others (released above)
+                log.exception("received series %s could not be completed; tried again later", claimed.id)
         return made
 
 

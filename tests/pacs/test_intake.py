@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -15,6 +16,7 @@ from core.settings import Settings
 from pacs.instances import InstanceRefused, read_header
 from pacs.intake import CLAIM_LEASE, Claimed, SeriesIntake, intake_id, series_zip
 from service.series_jobs import SeriesJobs
+from service.submission import Intake
 from tests.pacs.factories import ct_series, instance_bytes
 from tests.service import factories
 
@@ -98,6 +100,28 @@ def test_a_dead_completer_is_replaced_without_a_second_job(
     assert status is not None and (status.state, status.job_id) == ("completed", job_id)
     assert work()
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+
+
+def test_one_odd_failure_does_not_stall_the_sweep(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs: SeriesJobs = client.app.state.series_jobs  # type: ignore[attr-defined]
+    first = fill(jobs.intake, instance_bytes(ct_series(2, seed=12)))
+    second = fill(jobs.intake, instance_bytes(ct_series(2, seed=13)))
+    submit = Intake.submit
+    calls: list[int] = []
+
+    def odd_once(self: Intake, *args: Any, **kwargs: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("an odd failure")
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Intake, "submit", odd_once)
+    monkeypatch.setattr(time, "time", lambda: 2e9)  # both quiet
+    assert jobs.sweep() == 1 and "could not be completed" in caplog.text
+    states = sorted(s.state for s in (jobs.intake.status(OWNER, first), jobs.intake.status(OWNER, second)) if s)
+    assert states == ["completed", "receiving"]  # the odd one was given back for a later round
 
 
 def test_expiry_destroys_the_key_and_a_bad_series_fails(
