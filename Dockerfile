@@ -13,11 +13,11 @@ RUN useradd --create-home --uid 10001 lrpseg
 
 # Dependencies first: this layer is rebuilt only when pyproject.toml changes.
 COPY pyproject.toml README.md ./
-RUN mkdir -p lrpseg service workers schemas core launch \
-    && touch lrpseg/__init__.py service/__init__.py workers/__init__.py schemas/__init__.py core/__init__.py launch/__init__.py \
+RUN mkdir -p lrpseg service workers schemas core launch pacs \
+    && touch lrpseg/__init__.py service/__init__.py workers/__init__.py schemas/__init__.py core/__init__.py launch/__init__.py pacs/__init__.py \
     && pip install . \
     && pip uninstall -y lrpseg \
-    && rm -rf lrpseg service workers schemas core launch build
+    && rm -rf lrpseg service workers schemas core launch pacs build
 
 COPY lrpseg ./lrpseg
 COPY service ./service
@@ -25,6 +25,7 @@ COPY workers ./workers
 COPY schemas ./schemas
 COPY core ./core
 COPY launch ./launch
+COPY pacs ./pacs
 RUN pip install --no-deps . && rm -rf build
 
 USER lrpseg

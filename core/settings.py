@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,10 +14,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.security import KeyConfigError, configured_keys, dicomweb_url_problem, is_loopback, parse_ae, parse_host_rule
+from core.security import (
+    ANONYMOUS,
+    KeyConfigError,
+    configured_keys,
+    dicomweb_url_problem,
+    is_loopback,
+    parse_ae,
+    parse_host_rule,
+)
 
 # Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
 # from benchmarks/memory.py: 1410 B/px at 256², 1327 at 512², 1182 at 1024² (docs/operations.md).
@@ -47,6 +56,41 @@ def parse_location(value: str) -> StoreLocation:
             raise ValueError(f"artifact store {value!r}: an S3 store is s3://bucket or s3://bucket/prefix")
         return StoreLocation("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
     raise ValueError(f"artifact store {value!r}: use redis, file:///path or s3://bucket/prefix")
+
+
+# the DICOM attributes a routing rule may match (docs/pacs.md, "Routing")
+ROUTE_ATTRIBUTES = ("Modality", "BodyPartExamined", "SeriesDescription")
+AE_TITLE = re.compile(r"[ -~]{1,16}")  # 1-16 printable ASCII characters (DICOM AE value representation)
+
+
+class DicomRoute(BaseModel):
+    """One routing rule of LRPSEG_DICOM_ROUTES: a received series whose attributes match every
+    pattern of `match` (case-insensitive shell globs, e.g. "CT", "CHEST*") goes to `model`.
+    An empty `match` matches every series (a default as the last rule)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: dict[str, str] = Field(default_factory=dict)
+    model: str = Field(min_length=1, description="name@version (or name: its newest version) in the registry")
+
+    @field_validator("match")
+    @classmethod
+    def _attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(ROUTE_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"a route matches on {', '.join(ROUTE_ATTRIBUTES)} only, not {', '.join(unknown)}")
+        return value
+
+
+def parse_ae_entry(entry: str) -> tuple[str, str | None]:
+    """`AE` or `AE=key-name` of LRPSEG_DIMSE_ALLOWED_AES: (AE title, the key name owning its jobs)."""
+    title, _, owner = entry.partition("=")
+    title, owner = title.strip(), owner.strip()
+    if not AE_TITLE.fullmatch(title) or title != title.strip() or "\\" in title:
+        raise ValueError(f"LRPSEG_DIMSE_ALLOWED_AES entry {entry!r}: an AE title is 1-16 printable characters")
+    if "=" in entry and not owner:
+        raise ValueError(f"LRPSEG_DIMSE_ALLOWED_AES entry {entry!r}: name the API key after '='")
+    return title, owner or None
 
 
 class Settings(BaseSettings):
@@ -145,6 +189,34 @@ class Settings(BaseSettings):
     callback_lease: float = Field(30.0, gt=0, description="seconds a claimed delivery stays claimed before retry")
     callback_poll: float = Field(0.5, gt=0, description="longest sleep of a deliverer between checks")
 
+    # Receiving DICOM (docs/pacs.md, "Receiving studies"): STOW-RS and the DIMSE C-STORE SCP
+    series_quiet_seconds: float = Field(
+        10.0, gt=0, description="seconds without a new instance after which a received series becomes a job"
+    )
+    series_sweep_interval: float = Field(1.0, gt=0, description="seconds between the API's checks for quiet series")
+    series_ttl: int = Field(
+        3600, gt=0, description="seconds an unfinished received series is kept after its last instance, then destroyed"
+    )
+    series_max_instances: int = Field(2048, gt=0, description="instances one received series may hold")
+    series_max_open: int = Field(
+        64, gt=0, description="series one API key (or calling AE) may have open at once; more: FailureReason A700"
+    )
+    series_max_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="bytes of DICOM one received series may hold (sealed in Redis)"
+    )
+    dicom_routes: Annotated[list[DicomRoute], NoDecode] = Field(
+        default_factory=list,
+        description='JSON list of {"match": {"Modality": "CT", ...}, "model": "name@version"}; first match wins',
+    )
+    dimse_ae_title: str = Field("LRPSEG", description="the C-STORE SCP's own AE title (`lrpseg dimse`)")
+    dimse_host: str = Field("127.0.0.1", description="address the C-STORE SCP listens on")
+    dimse_port: int = Field(11112, ge=0, le=65535, description="port of the C-STORE SCP")
+    dimse_allowed_aes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated calling AE titles allowed to send, each AE or AE=key-name (the API key "
+        "whose jobs its series become); empty = every association is rejected",
+    )
+
     # DICOM outputs and sending them to a PACS (docs/pacs.md); attempts and backoff as for callbacks
     dicom_series_base: int = Field(
         1000, ge=0, le=2**30, description="output SeriesNumber = base + 10 x source SeriesNumber + 1 (SEG) / 2 (map)"
@@ -158,7 +230,7 @@ class Settings(BaseSettings):
     dicomweb_username: str | None = Field(None, description="HTTP Basic user for DICOMweb servers")
     dicomweb_password: SecretStr | None = None
     dimse_destination: str | None = Field(None, description="AE results are C-STOREd to: AET@host:port")
-    dimse_calling_ae: str = Field("LRPSEG", description="our AE title when we C-STORE or WADO")
+    # (lrpseg's own AE title when it C-STOREs results: dimse_ae_title, the SCP's)
     dicom_send_timeout: float = Field(20.0, gt=0, description="seconds one STOW-RS or C-STORE attempt may take")
 
     # Worker
@@ -275,6 +347,53 @@ class Settings(BaseSettings):
         if self.callback_lease <= self.dicom_send_timeout:
             raise ValueError("callback_lease must exceed dicom_send_timeout (a claimed send must end inside its lease)")
         return self
+
+    @field_validator("dicom_routes", mode="before")
+    @classmethod
+    def _routes_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"LRPSEG_DICOM_ROUTES is not JSON: {exc}") from None
+        return value
+
+    @field_validator("dimse_ae_title")
+    @classmethod
+    def _own_ae_title(cls, value: str) -> str:
+        if not AE_TITLE.fullmatch(value) or value != value.strip():
+            raise ValueError("LRPSEG_DIMSE_AE_TITLE must be 1-16 printable characters without edge spaces")
+        return value
+
+    @field_validator("dimse_allowed_aes", mode="before")
+    @classmethod
+    def _split_aes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [e.strip() for e in value.split(",") if e.strip()]
+        return value
+
+    @field_validator("dimse_allowed_aes")
+    @classmethod
+    def _valid_aes(cls, value: list[str]) -> list[str]:
+        titles = [parse_ae_entry(entry)[0] for entry in value]
+        if len(set(titles)) != len(titles):
+            raise ValueError("LRPSEG_DIMSE_ALLOWED_AES names an AE title twice")
+        return value
+
+    @model_validator(mode="after")
+    def _dimse_owners(self) -> Settings:
+        """With API keys, each calling AE must name the key whose jobs its series become."""
+        if self.auth_required:
+            anonymous = [e for e in self.dimse_allowed_aes if parse_ae_entry(e)[1] is None]
+            if anonymous:
+                raise ValueError(
+                    f"LRPSEG_DIMSE_ALLOWED_AES {anonymous}: with API keys, write AE=key-name (whose jobs they become)"
+                )
+        return self
+
+    def dimse_owners(self) -> dict[str, str]:
+        """Calling AE title -> the principal owning its series (`anonymous` when auth is off)."""
+        return {title: owner or ANONYMOUS for title, owner in map(parse_ae_entry, self.dimse_allowed_aes)}
 
     @field_validator("cors_origins", mode="before")
     @classmethod

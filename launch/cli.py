@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "worker": "run only an RQ worker",
     "explain": "submit images (files or folders) to a running service and save the artifacts",
     "keys": "make an API key (printed once) and the line that configures its hash",
+    "dimse": "run the DICOM C-STORE SCP that feeds received series into jobs",
 }
 
 
@@ -48,6 +49,10 @@ def load(command: str) -> ModuleType:
         from launch import keys
 
         return keys
+    if command == "dimse":
+        from pacs import cli as dimse
+
+        return dimse
     raise KeyError(command)
 
 

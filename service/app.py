@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from core.settings import Settings, get_settings
 from core.stats import Stats
 from core.store import Store
 from lrpseg.registry import Registry, default_registry
+from pacs.intake import SeriesIntake
 from service import errors
 from service.auth import KeyStore
 from service.connection import api_redis
@@ -27,7 +30,8 @@ from service.deps import get_principal
 from service.middleware import BodyLimit, RequestContext
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots, RateLimiter
-from service.routers import api_docs, batches, health, inference_protocol, jobs, models, viewer
+from service.routers import api_docs, batches, dicomweb, health, inference_protocol, jobs, models, viewer
+from service.series_jobs import SeriesJobs, sweep_forever, warn_unknown_route_models
 
 DESCRIPTION = """Segmentation and whole-output LRP explanations as a service.
 
@@ -45,7 +49,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # received DICOM series become jobs here (service/series_jobs.py says why in the API)
+        sweeper = asyncio.create_task(sweep_forever(app.state.series_jobs, settings.series_sweep_interval))
         yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         if connection is None:
             redis.close()
 
@@ -73,6 +82,16 @@ def create_app(
         redis, f"{settings.key_prefix}:unauth", settings.unauth_rate_limit, settings.unauth_rate_burst
     )
     app.state.job_slots = JobSlots(redis, settings.key_prefix, settings.max_jobs_per_key)
+    warn_unknown_route_models(settings, app.state.registry)
+    app.state.series_jobs = SeriesJobs(
+        SeriesIntake(redis, settings, keys),
+        settings,
+        app.state.registry,
+        queue,
+        app.state.store,
+        metrics,
+        app.state.job_slots,
+    )
     _warn_if_open(settings, app.state.keys)
 
     errors.install(app)
@@ -90,9 +109,18 @@ def create_app(
     app.add_middleware(RequestContext, metrics=metrics, access_log=settings.access_log)
     describe = app.openapi  # FastAPI's, which caches the document in app.openapi_schema
     app.openapi = lambda: app.openapi_schema or inference_protocol.add_schemas(describe())  # type: ignore[method-assign]
-    routers = (jobs.router, batches.router, models.router, health.router, inference_protocol.router, viewer.router)
-    for router in routers:
-        app.include_router(router, dependencies=V1_AUTH if router.prefix.startswith("/v1") else None)
+    routers = (
+        jobs.router,
+        batches.router,
+        models.router,
+        health.router,
+        inference_protocol.router,
+        viewer.router,
+        dicomweb.router,
+    )
+    for router in routers:  # /dicomweb (STOW-RS) is authenticated and rate limited like /v1
+        authenticated = router.prefix.startswith(("/v1", "/dicomweb"))
+        app.include_router(router, dependencies=V1_AUTH if authenticated else None)
     return app
 
 

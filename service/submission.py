@@ -105,11 +105,29 @@ class Intake:
         With `callback_url`, the job's end is POSTed there (`job_url` gives the link it carries)."""
         settings = self.settings
         try:
+            self.check_callback_url(callback_url)  # in this order before the uploads are read (again in submit)
+            parsed = parse_params(params)
+            upload = read_upload(image, "image", settings.max_upload_bytes) or pull_upload(parsed)  # pull mode
+            truth = read_upload(ground_truth, "ground_truth", settings.max_upload_bytes)
+        except ApiError as exc:
+            self.metrics.rejected.labels(exc.code).inc()
+            raise
+        return self.submit(Inputs(upload, truth), params, idempotency_key, callback_url, job_url)
+
+    def submit(
+        self,
+        inputs: Inputs,
+        params: str | None,
+        idempotency_key: str | None,
+        callback_url: str | None = None,
+        job_url: Callable[[str], str] | None = None,
+    ) -> str:
+        """`accept` for uploads already read (a received DICOM series, service/series_jobs.py)."""
+        settings = self.settings
+        upload, truth = inputs.image, inputs.ground_truth
+        try:
             callback_url = self.check_callback_url(callback_url)
             parsed = parse_params(params)
-            upload = read_upload(image, "image", settings.max_upload_bytes) or pull_upload(parsed)
-            truth = read_upload(ground_truth, "ground_truth", settings.max_upload_bytes)
-            inputs = Inputs(upload, truth)
             job_id = new_job_id()
             if idempotency_key is not None:
                 earlier = claim_idempotency_key(

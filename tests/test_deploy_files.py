@@ -119,6 +119,14 @@ def test_workers_have_a_health_check_and_a_warm_stop(compose: dict[str, Any], na
     assert worker["restart"] == "unless-stopped"
 
 
+def test_the_dimse_profile_runs_the_c_store_scp(compose: dict[str, Any]) -> None:
+    dimse = compose["services"]["dimse"]
+    assert dimse["profiles"] == ["dimse"] and dimse["command"] == ["lrpseg", "dimse"]
+    assert dimse["image"] == compose["services"]["api"]["image"]
+    assert dimse["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert dimse["environment"]["LRPSEG_DIMSE_HOST"] == "0.0.0.0" and "11112:11112" in dimse["ports"]
+
+
 def test_the_worker_check_command_exists() -> None:
     """What the health checks and the Kubernetes probe run is a real option of `lrpseg worker`."""
     from workers import cli

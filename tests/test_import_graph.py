@@ -1,6 +1,6 @@
-"""The house is one-way: launch -> everything; service -> core, lrpseg, schemas; workers -> core,
-lrpseg, schemas; core -> schemas, lrpseg (never fastapi); lrpseg -> schemas; no arrow between service
-and workers, nothing imports launch; no import cycle.
+"""The house is one-way: launch -> everything; service -> core, lrpseg, schemas, pacs; pacs -> core,
+lrpseg, schemas (never fastapi); workers -> core, lrpseg, schemas; core -> schemas, lrpseg (never
+fastapi); lrpseg -> schemas; no arrow between service and workers, nothing imports launch; no import cycle.
 
 The graph is read from the source (ast), every import counted: top-level, inside functions
 and under TYPE_CHECKING alike, so a lazy import cannot hide an arrow.
@@ -14,21 +14,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lrpseg", "core", "service", "workers", "schemas", "launch")
+PACKAGES = ("lrpseg", "core", "service", "workers", "schemas", "launch", "pacs")
 
 # package -> first-party packages it may import (besides itself)
 ALLOWED = {
     "schemas": set(),
     "lrpseg": {"schemas"},
     "core": {"schemas", "lrpseg"},
-    "service": {"core", "schemas", "lrpseg"},
+    "pacs": {"core", "schemas", "lrpseg"},  # the DICOM intake and the C-STORE SCP (no fastapi)
+    "service": {"core", "schemas", "lrpseg", "pacs"},
     "workers": {"core", "schemas", "lrpseg"},
-    "launch": {"service", "workers", "core", "schemas", "lrpseg"},
+    "launch": {"service", "workers", "core", "schemas", "lrpseg", "pacs"},
 }
 # third-party packages a package must never import
 FORBIDDEN_THIRD_PARTY = {
     "core": {"fastapi", "starlette", "uvicorn"},
     "workers": {"fastapi", "starlette", "uvicorn"},
+    "pacs": {"fastapi", "starlette", "uvicorn"},
     "lrpseg": {"fastapi", "starlette", "uvicorn", "rq", "redis"},
     "schemas": {"fastapi", "starlette", "torch", "rq", "redis"},
 }
@@ -135,6 +137,15 @@ def test_no_importlib_in_the_packages() -> None:
 def test_worker_does_not_load_fastapi() -> None:
     code = (
         "import sys, workers.worker, workers.tasks, launch.cli; launch.cli.load('worker'); "
+        "assert 'fastapi' not in sys.modules, 'fastapi loaded'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_dimse_does_not_load_fastapi() -> None:
+    code = (
+        "import sys, launch.cli, pacs.scp; launch.cli.load('dimse'); "
         "assert 'fastapi' not in sys.modules, 'fastapi loaded'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -97,7 +97,7 @@ class PacsSender:
         target = parse_ae(address)
         datasets = [pydicom.dcmread(io.BytesIO(data)) for data in files]
         timeout = self.settings.dicom_send_timeout
-        ae = AE(ae_title=self.settings.dimse_calling_ae)
+        ae = AE(ae_title=self.settings.dimse_ae_title)  # our one AE title, the SCP's too
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
         for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
