@@ -1,23 +1,38 @@
-"""GMM: seed 001's three-component Gaussian mixture on the 5x5-mean-filtered relevance."""
+"""GMM: seed 001's three-component Gaussian mixture on the 5x5-mean-filtered relevance.
+
+The EM runs in torch on the relevance's device (float64, batched over maps); it is
+scikit-learn's GaussianMixture (covariance "full", which in 1-D is one variance per component;
+reg_covar, tol, max_iter and the lower bound as there), started from scikit-learn's own k-means
+labels, so the fit equals GaussianMixture(init_params="kmeans", random_state=seed).fit. Only the
+k-means start (n_init=1, on the fit sample of at most MAX_FIT_SAMPLES values) runs on the CPU.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import ThreadpoolController
+from torch import Tensor
 
 from lrpseg.masks.filters import FILTER_SIZE, mean_filter
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, scaled
+from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
 from lrpseg.masks.sampling import quantile_sample
 
 N_COMPONENTS = 3
 MAX_FIT_SAMPLES = 32768
+REG_COVAR = 1e-6  # scikit-learn's defaults
+TOL = 1e-3
+MAX_ITER = 100
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +41,7 @@ def _threadpools() -> ThreadpoolController:
 
 
 def single_threaded() -> AbstractContextManager[Any]:
-    """BLAS/OpenMP pools at one thread while scikit-learn fits.
+    """BLAS/OpenMP pools at one thread while scikit-learn's k-means runs.
 
     On 1-D data thread start-up costs more than it saves, and on an oversubscribed
     2-core machine the multi-threaded fit was ten times slower.
@@ -34,7 +49,94 @@ def single_threaded() -> AbstractContextManager[Any]:
     return _threadpools().limit(limits=1)
 
 
-def prepare_gmm_values(relevance: np.ndarray, filter_size: int = FILTER_SIZE) -> np.ndarray:
+@dataclass(frozen=True)
+class GaussianFit:
+    """Fitted 1-D mixtures, one row per map: (B, K) means, variances (reg_covar included), weights."""
+
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    iterations: list[int]
+    converged: list[bool]
+
+    @classmethod
+    def of(cls, gm: Any) -> GaussianFit:
+        """A fitted scikit-learn GaussianMixture (1-D) as a one-row GaussianFit on the CPU."""
+
+        def row(a: Any) -> Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64).ravel())[None]
+
+        return cls(row(gm.means_), row(gm.covariances_), row(gm.weights_), [int(gm.n_iter_)], [bool(gm.converged_)])
+
+
+def log_gaussian(x: Tensor, means: Tensor, variances: Tensor) -> Tensor:
+    """log N(x | mean_k, variance_k) for x (B, N) -> (B, N, K), as scikit-learn writes it (precision Cholesky)."""
+    precision_chol = 1.0 / torch.sqrt(variances)  # (B, K)
+    y = x[..., None] * precision_chol[:, None, :] - (means * precision_chol)[:, None, :]
+    return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)[:, None, :]
+
+
+def m_step(x: Tensor, resp: Tensor, reg_covar: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(nk, means, variances) from responsibilities (B, N, K), scikit-learn's _estimate_gaussian_parameters."""
+    nk = resp.sum(1) + 10 * torch.finfo(resp.dtype).eps
+    means = (resp * x[..., None]).sum(1) / nk
+    diff = x[..., None] - means[:, None, :]
+    variances = (resp * diff * diff).sum(1) / nk + reg_covar
+    return nk, means, variances
+
+
+def fit_gaussian_mixture(
+    x: Tensor, resp: Tensor, *, reg_covar: float = REG_COVAR, tol: float = TOL, max_iter: int = MAX_ITER
+) -> GaussianFit:
+    """EM for 1-D Gaussian mixtures from initial responsibilities: x (B, N), resp (B, N, K), on their device.
+
+    Each row runs scikit-learn's loop: E-step, M-step, stop once the lower bound (mean log
+    likelihood) changes by less than tol. Rows that converged keep their parameters while the
+    others iterate (one host sync per iteration for the stop test).
+    """
+    x = x.to(torch.float64)
+    nk, means, variances = m_step(x, resp.to(torch.float64), reg_covar)
+    weights = nk / x.shape[1]
+    batch = x.shape[0]
+    lower = torch.full((batch,), -math.inf, dtype=torch.float64, device=x.device)
+    active = torch.ones(batch, dtype=torch.bool, device=x.device)
+    iterations, converged = [0] * batch, [False] * batch
+    for n_iter in range(1, max_iter + 1):
+        weighted = log_gaussian(x, means, variances) + torch.log(weights)[:, None, :]
+        norm = torch.logsumexp(weighted, dim=2)
+        log_resp = weighted - norm[..., None]
+        nk_new, means_new, variances_new = m_step(x, torch.exp(log_resp), reg_covar)
+        keep = active[:, None]
+        means = torch.where(keep, means_new, means)
+        variances = torch.where(keep, variances_new, variances)
+        weights = torch.where(keep, nk_new / nk_new.sum(1, keepdim=True), weights)
+        bound = norm.mean(1)
+        change = (bound - lower).abs()
+        lower = torch.where(active, bound, lower)
+        done = (active & (change < tol)).tolist()
+        for i, was_active in enumerate(active.tolist()):
+            if was_active:
+                iterations[i] = n_iter
+                converged[i] = done[i]
+        active = active & ~torch.tensor(done, device=x.device)
+        if not bool(active.any()):
+            break
+    return GaussianFit(means, variances, weights, iterations, converged)
+
+
+def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
+    """(1, N, k) one-hot responsibilities of scikit-learn's k-means start (what GaussianMixture's
+    init_params="kmeans" builds), computed on the CPU and returned on the sample's device."""
+    values = sample.detach().cpu().numpy().reshape(-1, 1)
+    with single_threaded(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
+    return torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k).to(sample.device, torch.float64)[
+        None
+    ]
+
+
+def prepare_gmm_values(relevance: Tensor, filter_size: int = FILTER_SIZE) -> Tensor:
     """The values the GMM sees: the mean-filtered map divided by its max |value|.
 
     Dividing by the maximum makes scikit-learn's absolute covariance floor
@@ -46,27 +148,26 @@ def prepare_gmm_values(relevance: np.ndarray, filter_size: int = FILTER_SIZE) ->
     return filtered
 
 
-def defect_component(gm: GaussianMixture, value: float) -> int:
+def defect_component(fit: GaussianFit, value: float, row: int = 0) -> int:
     """The component with the largest likelihood (its own density, not weighted) at `value`."""
-    means = gm.means_.ravel()
-    variances = gm.covariances_.ravel()
-    log_density = -0.5 * (np.log(2.0 * np.pi * variances) + (value - means) ** 2 / variances)
-    return int(np.argmax(log_density))
+    means, variances = fit.means[row], fit.variances[row]
+    log_density = -0.5 * (torch.log(2.0 * math.pi * variances) + (value - means) ** 2 / variances)
+    return int(torch.argmax(log_density))
 
 
-def posterior(gm: GaussianMixture, values: np.ndarray, component: int) -> np.ndarray:
-    """P(component | value) for 1-D values: what predict_proba returns, without its per-call overhead.
-
-    Works on one flat array per component (a reduction over a short last axis is slow in numpy).
-    """
-    x = values.ravel()
-    means = gm.means_.ravel()
-    variances = gm.covariances_.ravel()
-    log_norm = np.log(gm.weights_) - 0.5 * np.log(2.0 * np.pi * variances)
-    log_joint = [log_norm[k] - 0.5 * (x - means[k]) ** 2 / variances[k] for k in range(means.size)]
-    peak = np.maximum.reduce(log_joint)
-    total = sum(np.exp(lj - peak) for lj in log_joint)
-    return (np.exp(log_joint[component] - peak) / total).reshape(values.shape)
+def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row: int = 0) -> Tensor | np.ndarray:
+    """P(component | value) for 1-D values (what predict_proba returns), on the values' device;
+    a numpy array gives a numpy array."""
+    if not isinstance(values, Tensor):
+        return host(posterior(fit, torch.from_numpy(np.asarray(values, dtype=np.float64)), component, row))
+    device = values.device
+    means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
+    log_joint = (
+        torch.log(weights)
+        - 0.5 * torch.log(2.0 * math.pi * variances)
+        - 0.5 * (values[..., None] - means) ** 2 / variances
+    )
+    return torch.softmax(log_joint, dim=-1)[..., component]
 
 
 def gmm(
@@ -77,46 +178,44 @@ def gmm(
     max_fit_samples: int | None = MAX_FIT_SAMPLES,
     filter_size: int = FILTER_SIZE,
 ) -> MaskResult:
-    """Seed 001's GMM extractor.
+    """Seed 001's GMM extractor, on the relevance's device.
 
-    5x5 mean filter, 3-component GaussianMixture (k-means init, random_state=seed)
-    fitted to the 1-D values (covariance_type "full", which in 1-D is one variance per
-    component; on at most max_fit_samples evenly spaced quantiles of the values,
-    see quantile_sample; None fits all); the defect component is the one with
+    5x5 mean filter, 3-component Gaussian mixture (scikit-learn's k-means start with
+    random_state=seed, then EM as GaussianMixture runs it, module docstring) fitted to the 1-D
+    values (on at most max_fit_samples evenly spaced quantiles of the values, see
+    quantile_sample; None fits all); the defect component is the one with
     the largest likelihood at the maximal filtered value; score = its posterior
     on every pixel; mask = score > 0.5. Fewer distinct values than components
     reduce the component count (params["n_components"]). A constant map or one
     without positive filtered relevance gives an empty mask.
     """
     r = as_relevance_map(relevance)
+    shape = tuple(r.shape)
     values = prepare_gmm_values(r, filter_size)
     lo, hi = float(values.min()), float(values.max())
     if hi == lo:
-        return empty_result("gmm", r.shape, "constant map", with_score=True)
+        return empty_result("gmm", shape, "constant map", with_score=True)
     if hi <= 0.0:
-        return empty_result("gmm", r.shape, "no positive relevance", with_score=True)
-    sample = quantile_sample(values, max_fit_samples).reshape(-1, 1)
-    k = min(n_components, int(np.unique(sample).size))
+        return empty_result("gmm", shape, "no positive relevance", with_score=True)
+    sample = quantile_sample(values.reshape(-1), max_fit_samples)
+    k = min(n_components, int(torch.unique(sample).numel()))
     if k < 2:  # the subsample saw one value only: nothing to separate
-        return empty_result("gmm", r.shape, "too few distinct values", with_score=True)
-    gm = GaussianMixture(n_components=k, init_params="kmeans", random_state=seed)
-    with single_threaded(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm.fit(sample)
-    component = defect_component(gm, hi)
-    score = posterior(gm, values, component)
+        return empty_result("gmm", shape, "too few distinct values", with_score=True)
+    fit = fit_gaussian_mixture(sample[None], kmeans_responsibilities(sample, k, seed))
+    component = defect_component(fit, hi)
+    score = host(posterior(fit, values, component))
     return MaskResult(
         method="gmm",
         mask=score > 0.5,
         score=score,
-        iterations=int(gm.n_iter_),
-        converged=bool(gm.converged_),
+        iterations=fit.iterations[0],
+        converged=fit.converged[0],
         params={
             "n_components": k,
             "defect_component": component,
-            "means": gm.means_.ravel().tolist(),
-            "variances": gm.covariances_.ravel().tolist(),
-            "weights": gm.weights_.tolist(),
-            "fit_samples": int(sample.shape[0]),
+            "means": fit.means[0].tolist(),
+            "variances": fit.variances[0].tolist(),
+            "weights": fit.weights[0].tolist(),
+            "fit_samples": int(sample.numel()),
         },
     )
