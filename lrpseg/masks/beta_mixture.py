@@ -20,7 +20,7 @@ from torch import Tensor
 from lrpseg.masks.filters import FILTER_SIZE, mean_filter
 from lrpseg.masks.isodata import isodata_threshold
 from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
-from lrpseg.masks.sampling import quantile_sample
+from lrpseg.masks.sampling import quantile_sample, sort_values
 
 BACKGROUND_QUANTILE = 0.9  # the background component's one-sided (lower) interval
 DROP_SHARE = 0.5  # seed 001 drops the lowest 50 % of the clipped, filtered values
@@ -223,7 +223,7 @@ def bmm(
 def linear_quantile(values: Tensor, q: float) -> float:
     """numpy's default (linear) quantile of all values, from one sort on their device (torch.quantile
     refuses inputs over 2^24 values)."""
-    ordered = torch.sort(values.reshape(-1)).values
+    ordered = sort_values(values)
     position = q * (ordered.numel() - 1)
     below = math.floor(position)
     a = float(ordered[below])

@@ -70,25 +70,34 @@ class GaussianFit:
 
 
 def log_gaussian(x: Tensor, means: Tensor, variances: Tensor) -> Tensor:
-    """log N(x | mean_k, variance_k) for x (B, N) -> (B, N, K), as scikit-learn writes it (precision Cholesky)."""
-    precision_chol = 1.0 / torch.sqrt(variances)  # (B, K)
-    y = x[..., None] * precision_chol[:, None, :] - (means * precision_chol)[:, None, :]
-    return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)[:, None, :]
+    """log N(x | mean_k, variance_k) for x (B, N) -> (B, K, N), as scikit-learn writes it (precision Cholesky).
+
+    Components on the middle axis: reductions over K then run across K contiguous rows, which
+    is several times faster than over a short last axis."""
+    precision_chol = (1.0 / torch.sqrt(variances))[..., None]  # (B, K, 1)
+    y = x[:, None, :] * precision_chol - means[..., None] * precision_chol
+    return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)
 
 
 def m_step(x: Tensor, resp: Tensor, reg_covar: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(nk, means, variances) from responsibilities (B, N, K), scikit-learn's _estimate_gaussian_parameters."""
-    nk = resp.sum(1) + 10 * torch.finfo(resp.dtype).eps
-    means = (resp * x[..., None]).sum(1) / nk
-    diff = x[..., None] - means[:, None, :]
-    variances = (resp * diff * diff).sum(1) / nk + reg_covar
+    """(nk, means, variances) from responsibilities (B, K, N), scikit-learn's _estimate_gaussian_parameters."""
+    nk = resp.sum(2) + 10 * torch.finfo(resp.dtype).eps
+    means = (resp * x[:, None, :]).sum(2) / nk
+    diff = x[:, None, :] - means[..., None]
+    variances = (resp * diff * diff).sum(2) / nk + reg_covar
     return nk, means, variances
+
+
+def log_sum_exp(a: Tensor) -> Tensor:
+    """logsumexp over the component axis (B, K, N) -> (B, N), with max shift as scikit-learn's."""
+    peak = a.amax(1)
+    return torch.log(torch.exp(a - peak[:, None, :]).sum(1)) + peak
 
 
 def fit_gaussian_mixture(
     x: Tensor, resp: Tensor, *, reg_covar: float = REG_COVAR, tol: float = TOL, max_iter: int = MAX_ITER
 ) -> GaussianFit:
-    """EM for 1-D Gaussian mixtures from initial responsibilities: x (B, N), resp (B, N, K), on their device.
+    """EM for 1-D Gaussian mixtures from initial responsibilities: x (B, N), resp (B, K, N), on their device.
 
     Each row runs scikit-learn's loop: E-step, M-step, stop once the lower bound (mean log
     likelihood) changes by less than tol. Rows that converged keep their parameters while the
@@ -102,10 +111,9 @@ def fit_gaussian_mixture(
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations, converged = [0] * batch, [False] * batch
     for n_iter in range(1, max_iter + 1):
-        weighted = log_gaussian(x, means, variances) + torch.log(weights)[:, None, :]
-        norm = torch.logsumexp(weighted, dim=2)
-        log_resp = weighted - norm[..., None]
-        nk_new, means_new, variances_new = m_step(x, torch.exp(log_resp), reg_covar)
+        weighted = log_gaussian(x, means, variances) + torch.log(weights)[..., None]
+        norm = log_sum_exp(weighted)
+        nk_new, means_new, variances_new = m_step(x, torch.exp(weighted - norm[:, None, :]), reg_covar)
         keep = active[:, None]
         means = torch.where(keep, means_new, means)
         variances = torch.where(keep, variances_new, variances)
@@ -125,15 +133,14 @@ def fit_gaussian_mixture(
 
 
 def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
-    """(1, N, k) one-hot responsibilities of scikit-learn's k-means start (what GaussianMixture's
+    """(1, k, N) one-hot responsibilities of scikit-learn's k-means start (what GaussianMixture's
     init_params="kmeans" builds), computed on the CPU and returned on the sample's device."""
     values = sample.detach().cpu().numpy().reshape(-1, 1)
     with single_threaded(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
-    return torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k).to(sample.device, torch.float64)[
-        None
-    ]
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k)
+    return one_hot.T.to(sample.device, torch.float64)[None]
 
 
 def prepare_gmm_values(relevance: Tensor, filter_size: int = FILTER_SIZE) -> Tensor:
@@ -162,12 +169,9 @@ def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row
         return host(posterior(fit, torch.from_numpy(np.asarray(values, dtype=np.float64)), component, row))
     device = values.device
     means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
-    log_joint = (
-        torch.log(weights)
-        - 0.5 * torch.log(2.0 * math.pi * variances)
-        - 0.5 * (values[..., None] - means) ** 2 / variances
-    )
-    return torch.softmax(log_joint, dim=-1)[..., component]
+    flat = values.reshape(1, -1)
+    log_joint = log_gaussian(flat, means[None], variances[None]) + torch.log(weights)[None, :, None]
+    return torch.exp(log_joint[:, component] - log_sum_exp(log_joint))[0].reshape(values.shape)
 
 
 def gmm(

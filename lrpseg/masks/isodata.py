@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
+from lrpseg.masks.sampling import sort_values
 
 MAX_ITER = 1000
 
@@ -24,7 +25,7 @@ def isodata_threshold(values: np.ndarray | Tensor, *, max_iter: int = MAX_ITER) 
     device; sequential on the CPU, as numpy adds) make each iteration O(log n).
     """
     x = values if isinstance(values, Tensor) else torch.from_numpy(np.asarray(values))
-    ordered = torch.sort(x.reshape(-1).to(torch.float64)).values
+    ordered = sort_values(x.to(torch.float64))
     n = ordered.numel()
     prefix = torch.cat([ordered.new_zeros(1), torch.cumsum(ordered, 0)]).cpu().numpy()
 

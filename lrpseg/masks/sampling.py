@@ -31,4 +31,12 @@ def quantile_sample(values: Values, max_samples: int | None) -> Values:
     if max_samples < 1:
         raise ValueError(f"max_fit_samples must be positive, got {max_samples}")
     ranks = ((np.arange(max_samples) + 0.5) * (n / max_samples)).astype(np.int64)
-    return torch.sort(values).values[torch.from_numpy(ranks).to(values.device)]
+    return sort_values(values)[torch.from_numpy(ranks).to(values.device)]
+
+
+def sort_values(values: Tensor) -> Tensor:
+    """The values (flattened) in ascending order, on their device (numpy's sort on the CPU: 2x torch's there)."""
+    flat = values.reshape(-1)
+    if flat.device.type == "cpu":
+        return torch.from_numpy(np.sort(flat.numpy()))
+    return torch.sort(flat).values

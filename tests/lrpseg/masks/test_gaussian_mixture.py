@@ -122,7 +122,7 @@ def test_torch_em_equals_sklearn_from_the_same_start(seed: int) -> None:
         rng.standard_t(3, 4600) / 20,
     ]
     x = torch.from_numpy(np.stack(rows))
-    resp = torch.cat([kmeans_responsibilities(x[i], 3, seed) for i in range(len(rows))])
+    resp = torch.cat([kmeans_responsibilities(x[i], 3, seed) for i in range(len(rows))])  # (3, K, N)
     fit = fit_gaussian_mixture(x, resp)  # three maps in one batch
     for i, values in enumerate(rows):
         gm = sklearn_fit(values, seed)
