@@ -55,12 +55,16 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         reporter("decode", 0.02)
         ready = load(rt, job_id, params)
         start, before_ms = time.perf_counter(), ready.decode_ms
-        out: PipelineResult = run_prepared(ready.model, ready.inputs, progress=reporter, device=rt.device)
+        out: PipelineResult = run_prepared(
+            ready.model, ready.inputs, progress=reporter, device=rt.device, encoder=rt.png_encoder
+        )
     else:
         ready, forwarded = batched.ready, batched.forwarded
         before_ms = ready.decode_ms + sum(forwarded.ms.values())
         inputs = ready.inputs
-        out = finish(inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=reporter)
+        out = finish(
+            inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=reporter, encoder=rt.png_encoder
+        )
     info = ready.inputs.info
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it

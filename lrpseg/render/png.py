@@ -72,8 +72,8 @@ def overlay_png(image: Any, relevance: Any, alpha: float = 0.5, *, cmap: str = D
     return encode_png(overlay_rgb(image, relevance, alpha, cmap=cmap, **transfer))
 
 
-def mask_png(mask: Any) -> bytes:
-    """8-bit grey PNG: 255 inside the mask, 0 outside."""
+def mask_pixels(mask: Any) -> np.ndarray:
+    """uint8 (H, W): 255 inside the mask, 0 outside."""
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
         raise RenderInputError(f"mask must be a non-empty 2-D (H, W) array, got shape {m.shape}")
@@ -81,7 +81,12 @@ def mask_png(mask: Any) -> bytes:
         if not (np.issubdtype(m.dtype, np.number) and np.isin(m, (0, 1)).all()):
             raise RenderInputError("mask must be boolean or hold only 0/1 values")
         m = m.astype(bool)
-    return encode_png(np.where(m, 255, 0).astype(np.uint8))
+    return np.where(m, 255, 0).astype(np.uint8)
+
+
+def mask_png(mask: Any) -> bytes:
+    """8-bit grey PNG: 255 inside the mask, 0 outside."""
+    return encode_png(mask_pixels(mask))
 
 
 SEGMENTATION_ALPHA = 0.5  # class colour opacity over the input
