@@ -33,6 +33,7 @@ from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.metrics import faithfulness
 from lrpseg.metrics.errors import InvalidScoreError
+from lrpseg.precision import at_precision, check_precision
 from lrpseg.registry import ModelInfo
 from lrpseg.render.encoding import Pending, PngEncoder
 from lrpseg.render.montage import montage_slices, tile
@@ -380,11 +381,13 @@ def forward_batch(
         if image.shape != shape:
             raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {image.shape}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    dtype = check_precision(params.precision.value, device)  # bf16/fp16: CUDA only
+    model = at_precision(model, dtype)
     clock = Clock(device, progress)
     clock.start("forward")
     inputs = [to_input(image, info, params, device) for image in images]
     x01 = torch.cat([a for a, _ in inputs])
-    x = torch.cat([b for _, b in inputs])
+    x = torch.cat([b for _, b in inputs]).to(dtype)
     explained: list[Explained | None] = [None] * len(images)
     if one_pass(params):
         logits, found = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
@@ -404,6 +407,7 @@ def forward_batch(
             if e is not None and curves is not None:
                 e.summary["faithfulness"] = curves
     clock.stop()
+    logits = logits.float()
     return [
         Forwarded(x01[i : i + 1], logits[i : i + 1], explained[i], dict(clock.ms), len(images))
         for i in range(len(images))
@@ -437,7 +441,8 @@ def faithfulness_summary(
 def batch_params(params: JobParams) -> dict[str, Any]:
     """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
     return params.model_dump(
-        mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness"}
+        mode="json",
+        include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness", "precision"},
     )
 
 
@@ -593,7 +598,7 @@ def run_jobs(
     resolved = [resolve_params(p, info) for p in params]
     if any(batch_params(p.params) != batch_params(resolved[0].params) for p in resolved):
         raise ValueError(
-            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize and faithfulness"
+            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize, faithfulness and precision"
         )
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)

@@ -49,6 +49,12 @@ class Composite(StrEnum):
     epsilon_plus_flat = "epsilon-plus-flat"
 
 
+class Precision(StrEnum):
+    fp32 = "fp32"  # the default
+    bf16 = "bf16"  # forward and LRP sweep in bfloat16 on a CUDA worker (lrpseg.precision)
+    fp16 = "fp16"
+
+
 class Extractor(StrEnum):
     simple = "simple"  # simple, gmm, bmm: seed 001's procedures, exactly
     gmm = "gmm"
@@ -292,6 +298,12 @@ class JobParams(Strict):
         "gradient (2 x 21 forward passes each; docs/lrp.md)",
     )
     input: InputParams = Field(InputParams(), description="bit depth, window and colour handling of the image")
+    precision: Precision = Field(
+        Precision.fp32,
+        description="number format of the forward pass and the LRP sweep: bf16/fp16 need a CUDA worker (422 when "
+        "the workers run on the CPU); masks, metrics and pictures stay float64/float32. README gives the error "
+        "against fp32",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

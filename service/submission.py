@@ -38,6 +38,7 @@ from core.meta import (
     TASK,
 )
 from core.settings import Settings
+from core.stats import Stats
 from core.store import Inputs, Store, Upload
 from lrpseg.inputs import DecodeLimits, InputError, RawInput, ResolvedParams, decode_input, prepare_inputs
 from lrpseg.io import DecodedImage
@@ -59,6 +60,7 @@ from service.deps import (
 )
 from service.errors import ApiError, params_error, retry_later
 from service.layer_check import check_layer_names
+from service.precision_check import check_precision
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
@@ -116,7 +118,7 @@ class Intake:
             try:
                 check_capacity(self.queue, settings, [job_id])
                 try:
-                    checked = check_submission(self.registry, settings, parsed, upload, truth)
+                    checked = check_submission(self.registry, settings, parsed, upload, truth, self.stats())
                     info, resolved = checked.info, checked.params
                     reserve_slot(self.slots, self.principal, job_id, settings)
                 except ApiError:
@@ -158,6 +160,10 @@ class Intake:
         self.require_replicas()  # a failure keeps the Idempotency-Key: a retry finds the job if it survived
         return job_id
 
+    def stats(self) -> Stats:
+        """The workers' announcements (which devices serve), for the precision check."""
+        return Stats(self.store.connection, self.settings.key_prefix)
+
     def require_replicas(self, count: bool = True) -> None:
         """With LRPSEG_REDIS_WAIT_REPLICAS = n, a 202 means n replicas have the job, so a master
         failover (Sentinel promotes the replica with the most data) cannot lose it. Short of n
@@ -192,7 +198,7 @@ class Intake:
                 for index, item in enumerate(items):
                     try:
                         checked = check_submission(
-                            self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth
+                            self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth, self.stats()
                         )
                     except ApiError as exc:
                         raise in_batch(exc, index, item.name) from None
@@ -331,7 +337,12 @@ class Checked:
 
 
 def check_submission(
-    registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
+    registry: Registry,
+    settings: Settings,
+    params: JobParams,
+    image: Upload,
+    gt: Upload | None,
+    stats: Stats | None = None,
 ) -> Checked:
     """The model, the params with defaults resolved and the decoded image's shape (what workers
     group batches by), through the library's one input path (lrpseg.inputs.prepare_inputs, which
@@ -340,6 +351,8 @@ def check_submission(
     try:
         inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
         check_layer_names(registry, info, inputs.params.params)  # what the worker's engine would refuse
+        if stats is not None:  # bf16/fp16 only where a CUDA worker serves them
+            check_precision(inputs.params.params, settings, stats)
     except InputError as exc:
         raise input_problem(exc) from None
     return Checked(info, inputs.params, inputs.shape)
