@@ -585,6 +585,7 @@ def run_jobs(
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    encoder: PngEncoder | None = None,
 ) -> list[PipelineResult]:
     """Run jobs of one image shape whose `batch_params` agree, with one shared forward + LRP pass.
 
@@ -603,7 +604,8 @@ def run_jobs(
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
     return [
-        finish(info, image, p, f, t, progress=progress) for image, p, f, t in zip(images, resolved, forwarded, truths)
+        finish(info, image, p, f, t, progress=progress, encoder=encoder)
+        for image, p, f, t in zip(images, resolved, forwarded, truths)
     ]
 
 
