@@ -118,7 +118,7 @@ def bench_size(
 
         results: list[Any] = []
 
-        def jobs(b: int = b) -> None:
+        def jobs(b: int = b, results: list[Any] = results) -> None:
             results[:] = run_jobs(model, info, images[:b], [JobParams()] * b, device=device, encoder=encoder)
 
         row: dict[str, Any] = {"device": str(device), "size": size, "batch": b}
