@@ -555,11 +555,13 @@ def run_job(
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    encoder: PngEncoder | None = None,
 ) -> PipelineResult:
-    """Run one job (the params resolved here, once). `ground_truth`: bool (H, W) of the target class, optional."""
+    """Run one job (the params resolved here, once). `ground_truth`: bool (H, W) of the target class, optional;
+    `encoder`: a PNG pool (see finish)."""
     resolved = resolve_params(params, info)
     (forwarded,) = forward_batch(model, info, [image], resolved, progress=progress, device=device)
-    return finish(info, image, resolved, forwarded, ground_truth, progress=progress)
+    return finish(info, image, resolved, forwarded, ground_truth, progress=progress, encoder=encoder)
 
 
 def run_prepared(

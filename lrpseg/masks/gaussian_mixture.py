@@ -79,8 +79,11 @@ def log_gaussian(x: Tensor, means: Tensor, variances: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)
 
 
-def m_step(x: Tensor, resp: Tensor, reg_covar: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(nk, means, variances) from responsibilities (B, K, N), scikit-learn's _estimate_gaussian_parameters."""
+def m_step(x: Tensor, resp: Tensor, reg_covar: float, counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(nk, means, variances) from responsibilities (B, K, N), scikit-learn's _estimate_gaussian_parameters;
+    counts (B, N): how often each value occurs (the sums are then over the repeated values)."""
+    if counts is not None:
+        resp = resp * counts[:, None, :]
     nk = resp.sum(2) + 10 * torch.finfo(resp.dtype).eps
     means = (resp * x[:, None, :]).sum(2) / nk
     diff = x[:, None, :] - means[..., None]
@@ -95,17 +98,27 @@ def log_sum_exp(a: Tensor) -> Tensor:
 
 
 def fit_gaussian_mixture(
-    x: Tensor, resp: Tensor, *, reg_covar: float = REG_COVAR, tol: float = TOL, max_iter: int = MAX_ITER
+    x: Tensor,
+    resp: Tensor,
+    counts: Tensor | None = None,
+    *,
+    reg_covar: float = REG_COVAR,
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
 ) -> GaussianFit:
     """EM for 1-D Gaussian mixtures from initial responsibilities: x (B, N), resp (B, K, N), on their device.
 
     Each row runs scikit-learn's loop: E-step, M-step, stop once the lower bound (mean log
     likelihood) changes by less than tol. Rows that converged keep their parameters while the
-    others iterate (one host sync per iteration for the stop test).
+    others iterate (one host sync per iteration for the stop test). counts (B, N): each value
+    stands for that many equal samples (what `distinct` makes of a sample with repeats, e.g. the
+    exact zeros far from a U-Net's explained output): the same fit on fewer values.
     """
     x = x.to(torch.float64)
-    nk, means, variances = m_step(x, resp.to(torch.float64), reg_covar)
-    weights = nk / x.shape[1]
+    counts = counts.to(torch.float64) if counts is not None else None
+    n_samples = counts.sum(1, keepdim=True) if counts is not None else x.new_full((x.shape[0], 1), x.shape[1])
+    nk, means, variances = m_step(x, resp.to(torch.float64), reg_covar, counts)
+    weights = nk / n_samples
     batch = x.shape[0]
     lower = torch.full((batch,), -math.inf, dtype=torch.float64, device=x.device)
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
@@ -113,12 +126,12 @@ def fit_gaussian_mixture(
     for n_iter in range(1, max_iter + 1):
         weighted = log_gaussian(x, means, variances) + torch.log(weights)[..., None]
         norm = log_sum_exp(weighted)
-        nk_new, means_new, variances_new = m_step(x, torch.exp(weighted - norm[:, None, :]), reg_covar)
+        nk_new, means_new, variances_new = m_step(x, torch.exp(weighted - norm[:, None, :]), reg_covar, counts)
         keep = active[:, None]
         means = torch.where(keep, means_new, means)
         variances = torch.where(keep, variances_new, variances)
         weights = torch.where(keep, nk_new / nk_new.sum(1, keepdim=True), weights)
-        bound = norm.mean(1)
+        bound = norm.mean(1) if counts is None else (norm * counts).sum(1) / n_samples[:, 0]
         change = (bound - lower).abs()
         lower = torch.where(active, bound, lower)
         done = (active & (change < tol)).tolist()
@@ -141,6 +154,15 @@ def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
         labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
     one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k)
     return one_hot.T.to(sample.device, torch.float64)[None]
+
+
+def distinct(sample: Tensor, resp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(values (1, M), resp (1, K, M), counts (1, M)): each distinct value of a 1-D sample once, with
+    how often it occurs and its k-means responsibilities (equal values share a cluster)."""
+    ordered, order = torch.sort(sample)
+    values, counts = torch.unique_consecutive(ordered, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return values[None], resp[:, :, order[first]], counts[None]
 
 
 def prepare_gmm_values(relevance: Tensor, filter_size: int = FILTER_SIZE) -> Tensor:
@@ -205,7 +227,7 @@ def gmm(
     k = min(n_components, int(torch.unique(sample).numel()))
     if k < 2:  # the subsample saw one value only: nothing to separate
         return empty_result("gmm", shape, "too few distinct values", with_score=True)
-    fit = fit_gaussian_mixture(sample[None], kmeans_responsibilities(sample, k, seed))
+    fit = fit_gaussian_mixture(*distinct(sample, kmeans_responsibilities(sample, k, seed)))
     component = defect_component(fit, hi)
     score = host(posterior(fit, values, component))
     return MaskResult(
