@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--cpu-batches", type=int, nargs="+", default=[1, 8], help="batches of the CPU comparison")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpu-repeats", type=int, default=1, help="repeats of the CPU comparison (after a warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU comparison on a CUDA machine")
     parser.add_argument("--no-tests", action="store_true", help="skip the CUDA tests")
@@ -221,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     name = "cpu" if name == "auto" else name
     device = torch.device(name)
-    plan = [(device, args.batches)]
+    plan = [(device, args.batches, args.repeats)]
     if device.type == "cuda" and not args.no_cpu:
-        plan.append((torch.device("cpu"), args.cpu_batches))
+        plan.append((torch.device("cpu"), args.cpu_batches, args.cpu_repeats))
     registry = default_registry()
     info = registry.get()
     cpus, load = os.cpu_count(), os.getloadavg()[0]
@@ -231,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {info.id} | gpu {gpu} | cpus {cpus} load {load:.2f} | torch threads {torch.get_num_threads()}")
     report: dict[str, Any] = {"model": info.id, "gpu": gpu, "cpus": cpus, "speed": [], "precision": []}
     started = time.perf_counter()
-    for dev, batches in plan:
+    for dev, batches, repeats in plan:
         model = registry.load(info.id, device=dev)
         for size in args.sizes:
-            report["speed"] += bench_size(model, info, dev, size, batches, args.repeats)
+            report["speed"] += bench_size(model, info, dev, size, batches, repeats)
     print_speed(report["speed"])
     print_ratios(report["speed"])
     model = registry.load(info.id, device=device)

@@ -382,7 +382,7 @@ def forward_batch(
             raise ValueError(f"a batch needs images of one size (C, H, W): {shape} and {image.shape}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = check_precision(params.precision.value, device)  # bf16/fp16: CUDA only
-    model = at_precision(model, dtype)
+    full_model, model = model, at_precision(model, dtype)
     clock = Clock(device, progress)
     clock.start("forward")
     inputs = [to_input(image, info, params, device) for image in images]
@@ -403,7 +403,9 @@ def forward_batch(
     if params.faithfulness:
         clock.start("faithfulness")
         for i, e in enumerate(explained):
-            curves = None if e is None else faithfulness_summary(model, x[i : i + 1], logits[i : i + 1], e, params)
+            # perturbation curves in fp32 whatever the sweep's precision
+            x_i, logits_i = x[i : i + 1].float(), logits[i : i + 1].float()
+            curves = None if e is None else faithfulness_summary(full_model, x_i, logits_i, e, params)
             if e is not None and curves is not None:
                 e.summary["faithfulness"] = curves
     clock.stop()
