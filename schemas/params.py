@@ -41,11 +41,13 @@ class Method(StrEnum):
 class Composite(StrEnum):
     """The names of lrpseg.rule_specs.SERVED_COMPOSITES (tests/lrpseg/test_rule_specs.py)."""
 
+    conserving_reference = "conserving-reference"
     conserving = "conserving"
     conserving_local = "conserving-local"
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
+    epsilon_gamma_reference = "epsilon-gamma-reference"
     epsilon_plus_flat = "epsilon-plus-flat"
 
 
