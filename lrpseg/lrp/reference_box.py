@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lrpseg.lrp.layers import Layer
-from lrpseg.lrp.rules import Rule, Step, ZBox
+from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
+from lrpseg.lrp.rules import Rule, Step, stabilize
 
 WINDOW = 15  # px; chosen on training images (docs/lrp.md), 15-31 localise alike
 _CHUNK = 1 << 24  # values per unfolded strip: bounds the memory of the median
@@ -64,4 +64,13 @@ class ReferenceBox(Rule):
         return torch.minimum(x, reference), torch.maximum(x, reference)
 
     def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        return ZBox(*self.bounds(x), stabilizer=self.stabilizer).step(layer, x, z, r)
+        # z^B written as z+ on x - m: (x - low) w+ + (x - high) w- term by term, so that a unit whose
+        # inputs all sit at their reference has exactly zero denominator and numerators (z^B's
+        # x w - low w+ - high w- would leave float rounding there, which the stabiliser amplifies)
+        low, high = self.bounds(x)
+        above, below = x - low, x - high  # >= 0 and <= 0
+        wp, _ = layer.params("pos", clamp_pos)
+        wn, _ = layer.params("neg", clamp_neg)
+        s = r / stabilize(layer.forward(above, wp) + layer.forward(below, wn), self.stabilizer)
+        rel = above * layer.transpose(s, wp, x) + below * layer.transpose(s, wn, x)
+        return Step(rel, s.new_zeros(s.shape[0]))  # b - b+ - b- = 0: biases cancel, as in z^B
