@@ -40,7 +40,16 @@ from lrpseg.metrics.explanation import explanation_metrics
 from lrpseg.metrics.faithfulness import Order, deletion_insertion, input_gradient
 from lrpseg.registry import SHIPPED_DIR, Registry
 
-LRP_ROWS = ("conserving", "conserving-local", "ours", "montavon", "epsilon-gamma-box", "epsilon-plus-flat")
+LRP_ROWS = (
+    "conserving-reference",
+    "conserving",
+    "conserving-local",
+    "ours",
+    "montavon",
+    "epsilon-gamma-box",
+    "epsilon-gamma-reference",
+    "epsilon-plus-flat",
+)
 BOTTLENECK = "bottleneck.5"  # the 10x10 map seed 004 / the old default used
 
 
@@ -49,10 +58,12 @@ def _number(value: float | list[float]) -> float:
     return value
 
 
-def held_out(model: nn.Module, normalize: Callable[[Tensor], Tensor], n: int, size: int) -> list[tuple[Tensor, Tensor]]:
-    """(x (1, 1, H, W) model input, true defect mask (H, W) bool) for n defective test images with a prediction."""
+def held_out(
+    model: nn.Module, normalize: Callable[[Tensor], Tensor], n: int, size: int, start: int = 0
+) -> list[tuple[Tensor, Tensor]]:
+    """(x (1, 1, H, W) model input, true defect mask (H, W) bool) for n defective test images with a
+    prediction, from test sample `start` on."""
     found: list[tuple[Tensor, Tensor]] = []
-    start = 0
     while len(found) < n:
         samples = [s for s in generate_split("test", 64, DefectDatasetConfig(size=size), start=start) if s.label]
         start += 64
@@ -159,6 +170,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="defective test images")
     parser.add_argument("--size", type=int, default=128, help="image side (the shipped U-Net trained at 128)")
     parser.add_argument("--steps", type=int, default=10, help="curve points - 1")
+    parser.add_argument("--start", type=int, default=0, help="first test sample (0: the images of the tables)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ledger", action="store_true", help="only the LRP composites' shares, no curves (fast)")
     args = parser.parse_args()
@@ -168,7 +180,7 @@ def main() -> None:
     bounds = (float(info.zbox_bounds[0]), float(info.zbox_bounds[1]))
     model = registry.load("unet-defects@1")
     start = time.perf_counter()
-    data = held_out(model, info.normalize, args.n, args.size)
+    data = held_out(model, info.normalize, args.n, args.size, args.start)
     if args.ledger:
         ledger(model, data, bounds)
     else:
@@ -176,7 +188,7 @@ def main() -> None:
     curves = "" if args.ledger else f"{args.steps + 1}-point curves, "
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
-        f"\n{len(data)} images at {args.size}², {curves}{args.threads} threads, "
+        f"\n{len(data)} images at {args.size}² from test sample {args.start}, {curves}{args.threads} threads, "
         f"{time.perf_counter() - start:.0f} s, load average {load}"
     )
 

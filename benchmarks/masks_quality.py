@@ -40,7 +40,13 @@ from lrpseg.registry import SHIPPED_DIR, Registry
 from lrpseg.render import coloured_share, resolve_tau
 
 MODEL = "unet-defects@1"
-RULE_SETS = ("ours", "epsilon-gamma-box", "epsilon-gamma-box, first conv gamma(1)")
+RULE_SETS = (
+    "conserving-reference",
+    "ours",
+    "epsilon-gamma-box",
+    "epsilon-gamma-box, first conv gamma(1)",
+    "epsilon-gamma-reference",
+)
 NEAR_PX = 4.0
 
 

@@ -41,11 +41,13 @@ class Method(StrEnum):
 class Composite(StrEnum):
     """The names of lrpseg.rule_specs.SERVED_COMPOSITES (tests/lrpseg/test_rule_specs.py)."""
 
+    conserving_reference = "conserving-reference"
     conserving = "conserving"
     conserving_local = "conserving-local"
     ours = "ours"
     montavon = "montavon"
     epsilon_gamma_box = "epsilon-gamma-box"
+    epsilon_gamma_reference = "epsilon-gamma-reference"
     epsilon_plus_flat = "epsilon-plus-flat"
 
 
@@ -129,9 +131,12 @@ RuleSpec = Annotated[EpsilonRule | GammaRule | AlphaBetaRule | ZBoxRule | PlainR
 
 class LrpParams(Strict):
     composite: Composite = Field(
-        Composite.conserving,
-        description="conserving (default): z^B first layer, bias-free z+ elsewhere; relevance reaches the pixels. "
-        "conserving-local: bias-free everywhere (z+ first layer, alpha-beta(2, 1) shallow encoder), more relevance inside the object. "
+        Composite.conserving_reference,
+        description="conserving-reference (default): bias-free z+ / alpha-beta(2, 1) like conserving-local, first layer "
+        "z^B about each pixel's local median; relevance reaches the pixels and stays inside the object. "
+        "conserving: z^B first layer, bias-free z+ elsewhere. "
+        "conserving-local: bias-free everywhere (z+ first layer, alpha-beta(2, 1) shallow encoder). "
+        "epsilon-gamma-reference: the map to extract masks from (does not conserve). "
         "ours/montavon: seed 001's composites (the reproduction). docs/lrp.md says which to use for what",
     )
     rules: dict[Name, RuleSpec] | None = Field(

@@ -16,7 +16,7 @@ def errors_of(raw: dict) -> list[tuple[str, str]]:
 
 def test_empty_object_gives_the_documented_defaults() -> None:
     params = JobParams.model_validate_json("{}")
-    assert params.task == "explain" and params.method == "lrp" and params.lrp.composite == "conserving"
+    assert params.task == "explain" and params.method == "lrp" and params.lrp.composite == "conserving-reference"
     assert params.masks == [Extractor.simple, Extractor.gmm, Extractor.bmm, Extractor.component]
     assert params.target.kind == "class" and params.target.cls is None
     assert all(params.wants(a) for a in Artifact)

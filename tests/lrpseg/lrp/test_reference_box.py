@@ -1,0 +1,100 @@
+"""ReferenceBox (z^B about each pixel's local median) and the composites that use it against
+scipy's median filter and zennit's ZBox with the same per-pixel bounds (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import median_filter
+
+from lrpseg import lrp
+from lrpseg.lrp import reference_box
+from lrpseg.lrp.reference_box import ReferenceBox, local_median
+from tests.lrpseg.lrp.conftest import tiny_unet
+from tests.lrpseg.lrp.zennit_bridge import max_rel_diff, zennit_relevance
+
+TOL = 1e-6
+
+
+def _scipy_median(x: torch.Tensor, window: int) -> np.ndarray:
+    planes = x.numpy().reshape(-1, *x.shape[-2:])
+    return np.stack([median_filter(p, size=window, mode="nearest") for p in planes]).reshape(x.shape)
+
+
+@pytest.mark.parametrize("window", [1, 3, 15])
+def test_local_median_equals_scipy(window: int) -> None:
+    x = torch.randn(2, 3, 37, 29, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
+
+
+def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_box, "_CHUNK", 500)  # a few rows per strip
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, 33, 21, dtype=torch.float64, generator=g)
+    assert np.array_equal(local_median(x, 7).numpy(), _scipy_median(x, 7))
+    volume = torch.randn(1, 1, 4, 12, 10, dtype=torch.float64, generator=g)  # each D-slice on its own
+    assert np.array_equal(local_median(volume, 5).numpy(), _scipy_median(volume, 5))
+
+
+def test_local_median_of_flat_inputs_is_the_median_of_the_last_dimension() -> None:
+    x = torch.tensor([[3.0, -1.0, 2.0, 7.0, 0.0]], dtype=torch.float64)
+    assert local_median(x).tolist() == [[2.0] * 5]
+
+
+def test_even_or_non_positive_windows_are_refused() -> None:
+    for bad in (0, 4, -3):
+        with pytest.raises(ValueError, match="odd"):
+            ReferenceBox(bad)
+        with pytest.raises(ValueError, match="odd"):
+            local_median(torch.zeros(1, 1, 4, 4), bad)
+
+
+def _r_out(logits: torch.Tensor) -> torch.Tensor:
+    keep = torch.rand(logits.shape, generator=torch.Generator().manual_seed(3)) > 0.3
+    return logits * keep
+
+
+@pytest.mark.parametrize("window", [3, 15])
+@pytest.mark.parametrize("composite", ["conserving-reference", "epsilon-gamma-reference"])
+def test_reference_composites_equal_zennit_with_the_same_bounds(composite: str, window: int) -> None:
+    torch.manual_seed(0)
+    model, x = tiny_unet("transpose"), torch.randn(2, 1, 20, 24, dtype=torch.float64)  # sides divisible: no pad
+    prepared = lrp.prepare(model)
+    resolved = prepared.resolve(composite, (-3.0, 3.0))
+    first = [name for name, rule in resolved.items() if isinstance(rule, ReferenceBox)]
+    assert len(first) == 1
+    others = {type(r).__name__ for n, r in resolved.items() if n != first[0]}
+    assert others == ({"BiasFree"} if composite == "conserving-reference" else {"Gamma"})
+    rules = {**resolved, first[0]: ReferenceBox(window)}
+    with torch.no_grad():
+        r_out = _r_out(prepared.forward(x)[1])
+    ours = lrp.propagate(model, x, r_out, rules=rules, bounds=(-3.0, 3.0))
+    low, high = ReferenceBox(window).bounds(x)  # the first conv's input is x itself
+    theirs = zennit_relevance(model, x, r_out, {**resolved, first[0]: lrp.ZBox(low, high)})
+    assert max_rel_diff(ours, theirs) <= TOL
+    global_box = zennit_relevance(model, x, r_out, {**resolved, first[0]: lrp.ZBox(-3.0, 3.0)})
+    assert max_rel_diff(ours, global_box) > 1e-3  # the per-pixel box matters
+
+
+def test_conserving_reference_absorbs_nothing_in_biases() -> None:
+    torch.manual_seed(0)
+    model, x = tiny_unet("transpose"), torch.randn(2, 1, 20, 24, dtype=torch.float64)
+    e = lrp.explain(model, x, target="all", rules="conserving-reference", bounds=(-3.0, 3.0))
+    assert torch.all(e.bias_share.abs() <= 1e-12)
+    torch.testing.assert_close(e.conservation + e.stabilizer_share, torch.ones_like(e.conservation))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pixels_at_their_local_background_get_no_relevance(dtype: torch.dtype) -> None:
+    """A grey image (not at the normalisation mean 0) with one dark bar: only the bar and the
+    pixels whose window median differs from them can carry first-layer relevance."""
+    torch.manual_seed(0)
+    model = tiny_unet("transpose").to(dtype)
+    x = torch.full((1, 1, 20, 24), 0.7, dtype=dtype)
+    x[0, 0, 8:10, 4:20] = -1.5
+    e = lrp.explain(model, x, target="all", rules="conserving-reference", bounds=(-3.0, 3.0))
+    background = x[0, 0] == local_median(x)[0, 0]
+    assert background.sum() > 400
+    assert torch.all(e.relevance[0, 0][background] == 0)  # exactly: the terms are x - m, not x w - low w+ - high w-
+    assert e.relevance[0, 0][~background].abs().sum() > 0
