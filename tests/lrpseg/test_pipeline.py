@@ -384,7 +384,7 @@ def test_a_2d_segmenter_explains_a_volume_slice_by_slice(unet, volume_job) -> No
     bounds = tuple(info.zbox_bounds)
     r_out_sum = 0.0
     for d in range(16):
-        expected = explain(model, x[d : d + 1], target="class", cls=1, rules="conserving", bounds=bounds)
+        expected = explain(model, x[d : d + 1], target="class", cls=1, rules="conserving-reference", bounds=bounds)
         np.testing.assert_allclose(relevance[:, d], expected.relevance[0].numpy(), rtol=1e-5, atol=1e-7)
         r_out_sum += float(expected.r_out.sum())
     assert result.explanation.r_out_sum == pytest.approx(r_out_sum, rel=1e-5)
@@ -411,7 +411,7 @@ def test_domain_mismatch_is_refused_unless_allowed(clinical: Registry) -> None:
     # the class carries the model's codes; its LRP mask is an explanation region of the same type,
     # made by the method and the mask extractor
     categories = [("SCT", "260787004"), ("99LRPSEG", "LRPEXPL")]
-    algorithms = ["tiny-surface", "LRP conserving + gmm mask"]
+    algorithms = ["tiny-surface", "LRP conserving-reference + gmm mask"]
     for item, category_code, algorithm in zip(seg.SegmentSequence, categories, algorithms, strict=True):
         category, kind = item.SegmentedPropertyCategoryCodeSequence[0], item.SegmentedPropertyTypeCodeSequence[0]
         assert (category.CodingSchemeDesignator, category.CodeValue) == category_code
@@ -423,7 +423,7 @@ def test_domain_mismatch_is_refused_unless_allowed(clinical: Registry) -> None:
         assert item.SegmentAlgorithmName == algorithm
     # the warning and the research-use notice travel with the DICOM, and the series says what made it
     assert seg.ImageComments.startswith("RESEARCH USE ONLY") and "outside the model's domain" in seg.ImageComments
-    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving"
+    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving-reference"
     assert seg.SeriesNumber == 1000 + 10 * int(ct.dicom.SeriesNumber) + 1
     assert (seg.Manufacturer, seg.ManufacturerModelName, seg.ContentCreatorName) == ("lrpseg", "tiny-surface", "LRPSEG")
     assert list(seg.SoftwareVersions)[1] == "tiny-surface@1"

@@ -279,5 +279,5 @@ def test_a_2d_model_turns_a_series_into_one_seg_series(
     seg = hd.seg.segread(io.BytesIO(lookup(orthanc, str(seg_uid))))
     assert seg.NumberOfFrames == 5 * len(seg.SegmentSequence)
     assert {uid for _, _, uid in seg.get_source_image_uids()} == {str(ds.SOPInstanceUID) for ds in source}
-    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving"
+    assert seg.SeriesDescription == "RUO SEG tiny-surface@1 LRP conserving-reference"
     assert seg.get_segment_description(1).SegmentedPropertyTypeCodeSequence[0].CodeValue == "SURFDEF"
