@@ -109,3 +109,10 @@ def series_in_study(orthanc: OrthancServer, study: str) -> dict[str, list[str]]:
             ]
             out[str(series["MainDicomTags"]["SeriesInstanceUID"])] = classes
     return out
+
+
+def commit(url: str, series_uid: str, headers: dict[str, str]) -> str:
+    """Completes the received series now (POST /dicomweb/series/{uid}/commit); its job id."""
+    answer = httpx.post(f"{url}/dicomweb/series/{series_uid}/commit", headers=headers, timeout=30)
+    assert answer.status_code in (200, 202), answer.text
+    return str(answer.json()["job_id"])
