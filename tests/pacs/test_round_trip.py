@@ -97,11 +97,11 @@ def test_orthanc_study_to_lrpseg_and_its_seg_back_into_orthanc(
     )  # one SEG, one map: no more
     assert len(series[str(source[0].SeriesInstanceUID)]) == SLICES
 
-    [seg_series] = [uid for uid, classes in new.items() if classes == [SegmentationStorage]]
-    with orthanc.client() as http:
-        [found] = http.post("/tools/lookup", content=seg_series).raise_for_status().json()
-        [instance] = http.get(f"/series/{found['ID']}/instances").raise_for_status().json()
-    seg = hd.seg.segread(io.BytesIO(orthanc.instance_file(instance["ID"])))
+    stored = {classes[0]: only_instance(orthanc, uid) for uid, classes in new.items()}
+    relevance = pydicom.dcmread(io.BytesIO(stored[ParametricMapStorage]))
+    assert relevance.SeriesDescription == f"RUO LRP {DEFAULT_MODEL} LRP conserving"
+    assert relevance.NumberOfFrames == SLICES and relevance.SeriesNumber == 1000 + 10 * 3 + 2
+    seg = hd.seg.segread(io.BytesIO(stored[SegmentationStorage]))
     assert {uid for _, _, uid in seg.get_source_image_uids()} == uids  # references every source instance
     referenced = {
         str(item.ReferencedSOPInstanceUID)
@@ -119,3 +119,11 @@ def test_orthanc_study_to_lrpseg_and_its_seg_back_into_orthanc(
     assert seg.get_segment_description(1).SegmentedPropertyTypeCodeSequence[0].CodeValue == "SURFDEF"
     ours = httpx.get(view["links"]["artifacts"]["seg.dcm"], headers=round_trip.HEADERS, timeout=10).raise_for_status()
     assert pydicom.dcmread(io.BytesIO(ours.content)).SOPInstanceUID == seg.SOPInstanceUID  # the job's own SEG
+
+
+def only_instance(orthanc: OrthancServer, series_uid: str) -> bytes:
+    """The one instance of the series Orthanc holds under this SeriesInstanceUID."""
+    with orthanc.client() as http:
+        [found] = http.post("/tools/lookup", content=series_uid).raise_for_status().json()
+        [instance] = http.get(f"/series/{found['ID']}/instances").raise_for_status().json()
+    return orthanc.instance_file(instance["ID"])
