@@ -42,7 +42,9 @@ from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.metrics import faithfulness
 from lrpseg.metrics.errors import InvalidScoreError
+from lrpseg.precision import at_precision, check_precision
 from lrpseg.registry import ModelInfo
+from lrpseg.render.encoding import Pending, PngEncoder
 from lrpseg.render.montage import montage_slices, tile
 from lrpseg.rule_specs import make_rule
 
@@ -84,10 +86,11 @@ class Clock:
         self.ms: dict[str, float] = {}
         self._open: tuple[str, float] | None = None
 
-    def start(self, name: str) -> None:
-        """Close the open stage (if any) and open `name`."""
+    def start(self, name: str, *, report: bool = True) -> None:
+        """Close the open stage (if any) and open `name` (a stage opened again adds to its time;
+        report False: no progress report, for a stage's early part)."""
         self.stop()
-        if self.progress is not None:
+        if self.progress is not None and report:
             self.progress(name, STAGE_START[name])
         self._open = (name, time.perf_counter())
 
@@ -97,12 +100,12 @@ class Clock:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         name, start = self._open
-        self.ms[name] = round((time.perf_counter() - start) * 1000, 3)
+        self.ms[name] = round(self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000, 3)
         self._open = None
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.start(name)
+    def stage(self, name: str, *, report: bool = True) -> Iterator[None]:
+        self.start(name, report=report)
         yield
         self.stop()
 
@@ -214,6 +217,12 @@ class Explained:
     relevance: np.ndarray  # (C, H, W) float32; CAM: (1, H, W)
     summary: dict[str, Any]
     pixel_set: np.ndarray  # bool (H, W): where the explained output lies
+    on_device: Tensor | None = None  # the same relevance on the worker's device: masks and pictures run there
+
+    def summed(self) -> Tensor:
+        """The channel-summed relevance (H, W) (volumes (D, H, W)) in float64, on the worker's device."""
+        source = self.on_device if self.on_device is not None else torch.from_numpy(self.relevance)
+        return source.sum(0, dtype=torch.float64)
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -233,7 +242,8 @@ def lrp_summary(
 ) -> Explained:
     """Sample `index` of an LRP result as Explained; conservation, bias and stabiliser shares relative to
     `reference` (for class, region and all targets the three add up to 1)."""
-    rel = relevance[index].detach().float().cpu().numpy()
+    on_device = relevance[index].detach().float()
+    rel = on_device.cpu().numpy()
     pixel_set = (mask[index] != 0).any(0).cpu().numpy() if mask.dim() > 2 else np.ones(rel.shape[1:], bool)
     total = float(rel.sum(dtype=np.float64))
     per_channel = rel.reshape(rel.shape[0], -1).sum(1, dtype=np.float64)
@@ -250,7 +260,7 @@ def lrp_summary(
         "stabilizer_share": ratio(stabilizer, reference),
         "channel_shares": [ratio(float(v), total) if total else 0.0 for v in per_channel],
     }
-    return Explained("lrp", rel, summary, pixel_set)
+    return Explained("lrp", rel, summary, pixel_set, on_device)
 
 
 def target_summary(params: JobParams, info: ModelInfo) -> dict[str, Any]:
@@ -313,7 +323,7 @@ def forward_slices(
     clock = Clock(device, progress)
     clock.start("forward")
     x01 = torch.from_numpy(np.ascontiguousarray(image.array)).movedim(1, 0).to(device)  # (D, C, H, W)
-    x = info.normalize(x01)
+    x = info.normalize(x01).to(next(model.parameters()).dtype)  # the model's precision (params.precision)
 
     def volume(t: Tensor) -> Tensor:  # (D, K, H, W) -> (1, K, D, H, W)
         return t.movedim(0, 1).unsqueeze(0)
@@ -331,7 +341,7 @@ def forward_slices(
         with torch.no_grad():
             logits = model(x)
     clock.stop()
-    return Forwarded(volume(x01), volume(logits), explained, dict(clock.ms), 1)
+    return Forwarded(volume(x01), volume(logits.float()), explained, dict(clock.ms), 1)
 
 
 def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
@@ -417,6 +427,8 @@ def forward_batch(
     if not images:
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    dtype = check_precision(params.precision.value, device)  # bf16/fp16: CUDA only
+    full_model, model = model, at_precision(model, dtype)
     if info.spatial_dims == 2 and images[0].is_volume:  # a 2-D segmenter explains a volume slice by slice
         for image in images:
             check_input(params, info, image)
@@ -430,7 +442,7 @@ def forward_batch(
     clock.start("forward")
     inputs = [to_input(image, info, params, device) for image in images]
     x01 = torch.cat([a for a, _ in inputs])
-    x = torch.cat([b for _, b in inputs])
+    x = torch.cat([b for _, b in inputs]).to(dtype)
     explained: list[Explained | None] = [None] * len(images)
     if one_pass(params):
         logits, found = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
@@ -446,10 +458,13 @@ def forward_batch(
     if params.faithfulness:
         clock.start("faithfulness")
         for i, e in enumerate(explained):
-            curves = None if e is None else faithfulness_summary(model, x[i : i + 1], logits[i : i + 1], e, params)
+            # perturbation curves in fp32 whatever the sweep's precision
+            x_i, logits_i = x[i : i + 1].float(), logits[i : i + 1].float()
+            curves = None if e is None else faithfulness_summary(full_model, x_i, logits_i, e, params)
             if e is not None and curves is not None:
                 e.summary["faithfulness"] = curves
     clock.stop()
+    logits = logits.float()
     return [
         Forwarded(x01[i : i + 1], logits[i : i + 1], explained[i], dict(clock.ms), len(images))
         for i in range(len(images))
@@ -483,7 +498,8 @@ def faithfulness_summary(
 def batch_params(params: JobParams) -> dict[str, Any]:
     """The params `forward_batch` reads: jobs whose (resolved) values agree can share one pass."""
     return params.model_dump(
-        mode="json", include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness"}
+        mode="json",
+        include={"model", "task", "method", "lrp", "target", "cam_layer", "resize", "faithfulness", "precision"},
     )
 
 
@@ -507,9 +523,14 @@ def finish(
     *,
     progress: Progress | None = None,
     series_base: int = SERIES_BASE,
+    encoder: PngEncoder | None = None,
 ) -> PipelineResult:
     """One image's part after the (shared) pass: segmentation summary, masks, metrics, artifacts.
-    `series_base`: the DICOM outputs' SeriesNumber base (lrpseg.io.dicom_labels)."""
+    `series_base`: the DICOM outputs' SeriesNumber base (lrpseg.io.dicom_labels).
+
+    The masks, the transfer and the colour look-up run on the relevance's device; the PNGs are
+    encoded by `encoder`'s threads (in this thread without one) while the rest of the job runs,
+    and the result is returned only once every artifact is encoded (an encoding error fails it)."""
     params = check_resolved(resolved, info)
     device = forwarded.logits.device
     clock = Clock(device, progress)
@@ -548,10 +569,16 @@ def finish(
 
     extracted: dict[str, Any] = {}
     rel2d: np.ndarray | None = None  # (H, W), or (D, H, W) for a volume
+    pending = Pending(encoder)
     if explained is not None:
-        rel2d = explained.relevance.sum(0, dtype=np.float64)
+        summed = explained.summed()
+        rel2d = summed.cpu().numpy()
+        if not image.is_volume:
+            # The explanation's pictures first (render's early part): the pool encodes them while the masks run.
+            with clock.stage("render", report=False):
+                picture_artifacts(pending, params, info, x01, labels, explained, summed)
         with clock.stage("masks"):
-            extracted = {m.value: mask_extractors.extract(m.value, rel2d) for m in params.masks}
+            extracted = {m.value: mask_extractors.extract(m.value, summed) for m in params.masks}
         with clock.stage("metrics"):
             result["explanation"] = dict(explained.summary)
             result["explanation"]["metrics"] = quality_metrics(explained)
@@ -564,9 +591,10 @@ def finish(
             result["ground_truth"] = truth_summary(truth, model_mask, None)
 
     with clock.stage("render"):
-        artifacts = render_artifacts(
-            params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings, series_base
+        render_artifacts(
+            pending, params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings, series_base
         )
+        artifacts = pending.resolve()
     result["params"] = params.model_dump(mode="json")
     result["warnings"] = warnings
     shared_ms = sum(forwarded.ms.values())
@@ -588,13 +616,15 @@ def run_job(
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    encoder: PngEncoder | None = None,
 ) -> PipelineResult:
     """Run one job (the params resolved here, once, and the image read as params.input and the
-    model's window say: lrpseg.inputs.apply_input). `ground_truth`: bool (H, W) of the target class, optional."""
+    model's window say: lrpseg.inputs.apply_input). `ground_truth`: bool (H, W) of the target class, optional;
+    `encoder`: a PNG pool (see finish)."""
     resolved = resolve_params(params, info)
     image = apply_input(image, resolved.params, info)
     (forwarded,) = forward_batch(model, info, [image], resolved, progress=progress, device=device)
-    return finish(info, image, resolved, forwarded, ground_truth, progress=progress)
+    return finish(info, image, resolved, forwarded, ground_truth, progress=progress, encoder=encoder)
 
 
 def run_prepared(
@@ -604,11 +634,20 @@ def run_prepared(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     series_base: int = SERIES_BASE,
+    encoder: PngEncoder | None = None,
 ) -> PipelineResult:
-    """Run one job on inputs `lrpseg.inputs.prepare_inputs` decoded and checked (params resolved there)."""
+    """Run one job on inputs `lrpseg.inputs.prepare_inputs` decoded and checked (params resolved there);
+    `encoder`: the worker's PNG pool (see finish)."""
     (forwarded,) = forward_batch(model, inputs.info, [inputs.image], inputs.params, progress=progress, device=device)
     return finish(
-        inputs.info, inputs.image, inputs.params, forwarded, inputs.truth, progress=progress, series_base=series_base
+        inputs.info,
+        inputs.image,
+        inputs.params,
+        forwarded,
+        inputs.truth,
+        progress=progress,
+        series_base=series_base,
+        encoder=encoder,
     )
 
 
@@ -621,6 +660,7 @@ def run_jobs(
     *,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    encoder: PngEncoder | None = None,
 ) -> list[PipelineResult]:
     """Run jobs of one image shape whose `batch_params` agree, with one shared forward + LRP pass.
 
@@ -635,12 +675,13 @@ def run_jobs(
     images = [apply_input(image, p.params, info) for image, p in zip(images, resolved)]
     if any(batch_params(p.params) != batch_params(resolved[0].params) for p in resolved):
         raise ValueError(
-            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize and faithfulness"
+            "jobs in one batch must agree on model, task, method, lrp, target, cam_layer, resize, faithfulness and precision"
         )
     truths = ground_truths if ground_truths is not None else [None] * len(images)
     forwarded = forward_batch(model, info, images, resolved[0], progress=progress, device=device)
     return [
-        finish(info, image, p, f, t, progress=progress) for image, p, f, t in zip(images, resolved, forwarded, truths)
+        finish(info, image, p, f, t, progress=progress, encoder=encoder)
+        for image, p, f, t in zip(images, resolved, forwarded, truths)
     ]
 
 
@@ -715,7 +756,28 @@ def truth_summary(truth: np.ndarray, model_mask: np.ndarray | None, rel2d: np.nd
     }
 
 
+def picture_artifacts(
+    pending: Pending,
+    params: JobParams,
+    info: ModelInfo,
+    x01: Tensor,
+    labels: np.ndarray | None,
+    explained: Explained,
+    summed: Tensor,
+) -> None:
+    """An image's pictures of the explanation (drawn on summed's device, handed to the PNG pool)."""
+    wants = params.wants
+    if labels is not None and wants("segmentation.png"):
+        pending.png("segmentation.png", render.segmentation_rgb(labels, info.num_classes, x01[0].cpu().numpy()))
+    kw = transfer_args(params)
+    if wants("relevance.png"):
+        pending.png("relevance.png", render.relevance_rgb(summed, **kw))
+    if wants("overlay.png"):
+        pending.png("overlay.png", render.overlay_rgb(x01[0], summed, **kw))
+
+
 def render_artifacts(
+    pending: Pending,
     params: JobParams,
     info: ModelInfo,
     image: DecodedImage,
@@ -727,40 +789,39 @@ def render_artifacts(
     truth: np.ndarray | None,
     warnings: list[str],
     series_base: int = SERIES_BASE,
-) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
+) -> None:
+    """Every artifact picture_artifacts did not draw (the masks', the PR curves, DICOM, .npy), into `pending`."""
     wants = params.wants
     pixels = x01[0].cpu().numpy()
     if image.is_volume:
-        out = volume_artifacts(params, info, pixels, labels, explained, rel2d, extracted, truth)
+        volume_artifacts(pending, params, info, pixels, labels, explained, rel2d, extracted, truth)
         rel3d = rel2d  # a volume's (D, H, W) relevance
-        return {**out, **series_dicom_artifacts(params, info, image, labels, rel3d, extracted, warnings, series_base)}
-    if labels is not None and wants("segmentation.png"):
-        out["segmentation.png"] = render.segmentation_png(labels, info.num_classes, pixels)
+        series = series_dicom_artifacts(params, info, image, labels, rel3d, extracted, warnings, series_base)
+        for name, data in series.items():
+            pending[name] = data
+        return
+    if labels is not None and wants("segmentation.png") and explained is None:
+        pending.png("segmentation.png", render.segmentation_rgb(labels, info.num_classes, pixels))
     if labels is not None and wants("segmentation.npy"):  # class indices, for programs (client, /v2 infer)
-        out["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
+        pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is not None and rel2d is not None:
-        kw = transfer_args(params)
-        if wants("relevance.png"):
-            out["relevance.png"] = render.relevance_png(rel2d, **kw)
-        if wants("overlay.png"):
-            out["overlay.png"] = render.overlay_png(pixels, rel2d, **kw)
         if wants("colorbar.png"):
-            out["colorbar.png"] = colorbar_artifact(rel2d, params)
+            pending["colorbar.png"] = colorbar_artifact(rel2d, params)
         if wants("relevance.npy"):
-            out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
+            pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
         for name, found in extracted.items():
             if wants(f"mask-{name}.png"):
-                out[f"mask-{name}.png"] = render.mask_png(found.mask)
+                pending.png(f"mask-{name}.png", render.mask_pixels(found.mask))
         if truth is not None and truth.any() and wants("pr-curve.png"):
             curves = {"relevance": metric_fns.pr_curve(rel2d, truth)}
             curves.update({n: metric_fns.pr_curve(f.score, truth) for n, f in extracted.items() if f.score is not None})
-            out["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
-    out.update(dicom_artifacts(params, info, image, labels, rel2d, extracted, warnings, series_base))
-    return out
+            pending["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
+    for name, data in dicom_artifacts(params, info, image, labels, rel2d, extracted, warnings, series_base).items():
+        pending[name] = data
 
 
 def volume_artifacts(
+    pending: Pending,
     params: JobParams,
     info: ModelInfo,
     pixels: np.ndarray,
@@ -769,40 +830,38 @@ def volume_artifacts(
     rel3d: np.ndarray | None,
     extracted: dict[str, Any],
     truth: np.ndarray | None,
-) -> dict[str, bytes]:
+) -> None:
     """A volume's pictures: the 2-D artifacts drawn on a mosaic of evenly spaced axial slices
     (`montage_slices`, row by row), one colour scale and a threshold `tau` from the whole volume;
     relevance.npy holds the full (C, D, H, W) relevance. DICOM: `series_dicom_artifacts`."""
-    out: dict[str, bytes] = {}
     wants = params.wants
     slices = montage_slices(pixels.shape[1])
     if labels is not None and wants("segmentation.png"):
-        out["segmentation.png"] = render.segmentation_png(tile(labels, slices), info.num_classes)
+        pending.png("segmentation.png", render.segmentation_rgb(tile(labels, slices), info.num_classes))
     if labels is not None and wants("segmentation.npy"):
-        out["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
+        pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is None or rel3d is None:
-        return out
+        return
     kw = transfer_args(params)
     tau = display_scale(rel3d, params)["tau"]
     if tau is not None:  # the log transfer's threshold, from the whole volume
         kw = {"mode": kw["mode"], "tau": tau}
     rel_tiles = tile(rel3d, slices)
     if wants("relevance.png"):
-        out["relevance.png"] = render.relevance_png(rel_tiles, **kw)
+        pending.png("relevance.png", render.relevance_rgb(rel_tiles, **kw))
     if wants("overlay.png"):
-        out["overlay.png"] = render.overlay_png(tile(pixels, slices), rel_tiles, **kw)
+        pending.png("overlay.png", render.overlay_rgb(tile(pixels, slices), rel_tiles, **kw))
     if wants("colorbar.png"):
-        out["colorbar.png"] = colorbar_artifact(rel3d, params)
+        pending["colorbar.png"] = colorbar_artifact(rel3d, params)
     if wants("relevance.npy"):
-        out["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
+        pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
     for name, found in extracted.items():
         if wants(f"mask-{name}.png"):
-            out[f"mask-{name}.png"] = render.mask_png(tile(found.mask, slices))
+            pending.png(f"mask-{name}.png", render.mask_pixels(tile(found.mask, slices)))
     if truth is not None and truth.any() and wants("pr-curve.png"):
         curves = {"relevance": metric_fns.pr_curve(rel3d, truth)}
         curves.update({n: metric_fns.pr_curve(f.score, truth) for n, f in extracted.items() if f.score is not None})
-        out["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
-    return out
+        pending["pr-curve.png"] = render.pr_curve_png(curves, float(truth.mean()))
 
 
 MASK_FAMILY = {  # PS3.16 CID 7162 family of each mask extractor (lrpseg.masks)

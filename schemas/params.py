@@ -49,6 +49,12 @@ class Composite(StrEnum):
     epsilon_plus_flat = "epsilon-plus-flat"
 
 
+class Precision(StrEnum):
+    fp32 = "fp32"  # the default
+    bf16 = "bf16"  # forward and LRP sweep in bfloat16 on a CUDA worker (lrpseg.precision)
+    fp16 = "fp16"
+
+
 class Extractor(StrEnum):
     simple = "simple"  # simple, gmm, bmm: seed 001's procedures, exactly
     gmm = "gmm"
@@ -327,6 +333,12 @@ class JobParams(Strict):
         None, description="instead of an image part: a series fetched from a PACS by WADO-RS (pull mode)"
     )
     send: SendParams = Field(SendParams(), description="where the DICOM results are sent when the job ends")
+    precision: Precision = Field(
+        Precision.fp32,
+        description="number format of the forward pass and the LRP sweep: bf16/fp16 need a CUDA worker (422 when "
+        "the workers run on the CPU); masks, metrics and pictures stay float64/float32. README gives the error "
+        "against fp32",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobParams:

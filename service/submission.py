@@ -40,6 +40,7 @@ from core.meta import (
 )
 from core.pacs import SEND
 from core.settings import Settings
+from core.stats import Stats
 from core.store import Inputs, Store, Upload
 from lrpseg.inputs import (
     DecodeLimits,
@@ -70,6 +71,7 @@ from service.deps import (
 from service.errors import ApiError, params_error, retry_later
 from service.layer_check import check_layer_names
 from service.pacs_params import check_pacs_params, check_pull_upload, pull_upload
+from service.precision_check import check_precision
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 
@@ -144,7 +146,7 @@ class Intake:
             try:
                 check_capacity(self.queue, settings, [job_id])
                 try:
-                    checked = check_submission(self.registry, settings, parsed, upload, truth)
+                    checked = check_submission(self.registry, settings, parsed, upload, truth, self.stats())
                     info, resolved = checked.info, checked.params
                     reserve_slot(self.slots, self.principal, job_id, settings)
                 except ApiError:
@@ -186,6 +188,10 @@ class Intake:
         self.require_replicas()  # a failure keeps the Idempotency-Key: a retry finds the job if it survived
         return job_id
 
+    def stats(self) -> Stats:
+        """The workers' announcements (which devices serve), for the precision check."""
+        return Stats(self.store.connection, self.settings.key_prefix)
+
     def require_replicas(self, count: bool = True) -> None:
         """With LRPSEG_REDIS_WAIT_REPLICAS = n, a 202 means n replicas have the job, so a master
         failover (Sentinel promotes the replica with the most data) cannot lose it. Short of n
@@ -220,7 +226,7 @@ class Intake:
                 for index, item in enumerate(items):
                     try:
                         checked = check_submission(
-                            self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth
+                            self.registry, settings, parsed, item.inputs.image, item.inputs.ground_truth, self.stats()
                         )
                     except ApiError as exc:
                         raise in_batch(exc, index, item.name) from None
@@ -359,7 +365,12 @@ class Checked:
 
 
 def check_submission(
-    registry: Registry, settings: Settings, params: JobParams, image: Upload, gt: Upload | None
+    registry: Registry,
+    settings: Settings,
+    params: JobParams,
+    image: Upload,
+    gt: Upload | None,
+    stats: Stats | None = None,
 ) -> Checked:
     """The model, the params with defaults resolved and the decoded image's shape (what workers
     group batches by), through the library's one input path (lrpseg.inputs.prepare_inputs, which
@@ -369,15 +380,18 @@ def check_submission(
     check_pacs_params(params, settings)
     check_pull_upload(params, image)
     try:
+        shape: tuple[int, ...] = ()
         if params.source is not None:
             resolved = resolve_params(params, info)
-            check_layer_names(registry, info, resolved.params)
-            return Checked(info, resolved, ())
-        inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
-        check_layer_names(registry, info, inputs.params.params)  # what the worker's engine would refuse
+        else:
+            inputs = prepare_inputs(info, params, raw(image), None if gt is None else raw(gt), decode_limits(settings))
+            resolved, shape = inputs.params, inputs.shape
+        check_layer_names(registry, info, resolved.params)  # what the worker's engine would refuse
+        if stats is not None:  # bf16/fp16 only where a CUDA worker serves them
+            check_precision(resolved.params, settings, stats)
     except InputError as exc:
         raise input_problem(exc) from None
-    return Checked(info, inputs.params, inputs.shape)
+    return Checked(info, resolved, shape)
 
 
 def reserve_slot(slots: JobSlots | None, principal: Principal, job_id: str, settings: Settings) -> None:

@@ -30,6 +30,7 @@ from core.stats import Stats, WorkerInfo
 from core.store import Store
 from lrpseg.pipeline import warm_up
 from lrpseg.registry import ModelInfo, Registry, default_registry
+from lrpseg.render.encoding import PngEncoder
 
 log = logging.getLogger("lrpseg.worker")
 
@@ -83,6 +84,8 @@ class WorkerRuntime:
     _stop: threading.Event = field(default_factory=threading.Event)  # this start's; a new one per resume()
     claims: Claims = field(init=False)
     claim_tokens: dict[str, str] = field(default_factory=dict)  # job id -> the claim this process runs it under
+    # PNGs are encoded by these threads while the job's masks and metrics run (lrpseg.render.encoding)
+    png_encoder: PngEncoder = field(default_factory=PngEncoder)
 
     def __post_init__(self) -> None:
         prefix = self.settings.key_prefix

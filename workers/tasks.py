@@ -57,7 +57,12 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         ready = load(rt, job_id, params)
         start, before_ms = time.perf_counter(), ready.decode_ms
         out: PipelineResult = run_prepared(
-            ready.model, ready.inputs, progress=reporter, device=rt.device, series_base=rt.settings.dicom_series_base
+            ready.model,
+            ready.inputs,
+            progress=reporter,
+            device=rt.device,
+            series_base=rt.settings.dicom_series_base,
+            encoder=rt.png_encoder,
         )
     else:
         ready, forwarded = batched.ready, batched.forwarded
@@ -71,6 +76,7 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
             inputs.truth,
             progress=reporter,
             series_base=rt.settings.dicom_series_base,
+            encoder=rt.png_encoder,
         )
     info = ready.inputs.info
     result = out.result

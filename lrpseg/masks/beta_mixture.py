@@ -1,18 +1,26 @@
-"""BMM: seed 001's two-component Beta mixture with its modified EM."""
+"""BMM: seed 001's two-component Beta mixture with its modified EM.
+
+The per-pixel work (E-step responsibilities, the M-step's weighted sums, the posterior on the
+map) runs in torch on the relevance's device, in float64; the five scalar parameters are updated
+on the host from those sums (one sync per EM iteration), exactly as before.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import betaln, expit
+import torch
+from scipy.special import betaln
 from scipy.stats import beta as beta_distribution
+from torch import Tensor
 
 from lrpseg.masks.filters import FILTER_SIZE, mean_filter
 from lrpseg.masks.isodata import isodata_threshold
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, scaled
-from lrpseg.masks.sampling import quantile_sample
+from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
+from lrpseg.masks.sampling import quantile_sample, sort_values
 
 BACKGROUND_QUANTILE = 0.9  # the background component's one-sided (lower) interval
 DROP_SHARE = 0.5  # seed 001 drops the lowest 50 % of the clipped, filtered values
@@ -21,6 +29,7 @@ MAX_CONCENTRATION = 1e7  # cap on alpha + beta when a component has (almost) no 
 MAX_ITER = 200
 TOL = 1e-6
 MAX_FIT_SAMPLES = 32768
+ROUNDING = 1e-12  # filtered values (of the map scaled to max |R| = 1) up to this are 0
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class BetaComponent:
     def mean(self) -> float:
         return self.alpha / (self.alpha + self.beta)
 
-    def log_pdf(self, log_x: np.ndarray, log_1mx: np.ndarray) -> np.ndarray:
+    def log_pdf(self, log_x: Tensor, log_1mx: Tensor) -> Tensor:
         return (self.alpha - 1.0) * log_x + (self.beta - 1.0) * log_1mx - betaln(self.alpha, self.beta)
 
     def quantile(self, q: float) -> float:
@@ -52,9 +61,12 @@ class BetaMixture:
 
     def defect_posterior(self, x: np.ndarray) -> np.ndarray:
         """The (modified) E-step: P(defect | x) for x in (0, 1)."""
-        x = np.clip(x, EDGE, 1.0 - EDGE)
-        log_x, log_1mx = np.log(x), np.log1p(-x)
-        return _responsibility(self, x, log_x, log_1mx)
+        return host(self.posterior_on(torch.from_numpy(np.asarray(x, dtype=np.float64))))
+
+    def posterior_on(self, x: Tensor) -> Tensor:
+        """defect_posterior of a tensor, on its device."""
+        x = x.to(torch.float64).clamp(EDGE, 1.0 - EDGE)
+        return _responsibility(self, x, torch.log(x), torch.log1p(-x))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,39 +85,41 @@ def moments_to_beta(mean: float, variance: float) -> BetaComponent:
     return BetaComponent(alpha=mean * concentration, beta=(1.0 - mean) * concentration)
 
 
-def _weighted_beta(x: np.ndarray, weights: np.ndarray) -> BetaComponent | None:
-    total = float(weights.sum())
-    if total <= 0.0:
-        return None
-    # Elementwise products, not np.dot: BLAS threads cost more than they save here.
-    mean = float(np.sum(weights * x)) / total
-    variance = float(np.sum(weights * (x - mean) ** 2)) / total
-    return moments_to_beta(mean, variance)
+def _weighted_betas(x: Tensor, weights: Tensor) -> list[BetaComponent | None]:
+    """One Beta per row of weights (R, N) by the weighted method of moments; None for a row without weight.
+
+    The sums run on x's device; mean first, then the spread about it (two passes, as numpy's
+    np.sum(w * (x - mean) ** 2) did); one host sync for all rows."""
+    total = weights.sum(1)
+    mean = (weights * x).sum(1) / total
+    variance = (weights * (x - mean[:, None]) ** 2).sum(1) / total
+    rows = torch.stack([total, mean, variance], 1).tolist()
+    return [moments_to_beta(m, v) if t > 0.0 else None for t, m, v in rows]
 
 
-def _responsibility(model: BetaMixture, x: np.ndarray, log_x: np.ndarray, log_1mx: np.ndarray) -> np.ndarray:
+def _responsibility(model: BetaMixture, x: Tensor, log_x: Tensor, log_1mx: Tensor) -> Tensor:
     w = model.weight_defect
     log_ratio = (
-        np.log(w) + model.defect.log_pdf(log_x, log_1mx) - np.log1p(-w) - model.background.log_pdf(log_x, log_1mx)
+        math.log(w) + model.defect.log_pdf(log_x, log_1mx) - math.log1p(-w) - model.background.log_pdf(log_x, log_1mx)
     )
-    r = expit(log_ratio)
+    r = torch.sigmoid(log_ratio)
     if model.seed_rules:
         # Seed 001: inside the background's lower 90 % interval -> 100 % background;
         # above the defect component's mean -> 100 % defect (this rule wins where both hold).
-        r = np.where(x <= model.background.quantile(BACKGROUND_QUANTILE), 0.0, r)
-        r = np.where(x > model.defect.mean, 1.0, r)
+        r = torch.where(x <= model.background.quantile(BACKGROUND_QUANTILE), 0.0, r)
+        r = torch.where(x > model.defect.mean, 1.0, r)
     return r
 
 
 def fit_beta_mixture(
-    x: np.ndarray,
+    x: Tensor | np.ndarray,
     *,
     seed_rules: bool = True,
     balance: bool = True,
     max_iter: int = MAX_ITER,
     tol: float = TOL,
 ) -> BetaMixture:
-    """EM for two Beta components on values in [0, 1].
+    """EM for two Beta components on values in [0, 1] (a tensor: on its device).
 
     Initialised from the isodata split of x (no randomness). M-step: weighted
     method of moments. seed_rules: seed 001's E-step changes (see
@@ -115,24 +129,23 @@ def fit_beta_mixture(
     mean responsibilities. Stops when no parameter changes by more than tol
     (relative) or after max_iter iterations.
     """
-    x = np.clip(np.asarray(x, dtype=np.float64).ravel(), EDGE, 1.0 - EDGE)
-    log_x, log_1mx = np.log(x), np.log1p(-x)
+    x = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
+    x = x.reshape(-1).to(torch.float64).clamp(EDGE, 1.0 - EDGE)
+    log_x, log_1mx = torch.log(x), torch.log1p(-x)
     split, _, _ = isodata_threshold(x)
-    high = x > split
-    background = _weighted_beta(x, (~high).astype(np.float64))
-    defect = _weighted_beta(x, high.astype(np.float64))
+    high = (x > split).to(torch.float64)
+    background, defect = _weighted_betas(x, torch.stack([1.0 - high, high]))
     if background is None or defect is None:
         raise ValueError("fit_beta_mixture needs at least two distinct values")
     model = BetaMixture(background, defect, 0.5 if balance else float(high.mean()), 0, False, seed_rules)
     for iteration in range(1, max_iter + 1):
         r = _responsibility(model, x, log_x, log_1mx)
-        new_defect = _weighted_beta(x, r)
-        new_background = _weighted_beta(x, 1.0 - r)
+        new_defect, new_background = _weighted_betas(x, torch.stack([r, 1.0 - r]))
         if new_defect is None or new_background is None:  # one component lost every pixel
             return BetaMixture(model.background, model.defect, model.weight_defect, iteration, False, seed_rules)
         if new_defect.mean < new_background.mean:
             new_defect, new_background = new_background, new_defect
-        weight = 0.5 if balance else float(np.clip(r.mean(), EDGE, 1.0 - EDGE))
+        weight = 0.5 if balance else min(max(float(r.mean()), EDGE), 1.0 - EDGE)
         new = BetaMixture(new_background, new_defect, weight, iteration, False, seed_rules)
         if _max_relative_change(model, new) <= tol:
             return BetaMixture(new_background, new_defect, weight, iteration, True, seed_rules)
@@ -161,7 +174,7 @@ def bmm(
 ) -> MaskResult:
     """Seed 001's BMM extractor.
 
-    5x5 mean filter; negatives -> 0; keep the values above the median (the lowest
+    5x5 mean filter; negatives (and rounding residue up to ROUNDING) -> 0; keep the values above the median (the lowest
     50 % are background, score 0); map the kept values affinely to [0, 1]; fit
     the two-Beta mixture (on at most max_fit_samples evenly spaced quantiles of
     the kept values, see quantile_sample; None fits all; nothing is random);
@@ -170,33 +183,51 @@ def bmm(
     all equal form the mask by themselves.
     """
     r = as_relevance_map(relevance)
+    shape = tuple(r.shape)
     s, scale = scaled(r)
     if float(s.max()) == float(s.min()):
-        return empty_result("bmm", r.shape, "constant map", with_score=True)
-    filtered = np.maximum(mean_filter(s, filter_size), 0.0)
+        return empty_result("bmm", shape, "constant map", with_score=True)
+    filtered = mean_filter(s, filter_size)
+    # Areas of exact zeros (common in a U-Net's relevance) filter to +-1e-20-sized rounding residue
+    # whose sign depends on the order of the sums: it is 0, or the kept half would depend on it.
+    filtered = torch.where(filtered <= ROUNDING, 0.0, filtered)
     if float(filtered.max()) <= 0.0:
-        return empty_result("bmm", r.shape, "no positive relevance", with_score=True)
-    cut = float(np.quantile(filtered, DROP_SHARE))
+        return empty_result("bmm", shape, "no positive relevance", with_score=True)
+    cut = linear_quantile(filtered, DROP_SHARE)
     keep = filtered > cut
-    if not keep.any():  # the upper half ties with the median: nothing stands out
-        return empty_result("bmm", r.shape, "no values above the median", with_score=True)
+    if not bool(keep.any()):  # the upper half ties with the median: nothing stands out
+        return empty_result("bmm", shape, "no values above the median", with_score=True)
     kept = filtered[keep]
     lo, hi = float(kept.min()), float(kept.max())
     params: dict[str, Any] = {"cut": cut * scale, "low": lo * scale, "high": hi * scale}
     if hi == lo:
-        mask = keep.copy()
+        mask = host(keep)
         return MaskResult("bmm", mask, mask.astype(np.float64), params=params, note="kept values are constant")
     x = (kept - lo) / (hi - lo)
     model = fit_beta_mixture(quantile_sample(x, max_fit_samples), seed_rules=seed_rules, balance=balance)
-    score = np.zeros(r.shape, dtype=np.float64)
-    score[keep] = model.defect_posterior(x)
+    score = torch.zeros(shape, dtype=torch.float64, device=r.device)
+    score[keep] = model.posterior_on(x)
     params.update(model.to_dict())
-    params["fit_samples"] = int(min(x.size, max_fit_samples or x.size))
+    params["fit_samples"] = int(min(x.numel(), max_fit_samples or x.numel()))
+    out = host(score)
     return MaskResult(
         method="bmm",
-        mask=score > 0.5,
-        score=score,
+        mask=out > 0.5,
+        score=out,
         iterations=model.iterations,
         converged=model.converged,
         params=params,
     )
+
+
+def linear_quantile(values: Tensor, q: float) -> float:
+    """numpy's default (linear) quantile of all values, from one sort on their device (torch.quantile
+    refuses inputs over 2^24 values)."""
+    ordered = sort_values(values)
+    position = q * (ordered.numel() - 1)
+    below = math.floor(position)
+    a = float(ordered[below])
+    b = float(ordered[min(below + 1, ordered.numel() - 1)])
+    t = position - below
+    # numpy's _lerp: a + (b - a) t, computed from b's side for t >= 0.5
+    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from lrpseg.masks.filters import mean_filter
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, scaled
+from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
 
 LOW = 0.05  # region support: smoothed positive relevance above 5 % of its maximum
 KEEP = 0.2  # inside a region: pixels above 20 % of the region's peak
@@ -43,11 +43,12 @@ def component(relevance: Any, *, low: float = LOW, keep: float = KEEP, filter_si
     if not (0.0 < low < 1.0 and 0.0 <= keep < 1.0):
         raise ValueError(f"need 0 < low < 1 and 0 <= keep < 1, got low={low}, keep={keep}")
     r = as_relevance_map(relevance)
+    shape = tuple(r.shape)
     s, scale = scaled(r)
-    positive = np.maximum(s, 0.0)
+    positive = host(s.clamp_min(0.0))  # connected regions need scipy.ndimage: on the CPU
     if not positive.any():
-        return empty_result("component", r.shape, "no positive relevance", with_score=True)
-    size = scaled_filter_size(r.shape) if filter_size is None else filter_size
+        return empty_result("component", shape, "no positive relevance", with_score=True)
+    size = scaled_filter_size(shape) if filter_size is None else filter_size
     smooth = mean_filter(positive, size)
     labels, count = ndimage.label(smooth > low * smooth.max())
     index = np.arange(1, count + 1)

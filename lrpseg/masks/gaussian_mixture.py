@@ -1,23 +1,38 @@
-"""GMM: seed 001's three-component Gaussian mixture on the 5x5-mean-filtered relevance."""
+"""GMM: seed 001's three-component Gaussian mixture on the 5x5-mean-filtered relevance.
+
+The EM runs in torch on the relevance's device (float64, batched over maps); it is
+scikit-learn's GaussianMixture (covariance "full", which in 1-D is one variance per component;
+reg_covar, tol, max_iter and the lower bound as there), started from scikit-learn's own k-means
+labels, so the fit equals GaussianMixture(init_params="kmeans", random_state=seed).fit. Only the
+k-means start (n_init=1, on the fit sample of at most MAX_FIT_SAMPLES values) runs on the CPU.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
+from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import ThreadpoolController
+from torch import Tensor
 
 from lrpseg.masks.filters import FILTER_SIZE, mean_filter
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, scaled
+from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
 from lrpseg.masks.sampling import quantile_sample
 
 N_COMPONENTS = 3
 MAX_FIT_SAMPLES = 32768
+REG_COVAR = 1e-6  # scikit-learn's defaults
+TOL = 1e-3
+MAX_ITER = 100
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +41,7 @@ def _threadpools() -> ThreadpoolController:
 
 
 def single_threaded() -> AbstractContextManager[Any]:
-    """BLAS/OpenMP pools at one thread while scikit-learn fits.
+    """BLAS/OpenMP pools at one thread while scikit-learn's k-means runs.
 
     On 1-D data thread start-up costs more than it saves, and on an oversubscribed
     2-core machine the multi-threaded fit was ten times slower.
@@ -34,7 +49,123 @@ def single_threaded() -> AbstractContextManager[Any]:
     return _threadpools().limit(limits=1)
 
 
-def prepare_gmm_values(relevance: np.ndarray, filter_size: int = FILTER_SIZE) -> np.ndarray:
+@dataclass(frozen=True)
+class GaussianFit:
+    """Fitted 1-D mixtures, one row per map: (B, K) means, variances (reg_covar included), weights."""
+
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    iterations: list[int]
+    converged: list[bool]
+
+    @classmethod
+    def of(cls, gm: Any) -> GaussianFit:
+        """A fitted scikit-learn GaussianMixture (1-D) as a one-row GaussianFit on the CPU."""
+
+        def row(a: Any) -> Tensor:
+            return torch.as_tensor(np.asarray(a, dtype=np.float64).ravel())[None]
+
+        return cls(row(gm.means_), row(gm.covariances_), row(gm.weights_), [int(gm.n_iter_)], [bool(gm.converged_)])
+
+
+def log_gaussian(x: Tensor, means: Tensor, variances: Tensor) -> Tensor:
+    """log N(x | mean_k, variance_k) for x (B, N) -> (B, K, N), as scikit-learn writes it (precision Cholesky).
+
+    Components on the middle axis: reductions over K then run across K contiguous rows, which
+    is several times faster than over a short last axis."""
+    precision_chol = (1.0 / torch.sqrt(variances))[..., None]  # (B, K, 1)
+    y = x[:, None, :] * precision_chol - means[..., None] * precision_chol
+    return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)
+
+
+def m_step(x: Tensor, resp: Tensor, reg_covar: float, counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(nk, means, variances) from responsibilities (B, K, N), scikit-learn's _estimate_gaussian_parameters;
+    counts (B, N): how often each value occurs (the sums are then over the repeated values)."""
+    if counts is not None:
+        resp = resp * counts[:, None, :]
+    nk = resp.sum(2) + 10 * torch.finfo(resp.dtype).eps
+    means = (resp * x[:, None, :]).sum(2) / nk
+    diff = x[:, None, :] - means[..., None]
+    variances = (resp * diff * diff).sum(2) / nk + reg_covar
+    return nk, means, variances
+
+
+def log_sum_exp(a: Tensor) -> Tensor:
+    """logsumexp over the component axis (B, K, N) -> (B, N), with max shift as scikit-learn's."""
+    peak = a.amax(1)
+    return torch.log(torch.exp(a - peak[:, None, :]).sum(1)) + peak
+
+
+def fit_gaussian_mixture(
+    x: Tensor,
+    resp: Tensor,
+    counts: Tensor | None = None,
+    *,
+    reg_covar: float = REG_COVAR,
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
+) -> GaussianFit:
+    """EM for 1-D Gaussian mixtures from initial responsibilities: x (B, N), resp (B, K, N), on their device.
+
+    Each row runs scikit-learn's loop: E-step, M-step, stop once the lower bound (mean log
+    likelihood) changes by less than tol. Rows that converged keep their parameters while the
+    others iterate (one host sync per iteration for the stop test). counts (B, N): each value
+    stands for that many equal samples (what `distinct` makes of a sample with repeats, e.g. the
+    exact zeros far from a U-Net's explained output): the same fit on fewer values.
+    """
+    x = x.to(torch.float64)
+    counts = counts.to(torch.float64) if counts is not None else None
+    n_samples = counts.sum(1, keepdim=True) if counts is not None else x.new_full((x.shape[0], 1), x.shape[1])
+    nk, means, variances = m_step(x, resp.to(torch.float64), reg_covar, counts)
+    weights = nk / n_samples
+    batch = x.shape[0]
+    lower = torch.full((batch,), -math.inf, dtype=torch.float64, device=x.device)
+    active = torch.ones(batch, dtype=torch.bool, device=x.device)
+    iterations, converged = [0] * batch, [False] * batch
+    for n_iter in range(1, max_iter + 1):
+        weighted = log_gaussian(x, means, variances) + torch.log(weights)[..., None]
+        norm = log_sum_exp(weighted)
+        nk_new, means_new, variances_new = m_step(x, torch.exp(weighted - norm[:, None, :]), reg_covar, counts)
+        keep = active[:, None]
+        means = torch.where(keep, means_new, means)
+        variances = torch.where(keep, variances_new, variances)
+        weights = torch.where(keep, nk_new / nk_new.sum(1, keepdim=True), weights)
+        bound = norm.mean(1) if counts is None else (norm * counts).sum(1) / n_samples[:, 0]
+        change = (bound - lower).abs()
+        lower = torch.where(active, bound, lower)
+        done = (active & (change < tol)).tolist()
+        for i, was_active in enumerate(active.tolist()):
+            if was_active:
+                iterations[i] = n_iter
+                converged[i] = done[i]
+        active = active & ~torch.tensor(done, device=x.device)
+        if not bool(active.any()):
+            break
+    return GaussianFit(means, variances, weights, iterations, converged)
+
+
+def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
+    """(1, k, N) one-hot responsibilities of scikit-learn's k-means start (what GaussianMixture's
+    init_params="kmeans" builds), computed on the CPU and returned on the sample's device."""
+    values = sample.detach().cpu().numpy().reshape(-1, 1)
+    with single_threaded(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k)
+    return one_hot.T.to(sample.device, torch.float64)[None]
+
+
+def distinct(sample: Tensor, resp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(values (1, M), resp (1, K, M), counts (1, M)): each distinct value of a 1-D sample once, with
+    how often it occurs and its k-means responsibilities (equal values share a cluster)."""
+    ordered, order = torch.sort(sample)
+    values, counts = torch.unique_consecutive(ordered, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return values[None], resp[:, :, order[first]], counts[None]
+
+
+def prepare_gmm_values(relevance: Tensor, filter_size: int = FILTER_SIZE) -> Tensor:
     """The values the GMM sees: the mean-filtered map divided by its max |value|.
 
     Dividing by the maximum makes scikit-learn's absolute covariance floor
@@ -46,27 +177,23 @@ def prepare_gmm_values(relevance: np.ndarray, filter_size: int = FILTER_SIZE) ->
     return filtered
 
 
-def defect_component(gm: GaussianMixture, value: float) -> int:
+def defect_component(fit: GaussianFit, value: float, row: int = 0) -> int:
     """The component with the largest likelihood (its own density, not weighted) at `value`."""
-    means = gm.means_.ravel()
-    variances = gm.covariances_.ravel()
-    log_density = -0.5 * (np.log(2.0 * np.pi * variances) + (value - means) ** 2 / variances)
-    return int(np.argmax(log_density))
+    means, variances = fit.means[row], fit.variances[row]
+    log_density = -0.5 * (torch.log(2.0 * math.pi * variances) + (value - means) ** 2 / variances)
+    return int(torch.argmax(log_density))
 
 
-def posterior(gm: GaussianMixture, values: np.ndarray, component: int) -> np.ndarray:
-    """P(component | value) for 1-D values: what predict_proba returns, without its per-call overhead.
-
-    Works on one flat array per component (a reduction over a short last axis is slow in numpy).
-    """
-    x = values.ravel()
-    means = gm.means_.ravel()
-    variances = gm.covariances_.ravel()
-    log_norm = np.log(gm.weights_) - 0.5 * np.log(2.0 * np.pi * variances)
-    log_joint = [log_norm[k] - 0.5 * (x - means[k]) ** 2 / variances[k] for k in range(means.size)]
-    peak = np.maximum.reduce(log_joint)
-    total = sum(np.exp(lj - peak) for lj in log_joint)
-    return (np.exp(log_joint[component] - peak) / total).reshape(values.shape)
+def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row: int = 0) -> Tensor | np.ndarray:
+    """P(component | value) for 1-D values (what predict_proba returns), on the values' device;
+    a numpy array gives a numpy array."""
+    if not isinstance(values, Tensor):
+        return host(posterior(fit, torch.from_numpy(np.asarray(values, dtype=np.float64)), component, row))
+    device = values.device
+    means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
+    flat = values.reshape(1, -1)
+    log_joint = log_gaussian(flat, means[None], variances[None]) + torch.log(weights)[None, :, None]
+    return torch.exp(log_joint[:, component] - log_sum_exp(log_joint))[0].reshape(values.shape)
 
 
 def gmm(
@@ -77,46 +204,44 @@ def gmm(
     max_fit_samples: int | None = MAX_FIT_SAMPLES,
     filter_size: int = FILTER_SIZE,
 ) -> MaskResult:
-    """Seed 001's GMM extractor.
+    """Seed 001's GMM extractor, on the relevance's device.
 
-    5x5 mean filter, 3-component GaussianMixture (k-means init, random_state=seed)
-    fitted to the 1-D values (covariance_type "full", which in 1-D is one variance per
-    component; on at most max_fit_samples evenly spaced quantiles of the values,
-    see quantile_sample; None fits all); the defect component is the one with
+    5x5 mean filter, 3-component Gaussian mixture (scikit-learn's k-means start with
+    random_state=seed, then EM as GaussianMixture runs it, module docstring) fitted to the 1-D
+    values (on at most max_fit_samples evenly spaced quantiles of the values, see
+    quantile_sample; None fits all); the defect component is the one with
     the largest likelihood at the maximal filtered value; score = its posterior
     on every pixel; mask = score > 0.5. Fewer distinct values than components
     reduce the component count (params["n_components"]). A constant map or one
     without positive filtered relevance gives an empty mask.
     """
     r = as_relevance_map(relevance)
+    shape = tuple(r.shape)
     values = prepare_gmm_values(r, filter_size)
     lo, hi = float(values.min()), float(values.max())
     if hi == lo:
-        return empty_result("gmm", r.shape, "constant map", with_score=True)
+        return empty_result("gmm", shape, "constant map", with_score=True)
     if hi <= 0.0:
-        return empty_result("gmm", r.shape, "no positive relevance", with_score=True)
-    sample = quantile_sample(values, max_fit_samples).reshape(-1, 1)
-    k = min(n_components, int(np.unique(sample).size))
+        return empty_result("gmm", shape, "no positive relevance", with_score=True)
+    sample = quantile_sample(values.reshape(-1), max_fit_samples)
+    k = min(n_components, int(torch.unique(sample).numel()))
     if k < 2:  # the subsample saw one value only: nothing to separate
-        return empty_result("gmm", r.shape, "too few distinct values", with_score=True)
-    gm = GaussianMixture(n_components=k, init_params="kmeans", random_state=seed)
-    with single_threaded(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm.fit(sample)
-    component = defect_component(gm, hi)
-    score = posterior(gm, values, component)
+        return empty_result("gmm", shape, "too few distinct values", with_score=True)
+    fit = fit_gaussian_mixture(*distinct(sample, kmeans_responsibilities(sample, k, seed)))
+    component = defect_component(fit, hi)
+    score = host(posterior(fit, values, component))
     return MaskResult(
         method="gmm",
         mask=score > 0.5,
         score=score,
-        iterations=int(gm.n_iter_),
-        converged=bool(gm.converged_),
+        iterations=fit.iterations[0],
+        converged=fit.converged[0],
         params={
             "n_components": k,
             "defect_component": component,
-            "means": gm.means_.ravel().tolist(),
-            "variances": gm.covariances_.ravel().tolist(),
-            "weights": gm.weights_.tolist(),
-            "fit_samples": int(sample.shape[0]),
+            "means": fit.means[0].tolist(),
+            "variances": fit.variances[0].tolist(),
+            "weights": fit.weights[0].tolist(),
+            "fit_samples": int(sample.numel()),
         },
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from lrpseg.masks.errors import InvalidRelevanceError
 
@@ -49,41 +52,51 @@ class MaskResult:
         }
 
 
-def as_relevance_map(relevance: Any) -> np.ndarray:
-    """Check a relevance map and return it as float64 (H, W), or (D, H, W) for a volume (the
+def as_relevance_map(relevance: Any) -> Tensor:
+    """Check a relevance map and return it as a float64 tensor (H, W), or (D, H, W) for a volume (the
     mixtures fit the flattened values; the mean filter becomes a 5x5x5 box).
 
-    Accepts anything numpy can convert and torch tensors. Raises
-    InvalidRelevanceError for the wrong rank, an empty map, a non-real dtype or
-    non-finite values.
+    A torch tensor stays on its device (the worker's GPU: the extractors run there); anything
+    else numpy can convert lands on the CPU. Raises InvalidRelevanceError for the wrong rank, an
+    empty map, a non-real dtype or non-finite values.
     """
-    if hasattr(relevance, "detach"):  # a torch tensor, possibly on a GPU or with a graph
-        relevance = relevance.detach().cpu().numpy()
-    array = np.asarray(relevance)
-    if array.ndim not in (2, 3):
+    if isinstance(relevance, Tensor):
+        source: Tensor | np.ndarray = relevance.detach()
+        real = relevance.is_floating_point() or not (relevance.is_complex() or relevance.dtype == torch.bool)
+    else:
+        source = np.asarray(relevance)
+        real = np.issubdtype(source.dtype, np.floating) or np.issubdtype(source.dtype, np.integer)
+    shape = tuple(source.shape)
+    if len(shape) not in (2, 3):
         raise InvalidRelevanceError(
-            f"relevance must be a 2-D (H, W) map or a (D, H, W) volume, got shape {array.shape}; "
+            f"relevance must be a 2-D (H, W) map or a (D, H, W) volume, got shape {shape}; "
             "sum a (C, H, W) map over channels first"
         )
-    if array.size == 0:
-        raise InvalidRelevanceError(f"relevance map is empty (shape {array.shape})")
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise InvalidRelevanceError(f"relevance must be real-valued, got dtype {array.dtype}")
-    array = array.astype(np.float64, copy=False)
-    if not np.isfinite(array).all():
+    if math.prod(shape) == 0:
+        raise InvalidRelevanceError(f"relevance map is empty (shape {shape})")
+    if not real:
+        raise InvalidRelevanceError(f"relevance must be real-valued, got dtype {source.dtype}")
+    tensor = source if isinstance(source, Tensor) else torch.from_numpy(source.astype(np.float64))
+    tensor = tensor.to(torch.float64)
+    if not bool(torch.isfinite(tensor).all()):
         raise InvalidRelevanceError("relevance contains NaN or infinite values")
-    return array
+    return tensor
 
 
-def scaled(relevance: np.ndarray) -> tuple[np.ndarray, float]:
+def scaled(relevance: Tensor) -> tuple[Tensor, float]:
     """relevance / max|relevance| (so huge or tiny maps cannot overflow), and that scale.
 
     The scale is 0.0 for an all-zero map, which is returned unchanged.
     """
-    scale = float(np.max(np.abs(relevance)))
+    scale = float(relevance.abs().max())
     if scale == 0.0:
         return relevance, 0.0
     return relevance / scale, scale
+
+
+def host(tensor: Tensor) -> np.ndarray:
+    """A result tensor as the numpy array MaskResult holds (one copy off the device)."""
+    return tensor.detach().cpu().numpy()
 
 
 def empty_result(method: str, shape: tuple[int, ...], note: str, *, with_score: bool, **params: Any) -> MaskResult:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
+import torch
+from torch import Tensor
+
+Values = TypeVar("Values", np.ndarray, Tensor)
 
 
-def quantile_sample(values: np.ndarray, max_samples: int | None) -> np.ndarray:
-    """At most max_samples values that keep the distribution of `values` (1-D).
+def quantile_sample(values: Values, max_samples: int | None) -> Values:
+    """At most max_samples values that keep the distribution of `values` (1-D; a tensor stays on its device).
 
     Maps with more values return the order statistics at ranks (i + 1/2) n / m,
     i.e. the empirical quantiles on an even grid, sorted. Their distribution
@@ -16,11 +22,21 @@ def quantile_sample(values: np.ndarray, max_samples: int | None) -> np.ndarray:
     another local optimum on some maps. Smaller inputs are returned unchanged,
     in their original order.
     """
-    values = np.asarray(values).ravel()
-    n = values.size
+    if not isinstance(values, Tensor):
+        return quantile_sample(torch.from_numpy(np.asarray(values)), max_samples).numpy()
+    values = values.reshape(-1)
+    n = values.numel()
     if max_samples is None or n <= max_samples:
         return values
     if max_samples < 1:
         raise ValueError(f"max_fit_samples must be positive, got {max_samples}")
     ranks = ((np.arange(max_samples) + 0.5) * (n / max_samples)).astype(np.int64)
-    return np.sort(values)[ranks]
+    return sort_values(values)[torch.from_numpy(ranks).to(values.device)]
+
+
+def sort_values(values: Tensor) -> Tensor:
+    """The values (flattened) in ascending order, on their device (numpy's sort on the CPU: 2x torch's there)."""
+    flat = values.reshape(-1)
+    if flat.device.type == "cpu":
+        return torch.from_numpy(np.sort(flat.numpy()))
+    return torch.sort(flat).values

@@ -6,6 +6,7 @@ from lrpseg.render.images import display_rgb
 from lrpseg.render.plots import colorbar_caption, colorbar_png, colorbar_rgb, colorbar_ticks, pr_curve_png
 from lrpseg.render.png import (
     encode_png,
+    mask_pixels,
     mask_png,
     overlay_png,
     overlay_rgb,
@@ -31,6 +32,7 @@ __all__ = [
     "encode_png",
     "inverse_transfer",
     "log_transfer",
+    "mask_pixels",
     "mask_png",
     "mass_tau",
     "overlay_png",

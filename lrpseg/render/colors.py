@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import matplotlib
 import numpy as np
+import torch
+from torch import Tensor
 
 from lrpseg.render.errors import RenderInputError
 
@@ -44,8 +46,19 @@ def diverging_lut(cmap: str = DEFAULT_CMAP) -> np.ndarray:
 
 def colorize(values: np.ndarray, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     """Transfer values in [-1, 1] -> uint8 RGB (..., 3); 0 -> the colormap's centre."""
-    index = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * ((LUT_SIZE - 1) / 2)).astype(np.intp)
-    return diverging_lut(cmap)[index]
+    return colorize_tensor(torch.from_numpy(np.asarray(values, dtype=np.float64)), cmap).numpy()
+
+
+def colorize_tensor(values: Tensor, cmap: str = DEFAULT_CMAP) -> Tensor:
+    """colorize on the values' device: a table look-up, uint8 (..., 3) (round half to even, as np.rint)."""
+    index = torch.round((values.clamp(-1.0, 1.0) + 1.0) * ((LUT_SIZE - 1) / 2)).long()
+    return lut_tensor(cmap, str(values.device))[index]
+
+
+@lru_cache(maxsize=16)
+def lut_tensor(cmap: str, device: str) -> Tensor:
+    """diverging_lut as a uint8 tensor on a device (copied there once)."""
+    return torch.tensor(diverging_lut(cmap), device=device)
 
 
 def class_palette(num_classes: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from rq.serializers import JSONSerializer
 
 from core.settings import Settings
 from lrpseg.pipeline import PipelineResult
+from lrpseg.render import encoding
 from tests.service import factories
 from tests.service.test_jobs import submit
 from workers import tasks
@@ -108,3 +110,40 @@ def test_a_failed_job_is_not_retried_but_an_abandoned_one_is(
     assert job.get_status() == "queued" and queue.get_job_position(job_id) == 0
     work()
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+
+
+def test_pngs_are_encoded_by_the_pool_and_stored_before_the_job_ends(
+    client: TestClient, png: bytes, redis_conn: redis.Redis, work: Callable[[], bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real = encoding.encode_png
+
+    def spy(pixels: Any, *args: Any) -> bytes:
+        threads.append(threading.current_thread().name)
+        return real(pixels, *args)
+
+    monkeypatch.setattr(encoding, "encode_png", spy)
+    location = submit(client, png).headers["location"]
+    work()
+    view = client.get(location).json()
+    assert view["status"] == "finished"
+    names = {a["name"] for a in view["result"]["artifacts"]}
+    assert {"relevance.png", "overlay.png", "segmentation.png", "mask-gmm.png"} <= names
+    assert threads and all(t.startswith("lrpseg-png") for t in threads)  # never on the compute thread
+    for name in ("overlay.png", "mask-bmm.png"):
+        picture = client.get(f"{location}/artifacts/{name}")
+        assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+
+
+def test_a_failed_png_encode_fails_the_job(
+    client: TestClient, png: bytes, work: Callable[[], bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(pixels: Any, *args: Any) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(encoding, "encode_png", broken)
+    location = submit(client, png).headers["location"]
+    work()
+    view = client.get(location).json()
+    assert view["status"] == "failed" and view["error"]["code"] == "internal"
+    assert client.get(f"{location}/artifacts/overlay.png").status_code in (404, 409, 410)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import binary_dilation
 from scipy.stats import beta as beta_distribution
 
@@ -11,6 +12,7 @@ from lrpseg.masks import bmm, fit_beta_mixture
 from lrpseg.masks.beta_mixture import BACKGROUND_QUANTILE, moments_to_beta
 from lrpseg.masks.synthetic import lrp_like_map
 from tests.lrpseg.masks.helpers import iou
+from tests.lrpseg.masks.numpy_bmm import numpy_bmm
 
 
 def sample_mixture(background: tuple[float, float], defect: tuple[float, float], share: float, n: int, seed: int):
@@ -125,3 +127,26 @@ def test_bmm_keeps_a_lone_plateau_as_the_mask() -> None:
     result = bmm(relevance, filter_size=1)
     assert result.note == "kept values are constant"
     assert np.array_equal(result.mask, relevance > 0)
+
+
+@pytest.mark.parametrize(("side", "seed"), [(128, 0), (200, 5), (320, 3)])
+def test_bmm_equals_the_numpy_procedure(side: int, seed: int) -> None:
+    relevance, _ = lrp_like_map((side, side), seed=seed)
+    relevance[: side // 3] = 0.0  # exact zeros, as a U-Net's relevance has far from the output
+    score, p, iterations = numpy_bmm(relevance)
+    result = bmm(relevance)
+    found = result.params
+    got = (found["background"]["alpha"], found["background"]["beta"], found["defect"]["alpha"], found["defect"]["beta"])
+    np.testing.assert_allclose(got, p[:4], rtol=1e-9)
+    assert result.iterations == iterations
+    np.testing.assert_allclose(result.score, score, rtol=0, atol=1e-9)
+    assert np.array_equal(result.mask, score > 0.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bmm_on_cuda_equals_the_cpu_fit(lrp_map: tuple[np.ndarray, np.ndarray]) -> None:
+    relevance = lrp_map[0]
+    cpu, gpu = bmm(relevance), bmm(torch.from_numpy(relevance).cuda())
+    assert gpu.iterations == cpu.iterations
+    np.testing.assert_allclose(gpu.score, cpu.score, rtol=0, atol=1e-9)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import uniform_filter
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from lrpseg.masks import gmm
-from lrpseg.masks.gaussian_mixture import posterior
+from lrpseg.masks.gaussian_mixture import (
+    MAX_FIT_SAMPLES,
+    GaussianFit,
+    fit_gaussian_mixture,
+    kmeans_responsibilities,
+    posterior,
+    prepare_gmm_values,
+)
+from lrpseg.masks.sampling import quantile_sample
 from lrpseg.masks.synthetic import lrp_like_map
 from tests.lrpseg.masks.helpers import iou
 
@@ -43,7 +52,9 @@ def test_posterior_equals_predict_proba() -> None:
     values = np.concatenate([rng.normal(0, 0.01, 3000), rng.normal(0.4, 0.1, 300), rng.normal(0.8, 0.2, 100)])
     gm = GaussianMixture(3, random_state=0).fit(values.reshape(-1, 1))
     for k in range(3):
-        np.testing.assert_allclose(posterior(gm, values, k), gm.predict_proba(values.reshape(-1, 1))[:, k], atol=1e-13)
+        np.testing.assert_allclose(
+            posterior(GaussianFit.of(gm), values, k), gm.predict_proba(values.reshape(-1, 1))[:, k], atol=1e-13
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -95,3 +106,52 @@ def test_gmm_with_two_distinct_values_uses_two_components() -> None:
     result = gmm(relevance, filter_size=1)
     assert result.params["n_components"] == 2
     assert np.array_equal(result.mask, relevance > 0.5)
+
+
+def sklearn_fit(values: np.ndarray, seed: int, k: int = 3) -> GaussianMixture:
+    with threadpool_limits(limits=1):
+        return GaussianMixture(n_components=k, init_params="kmeans", random_state=seed).fit(values.reshape(-1, 1))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_torch_em_equals_sklearn_from_the_same_start(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = [
+        np.concatenate([rng.normal(0, 0.02, 4000), rng.normal(0.3, 0.1, 500), rng.normal(0.9, 0.05, 100)]),
+        np.concatenate([rng.normal(-0.1, 0.05, 3000), rng.normal(0.5, 0.2, 1500), rng.normal(0.6, 0.01, 100)]),
+        rng.standard_t(3, 4600) / 20,
+    ]
+    x = torch.from_numpy(np.stack(rows))
+    resp = torch.cat([kmeans_responsibilities(x[i], 3, seed) for i in range(len(rows))])  # (3, K, N)
+    fit = fit_gaussian_mixture(x, resp)  # three maps in one batch
+    for i, values in enumerate(rows):
+        gm = sklearn_fit(values, seed)
+        np.testing.assert_allclose(fit.means[i].numpy(), gm.means_.ravel(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fit.variances[i].numpy(), gm.covariances_.ravel(), rtol=1e-9)
+        np.testing.assert_allclose(fit.weights[i].numpy(), gm.weights_, rtol=1e-9)
+        assert fit.iterations[i] == gm.n_iter_ and fit.converged[i] == gm.converged_
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_gmm_on_a_256_map_equals_sklearn_on_its_fit_sample(zeros: bool) -> None:
+    relevance, _ = lrp_like_map((256, 256), seed=4)  # 65536 values: fitted on 32768 quantiles
+    if zeros:  # a U-Net's relevance is exactly 0 far from the output: the EM runs on distinct values x counts
+        relevance[:160] = 0.0
+    result = gmm(relevance, seed=2)
+    values = prepare_gmm_values(torch.from_numpy(relevance))
+    gm = sklearn_fit(quantile_sample(values.reshape(-1), MAX_FIT_SAMPLES).numpy(), seed=2)
+    np.testing.assert_allclose(result.params["means"], gm.means_.ravel(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(result.params["variances"], gm.covariances_.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(result.params["weights"], gm.weights_, rtol=1e-6)
+    defect = result.params["defect_component"]
+    expected = gm.predict_proba(values.numpy().reshape(-1, 1))[:, defect].reshape(relevance.shape)
+    np.testing.assert_allclose(result.score, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gmm_on_cuda_equals_the_cpu_fit(lrp_map: tuple[np.ndarray, np.ndarray]) -> None:
+    relevance = lrp_map[0]
+    cpu, gpu = gmm(relevance, seed=1), gmm(torch.from_numpy(relevance).cuda(), seed=1)
+    np.testing.assert_allclose(gpu.params["means"], cpu.params["means"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gpu.score, cpu.score, rtol=0, atol=1e-9)

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lrpseg.masks.synthetic import lrp_like_map
@@ -14,10 +15,12 @@ from lrpseg.render import (
     class_palette,
     mask_png,
     overlay_png,
+    overlay_rgb,
     relevance_png,
     relevance_rgb,
     segmentation_png,
 )
+from lrpseg.render.colors import diverging_lut
 
 
 def decode(data: bytes) -> Image.Image:
@@ -127,3 +130,33 @@ def test_overlay_stretches_16_bit_grey_to_full_range() -> None:
 def test_bad_inputs_are_rejected(relevance: np.ndarray, call, message: str) -> None:
     with pytest.raises(RenderInputError, match=message):
         call(relevance)
+
+
+def numpy_relevance_rgb(relevance: np.ndarray) -> np.ndarray:
+    """The numpy procedure (before the transfer moved to tensors): seed 000's transfer, tau by 90 % mass, LUT."""
+    a = np.abs(relevance)
+    ordered = np.sort(a[a > 0])[::-1]
+    running = np.cumsum(ordered / ordered[0])
+    tau = ordered[min(int(np.searchsorted(running, 0.9 * running[-1])), ordered.size - 1)]
+    f = np.where(a >= tau, np.sign(relevance) * np.logaddexp(0, np.log(a) - np.log(tau)), 0.0)
+    f = np.clip(f / np.logaddexp(0, np.log(a.max()) - np.log(tau)), -1, 1)
+    return diverging_lut("bwr")[np.rint((f + 1.0) * 255).astype(np.intp)]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_relevance_rgb_on_a_tensor_equals_the_numpy_procedure(seed: int) -> None:
+    relevance = lrp_like_map((96, 80), seed=seed)[0]
+    expected = numpy_relevance_rgb(relevance)
+    assert np.array_equal(relevance_rgb(relevance), expected)
+    assert np.array_equal(relevance_rgb(torch.from_numpy(relevance)), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pictures_on_cuda_equal_the_cpu_ones() -> None:
+    relevance = lrp_like_map((96, 80), seed=1)[0]
+    image = np.linspace(0, 1, relevance.size).reshape(1, *relevance.shape)
+    on_gpu = torch.from_numpy(relevance).cuda()
+    # the GPU's scan may sum in another order: at most a pixel at tau can change colour
+    assert np.mean(relevance_rgb(on_gpu) != relevance_rgb(relevance)) < 1e-3
+    assert np.mean(overlay_rgb(image, on_gpu) != overlay_rgb(image, relevance)) < 1e-3
