@@ -3,40 +3,18 @@ C-STORE; each series becomes one job (by the API's quiet-period sweeper) that a 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 import redis
 
-from core.security import hash_key
 from core.settings import Settings
-from lrpseg.registry import Registry
 from pacs.intake import SeriesIntake
 from pacs.receive import Receiver
 from pacs.scp import start
-from service.app import create_app
 from tests.orthanc_server import OrthancServer
 from tests.pacs.factories import ct_series, instance_bytes
-from tests.service.live import start_server
-
-KEY = "hospital-secret-0123456789"
-
-
-@pytest.fixture
-def hospital(settings: Settings) -> Settings:
-    """Keys on: Orthanc's DICOMweb peer carries the key; its calling AE maps to the same key."""
-    return settings.model_copy(
-        update={"api_keys": f"hospital:{hash_key(KEY)}", "dimse_allowed_aes": ["ORTHANC=hospital"]}
-    )
-
-
-@pytest.fixture
-def lrpseg_url(redis_conn: redis.Redis, registry: Registry, hospital: Settings) -> Iterator[str]:
-    url, stop = start_server(create_app(hospital, registry=registry, connection=redis_conn))
-    yield url
-    stop()
+from tests.pacs.round_trip import HEADERS, KEY, job_of
 
 
 def study_in(orthanc: OrthancServer, n: int, seed: int) -> tuple[str, str]:
@@ -47,17 +25,6 @@ def study_in(orthanc: OrthancServer, n: int, seed: int) -> tuple[str, str]:
     with orthanc.client() as http:
         [study] = http.get("/studies").raise_for_status().json()
     return str(study), str(datasets[0].SeriesInstanceUID)
-
-
-def job_of(url: str, series_uid: str) -> str:
-    deadline = time.monotonic() + 60
-    headers = {"X-API-Key": KEY}
-    while True:
-        status = httpx.get(f"{url}/dicomweb/series/{series_uid}", headers=headers, timeout=10).json()
-        if status.get("state") == "completed":
-            return str(status["job_id"])
-        assert status.get("state") != "failed" and time.monotonic() < deadline, status
-        time.sleep(0.2)
 
 
 def finished(url: str, work: Callable[[], bool], job_id: str, redis_conn: redis.Redis, depth: int) -> None:
@@ -78,7 +45,7 @@ def test_orthanc_sends_a_study_by_stow_rs(
     study, series_uid = study_in(orthanc, 4, seed=30)
     with orthanc.client() as http:
         http.post("/dicom-web/servers/lrpseg/stow", json={"Resources": [study]}).raise_for_status()
-    finished(lrpseg_url, work, job_of(lrpseg_url, series_uid), redis_conn, 4)
+    finished(lrpseg_url, work, job_of(lrpseg_url, series_uid, HEADERS), redis_conn, 4)
 
 
 def test_orthanc_stow_with_a_wrong_key_stores_nothing(
@@ -108,4 +75,4 @@ def test_orthanc_sends_a_study_by_c_store(
             http.post("/modalities/lrpseg/store", content=study.encode()).raise_for_status()
     finally:
         server.shutdown()
-    finished(lrpseg_url, work, job_of(lrpseg_url, series_uid), redis_conn, 5)
+    finished(lrpseg_url, work, job_of(lrpseg_url, series_uid, HEADERS), redis_conn, 5)

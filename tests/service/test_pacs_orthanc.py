@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import highdicom as hd
@@ -28,15 +26,14 @@ from pydantic import SecretStr
 from pydicom.uid import ParametricMapStorage, SegmentationStorage
 
 from core.settings import Settings
-from core.store import Store
 from lrpseg.registry import Registry
 from schemas.jobs import JobView
 from tests.orthanc_server import OrthancServer
+from tests.pacs.round_trip import deliverer, lookup
 from tests.redis_server import free_port
 from tests.service import factories
 from tests.service.pacs_series import encode, make_series, zipped
 from tests.service.receiver import Received, running_receiver
-from workers import deliverer as deliver
 
 MR_ONLY = "tiny-mr3d@1"
 ATTEMPTS = 3
@@ -71,19 +68,6 @@ def settings(settings: Settings, orthanc: OrthancServer) -> Settings:
     )
 
 
-@contextmanager
-def deliverer(redis_conn: redis.Redis, settings: Settings) -> Iterator[None]:
-    """The deliverer thread a worker process runs, reading results from the worker's store."""
-    stop = threading.Event()
-    thread = deliver.start_thread(redis_conn, settings, stop, Store(redis_conn, settings.key_prefix))
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=15)
-        assert not thread.is_alive()
-
-
 def submit(client: TestClient, params: dict[str, Any], series: bytes | None = None) -> str:
     files = {"image": ("series.zip", series, "application/zip")} if series is not None else None
     response = client.post("/v1/jobs", files=files, data={"params": json.dumps(params)})
@@ -103,13 +87,6 @@ def settled(client: TestClient, location: str, timeout: float = 30.0) -> JobView
         if all(d.status != "pending" for d in view.deliveries or []) or time.monotonic() > deadline:
             return view
         time.sleep(0.05)
-
-
-def lookup(orthanc: OrthancServer, sop_instance_uid: str) -> bytes:
-    with orthanc.client() as http:
-        found = http.post("/tools/lookup", content=sop_instance_uid).raise_for_status().json()
-    assert len(found) == 1 and found[0]["Type"] == "Instance", found
-    return orthanc.instance_file(found[0]["ID"])
 
 
 def unbounded(request: Received) -> bytes:
