@@ -99,7 +99,7 @@ def test_orthanc_study_to_lrpseg_and_its_seg_back_into_orthanc(
 
     stored = {classes[0]: only_instance(orthanc, uid) for uid, classes in new.items()}
     relevance = pydicom.dcmread(io.BytesIO(stored[ParametricMapStorage]))
-    assert relevance.SeriesDescription == f"RUO LRP {DEFAULT_MODEL} LRP conserving"
+    assert relevance.SeriesDescription == f"RUO LRP {DEFAULT_MODEL} LRP conserving-reference"
     assert relevance.NumberOfFrames == SLICES and relevance.SeriesNumber == 1000 + 10 * 3 + 2
     seg = hd.seg.segread(io.BytesIO(stored[SegmentationStorage]))
     assert {uid for _, _, uid in seg.get_source_image_uids()} == uids  # references every source instance
@@ -112,7 +112,7 @@ def test_orthanc_study_to_lrpseg_and_its_seg_back_into_orthanc(
     assert referenced == uids  # and every frame names its slice
     assert seg.NumberOfFrames == SLICES * len(seg.SegmentSequence)
     assert seg.StudyInstanceUID == source[0].StudyInstanceUID
-    assert seg.SeriesDescription == f"RUO SEG {DEFAULT_MODEL} LRP conserving"
+    assert seg.SeriesDescription == f"RUO SEG {DEFAULT_MODEL} LRP conserving-reference"
     assert seg.SeriesNumber == 1000 + 10 * 3 + 1
     assert seg.ImageComments.startswith("RESEARCH USE ONLY")
     assert seg.ContentDescription.startswith("RUO")
