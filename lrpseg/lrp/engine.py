@@ -13,12 +13,28 @@ from torch import Tensor, fx, nn
 
 from lrpseg.lrp.composites import Bounds, rule_map
 from lrpseg.lrp.errors import RuleError, TraceError
-from lrpseg.lrp.graph import Kind, NodeInfo, analyse, export_graph, fold_batchnorm, output_source, trace
+from lrpseg.lrp.graph import (
+    Kind,
+    NodeInfo,
+    analyse,
+    export_graph,
+    fold_batchnorm,
+    nonnegative_nodes,
+    output_source,
+    trace,
+)
 from lrpseg.lrp.norms import sigma_constant
 from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
 
 NORM_EPS = 1e-6
 Rules = str | Mapping[str, Rule]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Where a recorded value was freed: only its shape is left (cat and gates read shapes)."""
+
+    shape: torch.Size
 
 
 @dataclass
@@ -45,6 +61,12 @@ class PreparedModel:
         self.by_name = {info.name: info for info in self.infos.values()}
         self.param_names = [i.name for i in self.infos.values() if i.kind is Kind.PARAM]
         self._rule_cache: dict[tuple, dict[str, Rule]] = {}
+        nodes = list(self.gm.graph.nodes)
+        self._last_forward_use: dict[fx.Node, int] = {}
+        for i, node in enumerate(nodes):
+            for inp in node.all_input_nodes:
+                self._last_forward_use[inp] = i
+        self.nonneg: set[fx.Node] = nonnegative_nodes(self.gm, self.infos)
 
     # --- forward -------------------------------------------------------------
     def forward(self, x: Tensor, *, grad: bool = False) -> tuple[dict[fx.Node, Any], Tensor]:
@@ -62,6 +84,67 @@ class PreparedModel:
         if not isinstance(out, Tensor):
             raise RuleError("the model must return a tensor of logits (or a dict with 'out', or a tuple)")
         return env, out
+
+    def forward_lean(self, x: Tensor, keep: set[fx.Node]) -> tuple[dict[fx.Node, Any], Tensor]:
+        """Run the folded graph keeping only the values in `keep` (what the sweep reads) and
+        the non-tensor values (sizes, constants). Every other tensor is freed after its last
+        forward use; the parts of a `cat` that are kept become views of its output (one copy)."""
+        env: dict[fx.Node, Any] = {}
+        out: Any = None
+        last_use = self._last_forward_use
+        with torch.no_grad():
+            for i, node in enumerate(self.gm.graph.nodes):
+                if node.op == "placeholder":
+                    env[node] = x
+                elif node.op == "output":
+                    out = output_source(fx.node.map_arg(node.args[0], lambda n: env[n]))
+                else:
+                    value = env[node] = self._run(node, env)
+                    if node.target in (torch.cat, torch.concat) and isinstance(value, Tensor):
+                        self._view_parts(node, env, value, keep)
+                for inp in node.all_input_nodes:
+                    value = env.get(inp)
+                    if last_use[inp] == i and inp not in keep and isinstance(value, Tensor):
+                        env[inp] = Dropped(value.shape)
+        if not isinstance(out, Tensor):
+            raise RuleError("the model must return a tensor of logits (or a dict with 'out', or a tuple)")
+        return env, out
+
+    @staticmethod
+    def _view_parts(node: fx.Node, env: dict[fx.Node, Any], value: Tensor, keep: set[fx.Node]) -> None:
+        """Kept inputs of a cat become views of its output, so their own storage can go."""
+        parts = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(parts, (list, tuple)) or not isinstance(dim, int):
+            return
+        offset = 0
+        for part in parts:
+            t = env.get(part) if isinstance(part, fx.Node) else None
+            if not isinstance(t, Tensor):
+                return
+            if part in keep and t.dim() == value.dim():
+                env[part] = value.narrow(dim, offset, t.shape[dim])
+            offset += t.shape[dim]
+
+    def reads(self, rules: dict[str, Rule]) -> dict[fx.Node, list[fx.Node]]:
+        """The recorded values each backward step reads (per relevance-carrying node)."""
+        out: dict[fx.Node, list[fx.Node]] = {}
+        for node, info in self.infos.items():
+            kind = info.kind
+            if kind is Kind.PARAM:
+                rule = rules[info.name]
+                out[node] = [info.inputs[0], node] if rule.uses_output else [info.inputs[0]]
+            elif kind in (Kind.ADD, Kind.NORM, Kind.STATS) or (
+                kind is Kind.GRADIENT and node.target not in (torch.cat, torch.concat)
+            ):
+                out[node] = [node, *node.all_input_nodes]
+            else:  # PASS, GATE, cat, INPUT, OUTPUT: shapes at most
+                out[node] = []
+        return out
+
+    def kept(self, rules: dict[str, Rule]) -> set[fx.Node]:
+        """Every value some backward step reads: what a lean forward keeps."""
+        return {v for values in self.reads(rules).values() for v in values}
 
     def _run(self, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
         args = fx.node.map_arg(node.args, lambda n: env[n])
@@ -105,37 +188,70 @@ class PreparedModel:
         r_out: Tensor,
         rules: dict[str, Rule],
         absorbed: dict[str, Tensor] | None = None,
+        *,
+        free: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Relevance at the input and the relevance absorbed by biases, per sample.
 
         With `absorbed` given, absorbed["stabilizer"] receives (N,) the relevance the
         stabilised denominators kept at parametric, additive and norm steps: what
-        entered a step minus what left it minus what its biases took.
+        entered a step minus what left it minus what its biases took. Every other step
+        conserves exactly (pass, gate, cat, max-pool) or is measured (norm layers,
+        padding, slicing), so the total is Σ r_out - Σ input relevance - Σ bias - those.
+        With `free`, each recorded value is dropped from `env` once the sweep has passed
+        its last reader (the sweep can then run only once on this `env`).
         """
         out_node = next(n for n in self.infos if n.op == "output")
         source = self.infos[out_node].inputs[0]
         rel: dict[fx.Node, Tensor] = {source: r_out}
         bias = r_out.new_zeros(r_out.shape[0])
-        result = torch.zeros_like(env[next(iter(self.infos))])
+        uncounted = torch.zeros(r_out.shape[0], dtype=torch.float64, device=r_out.device)
+        first = next(iter(self.infos))
+        result: Tensor | None = None
+        reads = self.reads(rules) if free else {}
+        pending: dict[fx.Node, int] = {}
+        for node_reads in reads.values():
+            for v in node_reads:
+                pending[v] = pending.get(v, 0) + 1
         for node in reversed(list(self.infos)):
             r = rel.pop(node, None)
             if r is None:
+                self._release(node, reads, pending, env)
                 continue
             info = self.infos[node]
             if info.kind is Kind.INPUT:
                 result = r
                 continue
-            passed = self._step(info, env, r, rules, bias_acc := [])
+            bias_acc: list[Tensor] = []
+            passed = self._step(info, env, r, rules, bias_acc)
+            if absorbed is not None and (info.kind is Kind.STATS or _lossy_gradient(info)):
+                uncounted += _per_sample(r) - sum(
+                    (_per_sample(r_in) for _, r_in in passed), torch.zeros_like(uncounted)
+                )
+            del r
             for inp, r_in in passed:
                 rel[inp] = rel[inp] + r_in if inp in rel else r_in
+            del passed
             for b in bias_acc:
                 bias = bias + b
-            if absorbed is not None and info.kind in (Kind.PARAM, Kind.ADD, Kind.NORM):
-                kept = _per_sample(r) - sum((_per_sample(r_in) for _, r_in in passed), torch.zeros_like(bias))
-                absorbed["stabilizer"] = (
-                    absorbed.get("stabilizer", torch.zeros_like(bias)) + kept - sum(bias_acc, torch.zeros_like(bias))
-                )
+            self._release(node, reads, pending, env)
+        if result is None:
+            result = torch.zeros_like(env[first])
+        if absorbed is not None:
+            kept = _per_sample(r_out) - _per_sample(result) - bias.to(torch.float64) - uncounted
+            absorbed["stabilizer"] = kept.to(bias.dtype)
         return result, bias
+
+    @staticmethod
+    def _release(
+        node: fx.Node, reads: dict[fx.Node, list[fx.Node]], pending: dict[fx.Node, int], env: dict[fx.Node, Any]
+    ) -> None:
+        """Drop the recorded values whose last reader was `node`'s step."""
+        for v in reads.get(node, ()):
+            pending[v] -= 1
+            value = env.get(v)
+            if pending[v] == 0 and v.op != "placeholder" and isinstance(value, Tensor):
+                env[v] = Dropped(value.shape)
 
     def _step(
         self, info: NodeInfo, env: dict[fx.Node, Any], r: Tensor, rules: dict[str, Rule], bias_acc: list[Tensor]
@@ -143,7 +259,9 @@ class PreparedModel:
         node, kind = info.node, info.kind
         if kind is Kind.PARAM:
             x_node = info.inputs[0]
-            step = rules[info.name].step(info.layer, env[x_node], env[node], r)
+            rule = rules[info.name]
+            z = env[node] if rule.uses_output else None
+            step = rule.step(info.layer, env[x_node], z, r, nonneg=x_node in self.nonneg)
             bias_acc.append(step.bias)
             return [(x_node, step.relevance)]
         if kind is Kind.PASS:
@@ -153,7 +271,7 @@ class PreparedModel:
             return [(x_node, sum_to_shape(r, env[x_node].shape))]
         if kind in (Kind.ADD, Kind.NORM, Kind.STATS):
             rule = rules.get(info.name)
-            s = r / stabilize(env[node], rule.epsilon if isinstance(rule, Norm) else NORM_EPS)
+            s = _divide(r, stabilize(env[node], rule.epsilon if isinstance(rule, Norm) else NORM_EPS))
         if kind is Kind.ADD:
             a, b = node.args[0], node.args[1]
             return [(a, env[a] * s), (b, env[b] * s)]
@@ -174,11 +292,15 @@ class PreparedModel:
 
     @staticmethod
     def _split_cat(node: fx.Node, env: dict[fx.Node, Any], r: Tensor) -> list[tuple[fx.Node, Tensor]]:
-        """The gradient of torch.cat without re-running it: views of r, one per input."""
+        """The gradient of torch.cat without re-running it: r cut into one piece per input.
+
+        The pieces are copies, not views: a view would keep all of r alive until its
+        last piece is consumed (a U-Net's skip piece waits for the whole lower sweep)."""
         parts = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         sizes = [env[p].shape[dim] for p in parts]
-        return list(zip(parts, torch.split(r, sizes, dim=dim)))
+        pieces = torch.split(r, sizes, dim=dim)
+        return [(p, piece.clone() if len(pieces) > 1 else piece) for p, piece in zip(parts, pieces)]
 
     def _vjp(self, node: fx.Node, env: dict[fx.Node, Any], inputs: list[fx.Node], v: Tensor) -> list[Tensor]:
         """v^T d node / d inputs, by re-running this one (cheap, non-parametric) op."""
@@ -189,6 +311,22 @@ class PreparedModel:
                 out, [leaves[n] for n in inputs], v, create_graph=v.requires_grad, allow_unused=True
             )
         return [torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(inputs, grads)]
+
+
+def _divide(r: Tensor, d: Tensor) -> Tensor:
+    """r / d, written into d (a fresh denominator) unless autograd tracks r."""
+    return r / d if r.requires_grad else torch.div(r, d, out=d)
+
+
+def _lossy_gradient(info: NodeInfo) -> bool:
+    """A gradient-split step that may drop relevance (padding, slicing, ...): measured."""
+    if info.kind is not Kind.GRADIENT:
+        return False
+    module = info.module
+    return info.node.target not in (torch.cat, torch.concat) and not isinstance(module, MAXPOOLS)
+
+
+MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
 def sum_to_shape(r: Tensor, shape: torch.Size) -> Tensor:
@@ -202,7 +340,7 @@ def sum_to_shape(r: Tensor, shape: torch.Size) -> Tensor:
 
 
 def _per_sample(t: Tensor) -> Tensor:
-    return t.flatten(1).sum(1)
+    return t.flatten(1).sum(1, dtype=torch.float64)
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[Any, PreparedModel]]] = weakref.WeakKeyDictionary()
@@ -275,13 +413,14 @@ def run(
 ) -> Propagation:
     """Forward once, build r_out (a tensor, or a function of the logits), propagate once."""
     prepared = prepare(model, x)
-    env, logits = prepared.forward(x)
+    resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
+    env, logits = prepared.forward_lean(x, prepared.kept(resolved))
     r0 = r_out(logits) if callable(r_out) else r_out
     if r0.shape != logits.shape:
         raise ValueError(f"r_out has shape {tuple(r0.shape)}, the model output has {tuple(logits.shape)}")
-    resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
     absorbed: dict[str, Tensor] = {}
-    relevance, bias = prepared.backward(env, r0.to(logits), resolved, absorbed)
+    relevance, bias = prepared.backward(env, r0.to(logits), resolved, absorbed, free=True)
+    del env
     return Propagation(relevance, logits, r0, bias, absorbed.get("stabilizer", torch.zeros_like(bias)))
 
 
