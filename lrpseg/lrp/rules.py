@@ -64,12 +64,16 @@ def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
     return per_unit @ bias
 
 
-def _split(x: Tensor, nonneg: bool = False) -> tuple[Tensor, Tensor | None]:
-    """x+ and x- (None when x has no negative entry: then every x- term is exactly zero).
+def _mixed(x: Tensor, nonneg: bool = False) -> bool:
+    """Whether x has negative entries (else every x- term is exactly zero).
     `nonneg`: the graph guarantees x >= 0 (a ReLU output), so there is nothing to check."""
-    if not nonneg and bool((x < 0).any()):
-        return x.clamp(min=0), x.clamp(max=0)
-    return x, None
+    return not nonneg and bool((x < 0).any())
+
+
+def _two_sided(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """x+ * a + x- * b, as x * (a where x > 0 else b): no x+ / x- copies (written into a)."""
+    chosen = torch.where(x > 0, a, b) if a.requires_grad or b.requires_grad else torch.where(x > 0, a, b, out=a)
+    return chosen.mul_(x)
 
 
 class Rule:
@@ -148,12 +152,12 @@ class ZPlus(Rule):
 
     def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         wp, bp = layer.params("pos", clamp_pos)
-        xp, xn = _split(x, nonneg)
-        s = _divide(r, _stabilize_pos(layer.positive_part(xp, xn), self.stabilizer))
-        if xn is None:
-            return Step(layer.transpose(s, wp, x).mul_(xp), _bias_relevance(s, bp))
+        mixed = _mixed(x, nonneg)
+        s = _divide(r, _stabilize_pos(layer.positive_part(x, mixed), self.stabilizer))
+        if not mixed:
+            return Step(layer.transpose(s, wp, x).mul_(x), _bias_relevance(s, bp))
         wn, _ = layer.params("neg", clamp_neg)
-        rel = layer.transpose(s, wp, x).mul_(xp).add_(layer.transpose(s, wn, x).mul_(xn))
+        rel = _two_sided(x, layer.transpose(s, wp, x), layer.transpose(s, wn, x))
         return Step(rel, _bias_relevance(s, bp))
 
 
@@ -175,14 +179,16 @@ class AlphaBeta(Rule):
         z = _output(z)
         _wp, bp = layer.params("pos", clamp_pos)
         _wn, bn = layer.params("neg", clamp_neg)
-        xp, xn = _split(x, nonneg)
-        pos = layer.positive_part(xp, xn)
+        mixed = _mixed(x, nonneg)
+        pos = layer.positive_part(x, mixed)
         neg = z - pos  # linearity: all negative contributions + b-
         a_sp = _divide(r, _stabilize_pos(pos, self.stabilizer)).mul_(self.alpha)
         b_sn = _divide(r, _stabilize_(neg, self.stabilizer)).mul_(-self.beta)
-        rel = xp * layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
-        if xn is not None:
-            rel = rel + xn * layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x)
+        a = layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
+        if not mixed:
+            rel = a.mul_(x)
+        else:
+            rel = _two_sided(x, a, layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x))
         return Step(rel, _bias_relevance(a_sp, bp) + _bias_relevance(b_sn, bn))
 
 
@@ -203,25 +209,23 @@ class Gamma(Rule):
         g = self.gamma
         _wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
         _wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
-        xp, xn = _split(x, nonneg)
+        mixed = _mixed(x, nonneg)
         positive = z > 0
-        p = layer.positive_part(xp, xn)  # all positive contributions + b+; z - p: the negative ones + b-
+        p = layer.positive_part(x, mixed)  # all positive contributions + b+; z - p: the negative ones + b-
         kp, kn = f"gamma+{g}", f"gamma-{g}"
         if not bool(torch.where(positive, 0.0, r).to(r.dtype).any()):
             # all relevance sits where z > 0 (a ReLU follows): only w + gamma w+ on x+ and
             # w + gamma w- on x- carry it, and the denominator is z + gamma p > 0
             sp = _divide(r, torch.add(z, p, alpha=g, out=p).add_(self.stabilizer)).masked_fill_(~positive, 0.0)
-            rel = layer.transpose(sp, _wgp, x).mul_(xp)
-            if xn is not None:
-                rel.add_(layer.transpose(sp, _wgn, x).mul_(xn))
+            a = layer.transpose(sp, _wgp, x)
+            rel = _two_sided(x, a, layer.transpose(sp, _wgn, x)) if mixed else a.mul_(x)
             return Step(rel, _bias_relevance(sp, bgp))
         denom = torch.where(positive, p, z - p).mul_(g).add_(z)
         s = _divide(r, _stabilize_(denom, self.stabilizer))
         sp = torch.where(positive, s, 0.0).to(s.dtype)
         sn = torch.where(z < 0, s, 0.0).to(s.dtype)
-        rel = layer.transpose_sum([(sp, kp), (sn, kn)], x).mul_(xp)
-        if xn is not None:
-            rel.add_(layer.transpose_sum([(sp, kn), (sn, kp)], x).mul_(xn))
+        a = layer.transpose_sum([(sp, kp), (sn, kn)], x)
+        rel = _two_sided(x, a, layer.transpose_sum([(sp, kn), (sn, kp)], x)) if mixed else a.mul_(x)
         return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
 
 
