@@ -119,7 +119,6 @@ class PreparedModel:
                 self._last_forward_use[inp] = i
         self.nonneg: set[fx.Node] = nonnegative_nodes(self.gm, self.infos)
         self.unpool: set[fx.Node] = {n for n, i in self.infos.items() if _unpoolable(i)}
-        self.cheap: set[fx.Node] = self._cheap_nodes()
 
     # --- forward -------------------------------------------------------------
     def _layout(self, x: Tensor) -> Tensor:
@@ -208,29 +207,47 @@ class PreparedModel:
         return out
 
     def kept(self, rules: dict[str, Rule]) -> set[fx.Node]:
-        """Every value some backward step reads, except those recomputed on demand: what a
-        lean forward keeps (the max-pool indices are kept besides)."""
-        return {v for values in self.reads(rules).values() for v in values if v not in self.cheap}
+        """What a lean forward keeps: every value some backward step reads, except those
+        recomputed on demand, plus what those are recomputed from (and the max-pool indices)."""
+        return self.plan(rules)[2]
 
-    def _cheap_nodes(self) -> set[fx.Node]:
-        """Values cheaper to recompute from the input than to keep: padding and elementwise
-        activations of such values, and layers with at least 4x more outputs than inputs
-        (a first convolution on 1-3 channels). The sweep recomputes them where it reads them."""
+    def plan(self, rules: dict[str, Rule]) -> tuple[dict[fx.Node, list[fx.Node]], set[fx.Node], set[fx.Node]]:
+        """(values each step reads, values recomputed where read, values kept).
+
+        Recomputed rather than kept: elementwise activations and padding of an available
+        value (one that is kept anyway, recomputed, or the input), and stride-1
+        convolutions of an available value with at least 2x more output than input
+        channels (the first layer; each encoder level's widening conv): keeping those
+        outputs would cost at least twice what their input does.
+        """
+        reads = self.reads(rules)
+        wanted = {v for values in reads.values() for v in values}
         cheap: set[fx.Node] = set()
         for node, info in self.infos.items():
-            if (
-                node.op == "placeholder"
-                or not info.inputs
-                or any(i.op != "placeholder" and i not in cheap for i in info.inputs)
-            ):
+            if node.op == "placeholder" or not info.inputs:
+                continue
+            if not all(i.op == "placeholder" or i in cheap or i in wanted for i in info.inputs):
                 continue
             module = info.module
             elementwise = info.kind is Kind.PASS and len(node.all_input_nodes) == 1
             padding = info.kind is Kind.GRADIENT and (node.target is F.pad or isinstance(module, PADS))
-            widening = isinstance(module, nn.modules.conv._ConvNd) and module.in_channels * 4 <= module.out_channels
+            widening = (
+                isinstance(module, nn.modules.conv._ConvNd)
+                and not module.transposed
+                and set(module.stride) == {1}
+                and module.in_channels * 2 <= module.out_channels
+            )
             if elementwise or padding or widening:
                 cheap.add(node)
-        return cheap
+        needed: set[fx.Node] = set()
+        stack = [v for v in wanted if v in cheap]
+        while stack:
+            v = stack.pop()
+            if v not in needed:
+                needed.add(v)
+                stack.extend(i for i in v.all_input_nodes if i in cheap)
+        roots = {i for v in needed for i in v.all_input_nodes if i not in needed}
+        return reads, needed, (wanted - needed) | roots
 
     def _recompute(self, node: fx.Node, env: dict[fx.Node, Any], made: dict[fx.Node, Tensor]) -> Tensor:
         """A dropped cheap value, recomputed from the input (kept in `made` for this step only)."""
@@ -305,7 +322,7 @@ class PreparedModel:
         uncounted = torch.zeros(r_out.shape[0], dtype=torch.float64, device=r_out.device)
         first = next(iter(self.infos))
         result: Tensor | None = None
-        reads = self.reads(rules)
+        reads, cheap, _ = self.plan(rules)
         pending: dict[fx.Node, int] = {}
         for node_reads in reads.values() if free else ():
             for v in node_reads:
@@ -322,7 +339,7 @@ class PreparedModel:
             bias_acc: list[Tensor] = []
             made: dict[fx.Node, Tensor] = {}
             for v in reads[node]:
-                if v in self.cheap:
+                if v in cheap:
                     self._recompute(v, env, made)
             passed = self._step(info, {**env, **made} if made else env, r, rules, bias_acc)
             del made

@@ -106,8 +106,7 @@ class Epsilon(Rule):
         if not self.relative:
             return self.epsilon
         dims = tuple(range(1, z.dim()))
-        n = z[0].numel()
-        return self.epsilon * (torch.linalg.vector_norm(z, dim=dims, keepdim=True) / n**0.5)  # RMS, one pass
+        return self.epsilon * ((z**2).mean(dim=dims, keepdim=True) ** 0.5)  # zennit's formula, same rounding
 
     def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         z = _output(z)
