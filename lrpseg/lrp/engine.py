@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from lrpseg.lrp.graph import (
     Kind,
     NodeInfo,
     analyse,
+    aten_name,
     export_graph,
     fold_batchnorm,
     nonnegative_nodes,
@@ -343,7 +345,8 @@ class PreparedModel:
                     self._recompute(v, env, made)
             passed = self._step(info, {**env, **made} if made else env, r, rules, bias_acc)
             del made
-            if absorbed is not None and (info.kind is Kind.STATS or _lossy_gradient(info)):
+            batched = all(t.dim() > 0 and t.shape[0] == len(uncounted) for t in (r, *(t for _, t in passed)))
+            if absorbed is not None and batched and (info.kind is Kind.STATS or _lossy_gradient(info)):
                 uncounted += _per_sample(r) - sum(
                     (_per_sample(r_in) for _, r_in in passed), torch.zeros_like(uncounted)
                 )
@@ -443,14 +446,16 @@ def _divide(r: Tensor, d: Tensor) -> Tensor:
 
 
 def _lossy_gradient(info: NodeInfo) -> bool:
-    """A gradient-split step that may drop relevance (padding, slicing, ...): measured."""
+    """A gradient-split step that may drop relevance (padding, slicing): measured. Reshapes,
+    cat and max-pool move every bit of relevance somewhere."""
     if info.kind is not Kind.GRADIENT:
         return False
-    module = info.module
-    return info.node.target not in (torch.cat, torch.concat) and not isinstance(module, MAXPOOLS)
-
-
-MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+    node = info.node
+    return (
+        node.target in (F.pad, operator.getitem)
+        or isinstance(info.module, PADS)
+        or aten_name(node) in ("slice", "select", "pad", "constant_pad_nd")
+    )
 
 
 def sum_to_shape(r: Tensor, shape: torch.Size) -> Tensor:
