@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import io, json, resource, sys
+import io, json, resource, sys, threading, time
 import numpy as np
 import torch
 from PIL import Image
@@ -45,9 +45,27 @@ def png(side):
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
+class Stages:
+    # peak RSS per pipeline stage: a thread samples /proc/self/statm, the pipeline's
+    # progress callback says which stage runs
+    def __init__(self):
+        self.current, self.peaks, self.stop = "decode", {}, False
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+    def rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    def sample(self):
+        while not self.stop:
+            self.mark()
+            time.sleep(0.0005)
+    def mark(self):
+        self.peaks[self.current] = max(self.peaks.get(self.current, 0), self.rss())
+    def __call__(self, name, fraction):
+        self.mark(); self.current = name; self.mark()
+
 registry = default_registry()
 info = registry.get(model_ref)
-limits = DecodeLimits(1 << 30, 1 << 16)
+limits = DecodeLimits(1 << 30, 1 << 16, 1 << 30)
 small, data = png(64), png(size)
 params = JobParams()
 if stage == "worker":
@@ -55,7 +73,11 @@ if stage == "worker":
     warm_up(model, info)
     run_prepared(model, prepare_inputs(info, params, RawInput(small, "s.png", "image/png"), None, limits))
     base = peak()
-    run_prepared(model, prepare_inputs(info, params, RawInput(data, "x.png", "image/png"), None, limits))
+    stages = Stages(); stages.thread.start()
+    inputs = prepare_inputs(info, params, RawInput(data, "x.png", "image/png"), None, limits)
+    run_prepared(model, inputs, progress=stages)
+    stages.current = "end"; stages.mark(); stages.stop = True; stages.thread.join()
+    print(json.dumps({"stages": {k: v - base for k, v in stages.peaks.items()}}))
 else:
     prepare_inputs(info, params, RawInput(small, "s.png", "image/png"), None, limits)
     base = peak()
@@ -74,9 +96,12 @@ def measure(stage: str, size: int, model: str | None) -> dict[str, float]:
         text=True,
         check=True,
     )
-    row = json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    row = json.loads(lines[-1])
+    stages = json.loads(lines[-2])["stages"] if len(lines) > 1 else {}
     grown = max(0, row["peak"] - row["base"])
-    return {**row, "grown": grown, "bytes_per_pixel": grown / (size * size)}
+    per_stage = {k: max(0, v) / (size * size) for k, v in stages.items()}
+    return {**row, "grown": grown, "bytes_per_pixel": grown / (size * size), "stage_bytes_per_pixel": per_stage}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(stage, size, args.model)
             rows.append(row)
             print(f"{stage:<7}{size:>7}{row['grown'] / 2**20:>17.1f}{row['bytes_per_pixel']:>13.0f}", flush=True)
+            if row["stage_bytes_per_pixel"]:
+                parts = "  ".join(f"{k} {v:.0f}" for k, v in row["stage_bytes_per_pixel"].items())
+                print(f"{'':<7}peak B/px by stage (RSS over baseline, sampled): {parts}", flush=True)
     print(f"load average {[round(x, 2) for x in os.getloadavg()]}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -52,5 +52,10 @@ class BiasFree(Rule):
         self.inner = inner
         self.name = f"{inner.name}-nobias"
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        return self.inner.step(without_bias(layer), x, _drop_bias(layer, z), r)
+    @property
+    def uses_output(self) -> bool:  # type: ignore[override]
+        return self.inner.uses_output
+
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z_free = None if z is None else _drop_bias(layer, z)
+        return self.inner.step(without_bias(layer), x, z_free, r, nonneg=nonneg)

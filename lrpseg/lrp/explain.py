@@ -54,8 +54,8 @@ def explain(
     contributes equally, M_A = Σ_a M_a / ΣM_a), "all" (every pixel's predicted class).
     """
     prepared = prepare(model, x)
-    env, logits = prepared.forward(x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
+    env, logits = prepared.forward_lean(x, prepared.kept(resolved))
     if target == "class":
         mask = predicted_class_mask(logits, cls)
     elif target == "all":
@@ -73,7 +73,8 @@ def explain(
         r_out = logits * mask
         reference = r_out.flatten(1).sum(1)
     absorbed: dict[str, Tensor] = {}
-    relevance, bias = prepared.backward(env, r_out, resolved, absorbed)
+    relevance, bias = prepared.backward(env, r_out, resolved, absorbed, free=True)
+    del env
     return Explanation(
         relevance=relevance,
         logits=logits,

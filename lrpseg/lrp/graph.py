@@ -653,3 +653,76 @@ def _reaching_output(found: dict[fx.Node, tuple[object, list[fx.Node]]]) -> set[
         if node in reached:
             reached.update(found[node][1])
     return reached
+
+
+# Ops whose output is >= 0 whatever their input, and ops that keep an input's sign (>= 0 in, >= 0 out).
+NONNEG_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
+NONNEG_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.sigmoid, torch.sigmoid, F.hardsigmoid, F.softplus)
+NONNEG_METHODS = ("relu", "sigmoid")
+SIGN_KEEPING_MODULES = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.ZeroPad1d,
+    nn.ZeroPad2d,
+    nn.ZeroPad3d,
+    *IDENTITY_MODULES,
+)
+SIGN_KEEPING_FUNCTIONS = (
+    torch.cat,
+    torch.concat,
+    torch.flatten,
+    torch.reshape,
+    operator.getitem,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+)
+SIGN_KEEPING_METHODS = ("view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute", "clone")
+
+
+def nonnegative_nodes(gm: fx.GraphModule, infos: dict[fx.Node, NodeInfo]) -> set[fx.Node]:
+    """Relevance-carrying nodes whose value is >= 0 for every input (ReLU outputs and
+    pooling, cat, slicing or zero-padding of such): the rules skip their x- terms."""
+    found: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node not in infos or node.op in ("placeholder", "output"):
+            continue
+        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if (
+            isinstance(module, NONNEG_MODULES)
+            or (node.op == "call_function" and node.target in NONNEG_FUNCTIONS)
+            or (node.op == "call_method" and node.target in NONNEG_METHODS)
+        ):
+            found.add(node)
+            continue
+        keeps_sign = (
+            isinstance(module, SIGN_KEEPING_MODULES)
+            or (node.op == "call_function" and node.target in SIGN_KEEPING_FUNCTIONS)
+            or (node.op == "call_method" and node.target in SIGN_KEEPING_METHODS)
+            or (node.op == "call_function" and node.target is F.pad and _zero_pad(node))
+        )
+        first = node.args[0] if node.args else None
+        operands = list(first) if isinstance(first, (list, tuple)) else [first]  # cat: every part
+        if keeps_sign and all(isinstance(a, fx.Node) and a in found for a in operands):
+            found.add(node)
+    return found
+
+
+def _zero_pad(node: fx.Node) -> bool:
+    mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+    value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+    return mode == "constant" and (value is None or value == 0)

@@ -64,23 +64,18 @@ class Layer:
             x, weight, bias, m.stride, m.padding, m.dilation, m.transposed, m.output_padding, m.groups
         )
 
-    def positive_part(self, xp: Tensor, xn: Tensor | None) -> Tensor:
+    def positive_part(self, x: Tensor, mixed: bool) -> Tensor:
         """f(x+, w+) + f(x-, w-) + b+: every positive contribution to each output.
 
-        With negative inputs the two terms run as one call on [x+, x-] stacked along
-        the input channels (groups=1); the negative part is then z - this, by linearity.
+        `mixed`: x has negative entries. Then x+ and x- are made one at a time, each freed
+        after its call (no stacked copy of both): the negative part is z - this, by linearity.
         """
         wp, bp = self.params("pos", clamp_pos)
-        if xn is None:
-            return self.forward(xp, wp, bp)
+        if not mixed:
+            return self.forward(x, wp, bp)
         wn, _ = self.params("neg", clamp_neg)
-        if self.module_groups != 1:
-            return self.forward(xp, wp, bp) + self.forward(xn, wn)
-        if "stack-in:pos|neg" not in self._cache:
-            in_dim = 0 if getattr(self.module, "transposed", False) else 1
-            self._cache["stack-in:pos|neg"] = (torch.cat([wp, wn], dim=in_dim), None)
-        stacked_x = torch.cat([xp, xn], dim=-1 if self.is_linear else 1)
-        return self.forward(stacked_x, self._cache["stack-in:pos|neg"][0], bp)
+        out = self.forward(x.clamp(min=0), wp, bp)
+        return out.add_(self.forward(x.clamp(max=0), wn))
 
     def transpose_sum(self, pairs: list[tuple[Tensor, str]], x: Tensor) -> Tensor:
         """Σ_i weight_i^T s_i in one call: the s_i and cached weights are stacked along

@@ -24,12 +24,36 @@ class Step:
 
 
 def stabilize(z: Tensor, eps: float | Tensor) -> Tensor:
-    """z + eps * sign(z) with sign(0) = +1 (zennit's default stabiliser)."""
+    """z + eps * sign(z) with sign(0) = +1 (zennit's default stabiliser), a new tensor."""
     if not isinstance(eps, Tensor):
         if not eps:
-            return z
+            return z.clone()
         eps = torch.tensor(eps, dtype=z.dtype, device=z.device)
-    return z + torch.where(z >= 0, eps, -eps)
+    return torch.where(z >= 0, eps, -eps).add_(z)
+
+
+def _divide(r: Tensor, d: Tensor) -> Tensor:
+    """r / d, written into `d` (a fresh denominator) unless autograd tracks r."""
+    return r / d if r.requires_grad else torch.div(r, d, out=d)
+
+
+def _stabilize_(d: Tensor, eps: float) -> Tensor:
+    """stabilize(d, eps) in place on a fresh tensor d."""
+    if not eps:
+        return d
+    e = torch.tensor(eps, dtype=d.dtype, device=d.device)
+    return d.add_(torch.where(d >= 0, e, -e))
+
+
+def _stabilize_pos(d: Tensor, eps: float) -> Tensor:
+    """stabilize(d, eps) in place for d >= 0 (sums of positive contributions): d + eps."""
+    return d.add_(eps) if eps else d
+
+
+def _output(z: Tensor | None) -> Tensor:
+    if z is None:
+        raise ValueError("this rule reads the layer's output: the engine must record it (uses_output)")
+    return z
 
 
 def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
@@ -40,11 +64,16 @@ def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
     return per_unit @ bias
 
 
-def _split(x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """x+ and x- (None when x has no negative entry: then every x- term is exactly zero)."""
-    if bool((x < 0).any()):
-        return x.clamp(min=0), x.clamp(max=0)
-    return x, None
+def _mixed(x: Tensor, nonneg: bool = False) -> bool:
+    """Whether x has negative entries (else every x- term is exactly zero).
+    `nonneg`: the graph guarantees x >= 0 (a ReLU output), so there is nothing to check."""
+    return not nonneg and bool((x < 0).any())
+
+
+def _two_sided(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """x+ * a + x- * b, as x * (a where x > 0 else b): no x+ / x- copies (written into a)."""
+    chosen = torch.where(x > 0, a, b) if a.requires_grad or b.requires_grad else torch.where(x > 0, a, b, out=a)
+    return chosen.mul_(x)
 
 
 class Rule:
@@ -52,8 +81,10 @@ class Rule:
 
     name = "rule"
     parametric = True  # applies to Conv/ConvTranspose/Linear
+    uses_output = True  # reads the layer's recorded output z (False: only its input x)
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        """Relevance at the input for relevance `r` at the output. `nonneg`: x >= 0 by construction."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -77,9 +108,10 @@ class Epsilon(Rule):
         dims = tuple(range(1, z.dim()))
         return self.epsilon * ((z**2).mean(dim=dims, keepdim=True) ** 0.5)  # zennit's formula, same rounding
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        s = r / stabilize(z, self._eps(z))
-        return Step(x * layer.transpose(s, layer.weight, x), _bias_relevance(s, layer.bias))
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z = _output(z)
+        s = _divide(r, stabilize(z, self._eps(z)))
+        return Step(layer.transpose(s, layer.weight, x).mul_(x), _bias_relevance(s, layer.bias))
 
 
 class Zero(Epsilon):
@@ -90,9 +122,11 @@ class Zero(Epsilon):
     def __init__(self) -> None:
         super().__init__(0.0)
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
-        s = torch.where(z == 0, torch.zeros_like(r), r / torch.where(z == 0, torch.ones_like(z), z))
-        return Step(x * layer.transpose(s, layer.weight, x), _bias_relevance(s, layer.bias))
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z = _output(z)
+        zero = z == 0
+        s = _divide(r, torch.where(zero, 1.0, z).to(z.dtype)).masked_fill_(zero, 0.0)
+        return Step(layer.transpose(s, layer.weight, x).mul_(x), _bias_relevance(s, layer.bias))
 
 
 class Norm(Epsilon):
@@ -110,18 +144,19 @@ class ZPlus(Rule):
     """z+ rule (alpha=1, beta=0); negative inputs pair with negative weights."""
 
     name = "zplus"
+    uses_output = False
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         wp, bp = layer.params("pos", clamp_pos)
+        mixed = _mixed(x, nonneg)
+        s = _divide(r, _stabilize_pos(layer.positive_part(x, mixed), self.stabilizer))
+        if not mixed:
+            return Step(layer.transpose(s, wp, x).mul_(x), _bias_relevance(s, bp))
         wn, _ = layer.params("neg", clamp_neg)
-        xp, xn = _split(x)
-        s = r / stabilize(layer.positive_part(xp, xn), self.stabilizer)
-        rel = xp * layer.transpose(s, wp, x)
-        if xn is not None:
-            rel = rel + xn * layer.transpose(s, wn, x)
+        rel = _two_sided(x, layer.transpose(s, wp, x), layer.transpose(s, wn, x))
         return Step(rel, _bias_relevance(s, bp))
 
 
@@ -139,18 +174,20 @@ class AlphaBeta(Rule):
         self.beta = beta
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z = _output(z)
         _wp, bp = layer.params("pos", clamp_pos)
         _wn, bn = layer.params("neg", clamp_neg)
-        xp, xn = _split(x)
-        pos = layer.positive_part(xp, xn)
+        mixed = _mixed(x, nonneg)
+        pos = layer.positive_part(x, mixed)
         neg = z - pos  # linearity: all negative contributions + b-
-        sp = r / stabilize(pos, self.stabilizer)
-        sn = r / stabilize(neg, self.stabilizer)
-        a_sp, b_sn = self.alpha * sp, -self.beta * sn
-        rel = xp * layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
-        if xn is not None:
-            rel = rel + xn * layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x)
+        a_sp = _divide(r, _stabilize_pos(pos, self.stabilizer)).mul_(self.alpha)
+        b_sn = _divide(r, _stabilize_(neg, self.stabilizer)).mul_(-self.beta)
+        a = layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
+        if not mixed:
+            rel = a.mul_(x)
+        else:
+            rel = _two_sided(x, a, layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x))
         return Step(rel, _bias_relevance(a_sp, bp) + _bias_relevance(b_sn, bn))
 
 
@@ -166,21 +203,28 @@ class Gamma(Rule):
         self.gamma = gamma
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z = _output(z)
         g = self.gamma
         _wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
         _wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
-        xp, xn = _split(x)
+        mixed = _mixed(x, nonneg)
         positive = z > 0
-        p = layer.positive_part(xp, xn)  # all positive contributions + b+; z - p: the negative ones + b-
-        denom = z + g * torch.where(positive, p, z - p)
-        s = r / stabilize(denom, self.stabilizer)
-        zero = torch.zeros((), dtype=r.dtype, device=r.device)
-        sp, sn = torch.where(positive, s, zero), torch.where(z < 0, s, zero)
+        p = layer.positive_part(x, mixed)  # all positive contributions + b+; z - p: the negative ones + b-
         kp, kn = f"gamma+{g}", f"gamma-{g}"
-        rel = xp * layer.transpose_sum([(sp, kp), (sn, kn)], x)
-        if xn is not None:
-            rel = rel + xn * layer.transpose_sum([(sp, kn), (sn, kp)], x)
+        if not bool(torch.where(positive, 0.0, r).to(r.dtype).any()):
+            # all relevance sits where z > 0 (a ReLU follows): only w + gamma w+ on x+ and
+            # w + gamma w- on x- carry it, and the denominator is z + gamma p > 0
+            sp = _divide(r, torch.add(z, p, alpha=g, out=p).add_(self.stabilizer)).masked_fill_(~positive, 0.0)
+            a = layer.transpose(sp, _wgp, x)
+            rel = _two_sided(x, a, layer.transpose(sp, _wgn, x)) if mixed else a.mul_(x)
+            return Step(rel, _bias_relevance(sp, bgp))
+        denom = torch.where(positive, p, z - p).mul_(g).add_(z)
+        s = _divide(r, _stabilize_(denom, self.stabilizer))
+        sp = torch.where(positive, s, 0.0).to(s.dtype)
+        sn = torch.where(z < 0, s, 0.0).to(s.dtype)
+        a = layer.transpose_sum([(sp, kp), (sn, kn)], x)
+        rel = _two_sided(x, a, layer.transpose_sum([(sp, kn), (sn, kp)], x)) if mixed else a.mul_(x)
         return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
 
 
@@ -195,7 +239,8 @@ class ZBox(Rule):
         self.high = high
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
+        z = _output(z)
         wp, bp = layer.params("pos", clamp_pos)
         wn, bn = layer.params("neg", clamp_neg)
         low = torch.as_tensor(self.low).to(x).expand_as(x)
@@ -212,11 +257,12 @@ class WSquare(Rule):
     """w^2 rule: relevance spread by squared weights, independent of the input."""
 
     name = "wsquare"
+    uses_output = False
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         w2, b2 = layer.params("square", lambda t: t**2)
         ones = torch.ones_like(x)
         s = r / stabilize(layer.forward(ones, w2, b2), self.stabilizer)
@@ -227,11 +273,12 @@ class Flat(Rule):
     """Flat rule: relevance spread uniformly over each receptive field."""
 
     name = "flat"
+    uses_output = False
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = stabilizer
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         w1, _ = layer.params("ones", torch.ones_like)
         ones = torch.ones_like(x)
         s = r / stabilize(layer.forward(ones, w1), self.stabilizer)
@@ -243,8 +290,9 @@ class Pass(Rule):
 
     name = "pass"
     parametric = False
+    uses_output = False
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         if r.shape != x.shape:
             raise ValueError("Pass needs a layer whose input and output have the same shape")
         return Step(r, r.new_zeros(r.shape[0]))
