@@ -51,6 +51,7 @@ class ReferenceBox(Rule):
     """z^B with per-pixel bounds spanning the pixel and its local median (module docstring)."""
 
     name = "reference-box"
+    uses_output = False  # reads only the layer's input
 
     def __init__(self, window: int = WINDOW, stabilizer: float = 1e-6) -> None:
         if window < 1 or window % 2 == 0:
@@ -63,7 +64,7 @@ class ReferenceBox(Rule):
         reference = local_median(x, self.window)
         return torch.minimum(x, reference), torch.maximum(x, reference)
 
-    def step(self, layer: Layer, x: Tensor, z: Tensor, r: Tensor) -> Step:
+    def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         # z^B written as z+ on x - m: (x - low) w+ + (x - high) w- term by term, so that a unit whose
         # inputs all sit at their reference has exactly zero denominator and numerators (z^B's
         # x w - low w+ - high w- would leave float rounding there, which the stabiliser amplifies)
