@@ -137,6 +137,18 @@ def segmentation_to_dicom_seg(
         return DicomBytes(_encode(seg), SEG, str(seg.SOPInstanceUID))
 
 
+def _series_references(model_id: str, model_version: str, sources: Sequence[Dataset]) -> tuple[list[Dataset], int, int]:
+    """The series' checked reference datasets (slice order) and their Rows, Columns."""
+    _check_lo("model_id", model_id)
+    _check_lo("model_version", model_version)
+    refs = [reference_dataset(source) for source in sources]
+    if not refs:
+        raise DicomExportError("no source instances given")
+    for ref in refs:
+        _check_source(ref)
+    return refs, int(refs[0].Rows), int(refs[0].Columns)
+
+
 def series_segmentation_to_dicom_seg(
     sources: Sequence[Dataset],
     masks: Mapping[str, np.ndarray],
@@ -152,14 +164,7 @@ def series_segmentation_to_dicom_seg(
     each referencing its source instance. ``sources`` are the slices' datasets in slice order
     (``decode_image(zip).series``); ``masks`` map labels to bool (D, Rows, Columns) volumes;
     ``segment_codes``, ``segment_algorithms`` and ``labels`` as for :func:`segmentation_to_dicom_seg`."""
-    _check_lo("model_id", model_id)
-    _check_lo("model_version", model_version)
-    refs = [reference_dataset(source) for source in sources]
-    if not refs:
-        raise DicomExportError("no source instances given")
-    for ref in refs:
-        _check_source(ref)
-    rows, columns = int(refs[0].Rows), int(refs[0].Columns)
+    refs, rows, columns = _series_references(model_id, model_version, sources)
     bad = [label for label, mask in masks.items() if np.shape(mask) != (len(refs), rows, columns)]
     if bad:
         raise DicomExportError(
@@ -324,14 +329,7 @@ def series_relevance_to_dicom(
     each referencing its source instance (``sources`` in slice order, as for
     :func:`series_segmentation_to_dicom_seg`). No Secondary Capture fallback: a source series
     highdicom cannot reference is a DicomExportError."""
-    _check_lo("model_id", model_id)
-    _check_lo("model_version", model_version)
-    refs = [reference_dataset(source) for source in sources]
-    if not refs:
-        raise DicomExportError("no source instances given")
-    for ref in refs:
-        _check_source(ref)
-    rows, columns = int(refs[0].Rows), int(refs[0].Columns)
+    refs, rows, columns = _series_references(model_id, model_version, sources)
     if np.shape(relevance) != (len(refs), rows, columns):
         raise DicomExportError(f"relevance has shape {np.shape(relevance)}; the series is {len(refs)}x{rows}x{columns}")
     values = np.stack([_relevance_array(np.asarray(relevance)[d], rows, columns) for d in range(len(refs))])

