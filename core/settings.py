@@ -28,8 +28,8 @@ from core.security import (
 )
 
 # Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
-# from benchmarks/memory.py: 1410 B/px at 256², 1327 at 512², 1182 at 1024² (docs/operations.md).
-WORKER_BYTES_PER_PIXEL = 1500
+# from benchmarks/memory.py: ≤ 914 B/px at 512² and above, 531 at 2048² (docs/operations.md).
+WORKER_BYTES_PER_PIXEL = 1000
 
 
 @dataclass(frozen=True)

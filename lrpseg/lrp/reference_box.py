@@ -23,7 +23,7 @@ from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
 from lrpseg.lrp.rules import Rule, Step, stabilize
 
 WINDOW = 15  # px; chosen on training images (docs/lrp.md), 15-31 localise alike
-_CHUNK = 1 << 24  # values per unfolded strip: bounds the memory of the median
+_CHUNK = 1 << 22  # values per unfolded strip: bounds the memory of the median
 
 
 def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
