@@ -212,11 +212,17 @@ def dicomweb_url_problem(url: str, allowed_hosts: list[str]) -> str | None:
         return "DICOMweb is disabled on this server (the operator sets LRPSEG_DICOMWEB_ALLOWED_HOSTS)"
     if len(url) > MAX_DICOMWEB_URL:
         return f"longer than {MAX_DICOMWEB_URL} characters"
+    if any(c == "\\" or c.isspace() or not c.isprintable() for c in url):
+        # HTTP clients split such URLs elsewhere than urlsplit does (requests ends the host at a
+        # backslash): the host checked here would not be the host asked
+        return "must not contain backslashes, spaces or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         return f"not a valid URL ({exc})"
+    if "%" in parts.netloc:
+        return "must not percent-escape its host"
     if parts.scheme not in ("http", "https"):
         return "must be an http:// or https:// URL"
     if parts.username is not None or parts.password is not None:

@@ -275,14 +275,19 @@ class SeriesIntake:
             return _text(answer[0])
         generation = _text(answer[1])
         meta = {_text(k): _text(v) for k, v in self.connection.hgetall(self.key("intake", iid)).items()}
+        if "owner" not in meta:  # expired between the claim and this read
+            return "gone"
         sealed = self.connection.hgetall(self.key("intake-data", iid))
         dek = self.keys.get(self.key("intake-dek", generation))
         instances: dict[str, bytes] = {}
         if dek is not None:
-            instances = {
-                _text(sop): sealing.unseal(_bytes(dek), _bytes(blob), f"intake-{generation}", _text(sop))
-                for sop, blob in sealed.items()
-            }
+            try:
+                instances = {
+                    _text(sop): sealing.unseal(_bytes(dek), _bytes(blob), f"intake-{generation}", _text(sop))
+                    for sop, blob in sealed.items()
+                }
+            except sealing.SealError:  # a key Redis that lost its keys made a new one: unreadable
+                instances = {}
         return Claimed(iid, token, generation, meta["owner"], meta["study"], meta["series"], meta["model"], instances)
 
     def claim_series(self, owner: str, series: str) -> Claimed | str:

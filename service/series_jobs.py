@@ -53,9 +53,10 @@ class SeriesJobs:
         """Queue the claimed series' job and end the intake; the job id. ApiError when the series
         cannot become a job: a 4xx ends the intake as failed (its detail kept for the status); a
         429/503 gives it back for a later try (the sweeper's, or the client's next commit)."""
-        if not claimed.instances:  # its data key expired under it: nothing readable is left
-            self.intake.finish(claimed, None, "the series' instances expired before it was completed")
-            raise ApiError(410, "Gone", "the series' instances expired before it was completed", code="series-expired")
+        if not claimed.instances:  # its data key expired (or was lost) under it: nothing readable is left
+            detail = "the series' instances expired or became unreadable before it was completed"
+            self.intake.finish(claimed, None, detail)
+            raise ApiError(410, "Gone", detail, code="series-expired")
         submission = Intake(
             self.settings,
             self.registry,

@@ -19,6 +19,7 @@ from pydicom import Dataset
 from core.pacs import dicomweb_url_problem
 from core.settings import Settings
 from lrpseg.inputs import InputError, RawInput
+from lrpseg.io.quiet import quiet
 from schemas.params import DicomwebSource
 
 SERIES_ZIP = "application/zip"
@@ -66,7 +67,8 @@ def fetch_series(source: DicomwebSource, settings: Settings) -> RawInput:
     session = _Session(settings.dicom_send_timeout)
     client = DICOMwebClient(url, session=session, headers=auth_headers(settings), timeout=settings.dicom_send_timeout)
     try:
-        datasets = client.retrieve_series(source.study, source.series)
+        with quiet():  # pydicom's warnings quote values (PatientName...): never in the logs
+            datasets = client.retrieve_series(source.study, source.series)
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status == 404:
@@ -78,7 +80,9 @@ def fetch_series(source: DicomwebSource, settings: Settings) -> RawInput:
         session.close()
     if not datasets:
         raise InputError("params.source.dicomweb", "the series holds no instances")
-    return RawInput(zip_series(datasets, settings.max_upload_bytes), "series.zip", SERIES_ZIP)
+    with quiet():
+        archive = zip_series(datasets, settings.max_upload_bytes)
+    return RawInput(archive, "series.zip", SERIES_ZIP)
 
 
 def zip_series(datasets: list[Dataset], limit: int) -> bytes:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from rq import Queue
+from rq.exceptions import InvalidJobOperation
 
 from lrpseg.registry import Registry
 from pacs.intake import IntakeStatus
@@ -84,7 +85,10 @@ def _view(request: Request, queue: Queue, status: IntakeStatus) -> SeriesStatus:
     job_status = None
     if status.job_id:
         job = queue.fetch_job(status.job_id)
-        job_status = str(job.get_status().value) if job is not None else "expired"
+        try:
+            job_status = str(job.get_status().value) if job is not None else "expired"
+        except InvalidJobOperation:  # its hash expired or was deleted since the fetch
+            job_status = "expired"
     return SeriesStatus(
         series_uid=status.series,
         study_uid=status.study,

@@ -69,3 +69,18 @@ def test_host_rules() -> None:
     for bad in ("", "*.", "http://x/y", "a b"):
         with pytest.raises(ValueError):
             security.parse_host_rule(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://attacker.test\\.pacs.example.org/dicom-web",  # requests would ask attacker.test
+        "http://pacs.example.org\t/dicom-web",
+        "http://attacker.test%2f.pacs.example.org/dicom-web",
+    ],
+)
+def test_dicomweb_urls_that_http_clients_split_elsewhere_are_refused(url: str) -> None:
+    """A host the allow-list checks must be the host the HTTP client asks (review of issue 18)."""
+    problem = security.dicomweb_url_problem(url, ["*.pacs.example.org"])
+    assert problem is not None and ("backslashes" in problem or "percent-escape" in problem)
+    assert security.dicomweb_url_problem("http://a.pacs.example.org/dicom-web", ["*.pacs.example.org"]) is None

@@ -51,3 +51,24 @@ def test_received_series_leaves_no_patient_name_on_disk(
         assert redis_conn.keys(f"{settings.key_prefix}:dek:*") == []
     finally:
         server.stop()
+
+
+def test_a_series_whose_key_was_lost_ends_failed_not_500(
+    registry: Registry, settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """A key Redis without persistence restarted mid-series: the intake's data key is a new one, so
+    its instances cannot be unsealed. The commit answers 410 and the series ends failed, never a 500."""
+    client = TestClient(create_app(settings, registry=registry, connection=redis_conn))
+    datasets = ct_series(3, seed=41)
+    response = client.post(
+        "/dicomweb/studies", content=stow_body(instance_bytes(datasets)), headers={"Content-Type": STOW_TYPE}
+    )
+    assert response.status_code == 200, response.text
+    [dek] = redis_conn.keys(f"{settings.key_prefix}:intake-dek:*")
+    redis_conn.set(dek, b"\x00" * len(redis_conn.get(dek) or b""))  # another key under the same name
+    series = datasets[0].SeriesInstanceUID
+    commit = client.post(f"/dicomweb/series/{series}/commit")
+    assert commit.status_code == 410, commit.text
+    assert commit.headers["content-type"] == "application/problem+json"
+    status = client.get(f"/dicomweb/series/{series}").json()
+    assert status["state"] == "failed" and status["job_id"] is None, status
