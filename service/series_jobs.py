@@ -30,7 +30,7 @@ from core.store import Inputs, Store, Upload
 from lrpseg.registry import Registry, RegistryError
 from pacs.intake import Claimed, SeriesIntake, series_zip
 from service.deps import Principal
-from service.errors import ApiError
+from service.errors import ApiError, retry_later
 from service.prometheus import ServiceMetrics
 from service.ratelimit import JobSlots
 from service.submission import Intake
@@ -82,6 +82,14 @@ class SeriesJobs:
         except BaseException:
             self.intake.release(claimed, float(self.settings.retry_after))
             raise
+        if self.queue.fetch_job(job_id) is None:
+            # The Idempotency-Key's replay named a job an earlier completer (whose lease ran out) is
+            # still creating, or failed to: ending the intake now could lose the series. Later.
+            self.intake.release(claimed, float(self.settings.retry_after))
+            raise retry_later(
+                503, "Service Unavailable", "the series is being completed; try again", "series-completing",
+                self.settings.retry_after,
+            )  # fmt: skip
         self.intake.finish(claimed, job_id)
         log.info("received series %s (%d instances) queued as job %s", claimed.id, len(claimed.instances), job_id)
         return job_id

@@ -3,6 +3,7 @@ replaced without a second job, sealed data destroyed with the intake."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +14,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from core.store import Inputs, Upload
 from pacs.instances import InstanceRefused, read_header
 from pacs.intake import CLAIM_LEASE, Claimed, SeriesIntake, intake_id, series_zip
+from service.errors import ApiError
 from service.series_jobs import SeriesJobs
-from service.submission import Intake
+from service.submission import Intake, fingerprint
 from tests.pacs.factories import ct_series, instance_bytes
 from tests.service import factories
 
@@ -177,3 +180,27 @@ def test_open_series_per_sender_are_bounded(redis_conn: redis.Redis, settings: S
 def test_series_zip_is_deterministic() -> None:
     files = {f"1.2.{i}": bytes([i]) * 10 for i in range(3)}
     assert series_zip(files) == series_zip(dict(reversed(list(files.items()))))
+
+
+def test_a_replay_naming_a_job_not_yet_created_keeps_the_series(client: TestClient, work: Callable[[], bool]) -> None:
+    """Review of issue 18: a completer whose lease ran out may still be creating the job its
+    Idempotency-Key names. A second completer replaying the key must not end the intake on that
+    name (if the first then failed, the series would be lost): it gives the series back (503)."""
+    jobs: SeriesJobs = client.app.state.series_jobs  # type: ignore[attr-defined]
+    series = fill(jobs.intake, instance_bytes(ct_series(2, seed=14)))
+    claimed = jobs.intake.claim(intake_id(OWNER, series), explicit=True)
+    assert isinstance(claimed, Claimed)
+    key = f"dicom-series:{claimed.generation}"
+    upload = Upload(series_zip(claimed.instances), "series.zip", "application/zip")
+    print_ = fingerprint(json.dumps({"model": claimed.model}), Inputs(upload, None))
+    jobs.store.claim_idempotency_key(OWNER, key, f"{print_}:ghost-job", 60)  # the first completer's claim
+    with pytest.raises(ApiError) as caught:
+        jobs.complete(claimed)
+    assert caught.value.status == 503
+    status = jobs.intake.status(OWNER, series)
+    assert status is not None and status.state == "receiving" and status.instances == 2  # nothing lost
+    jobs.store.release_idempotency_key(OWNER, key)  # the first completer failed and freed its key
+    commit = client.post(f"/dicomweb/series/{series}/commit")
+    assert commit.status_code == 202, commit.text
+    assert work()
+    assert client.get(commit.headers["location"]).json()["status"] == "finished"
