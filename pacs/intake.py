@@ -113,12 +113,14 @@ redis.call('hset', KEYS[4], 'job_id', ARGV[3], 'detail', ARGV[4], 'study', m[2],
 redis.call('expire', KEYS[4], ARGV[5])
 return 1
 """
-# KEYS: meta, due   ARGV: token, id, retry at
+# KEYS: meta, due, data   ARGV: token, id, retry at, ttl
 _RELEASE = """
 if redis.call('hget', KEYS[1], 'token') ~= ARGV[1] then return 0 end
 redis.call('hset', KEYS[1], 'state', 'open')
 redis.call('hdel', KEYS[1], 'token', 'lease')
 redis.call('zadd', KEYS[2], ARGV[3], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[4])
+redis.call('expire', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -308,10 +310,15 @@ class SeriesIntake:
         return bool(done)
 
     def release(self, claimed: Claimed, retry_in: float) -> None:
-        """Give a claimed intake back (its job could not be queued yet); the sweeper retries later."""
-        self.connection.eval(
-            _RELEASE, 2, self.key("intake", claimed.id), self.due_key, claimed.token, claimed.id, time.time() + retry_in
-        )
+        """Give a claimed intake back (its job could not be queued yet); the sweeper retries later.
+        Its expiry starts again: a series waiting for capacity must not expire unrecorded."""
+        ttl = self.settings.series_ttl
+        released = self.connection.eval(
+            _RELEASE, 3, self.key("intake", claimed.id), self.due_key, self.key("intake-data", claimed.id),
+            claimed.token, claimed.id, time.time() + retry_in, ttl,
+        )  # fmt: skip
+        if released:
+            self.keys.expire(self.key("intake-dek", claimed.generation), ttl)
 
     # ---- reading ----------------------------------------------------------------------------
 
