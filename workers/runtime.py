@@ -219,8 +219,10 @@ def start(
         torch.cuda.set_device(runtime.device)  # cuda:K: library handles and stray allocations on GPU K too
     runtime.preload()
     if heartbeat:
-        runtime.start_heartbeat()
+        # the deliverer first: its import (pynetdicom, dicomweb-client) takes a while, and the
+        # heartbeat's announce is what makes /readyz say this worker is ready
         runtime.start_deliveries()
+        runtime.start_heartbeat()
     else:
         runtime.announce()
     _current = runtime
