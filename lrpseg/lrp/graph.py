@@ -68,18 +68,21 @@ ACTIVATION_MODULES = (
     nn.Hardswish,
     nn.Hardsigmoid,
 )
+MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 MODULE_KINDS: dict[type, Kind] = {
     **{t: Kind.PASS for t in (*ACTIVATION_MODULES, *IDENTITY_MODULES)},
     **{
         t: Kind.GRADIENT
         for t in (
-            nn.MaxPool1d,
-            nn.MaxPool2d,
-            nn.MaxPool3d,
-            nn.AdaptiveMaxPool1d,
-            nn.AdaptiveMaxPool2d,
-            nn.AdaptiveMaxPool3d,
+            *MAX_POOLS,
             nn.Flatten,
             nn.Unflatten,
             nn.ZeroPad1d,
@@ -660,12 +663,7 @@ NONNEG_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
 NONNEG_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.sigmoid, torch.sigmoid, F.hardsigmoid, F.softplus)
 NONNEG_METHODS = ("relu", "sigmoid")
 SIGN_KEEPING_MODULES = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
+    *MAX_POOLS,
     nn.AvgPool1d,
     nn.AvgPool2d,
     nn.AvgPool3d,
