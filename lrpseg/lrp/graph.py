@@ -76,6 +76,14 @@ MAX_POOLS = (
     nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
 )
+AVG_POOLS = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+)
 IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 MODULE_KINDS: dict[type, Kind] = {
     **{t: Kind.PASS for t in (*ACTIVATION_MODULES, *IDENTITY_MODULES)},
@@ -100,12 +108,7 @@ MODULE_KINDS: dict[type, Kind] = {
             nn.Upsample,
             nn.UpsamplingNearest2d,
             nn.UpsamplingBilinear2d,
-            nn.AvgPool1d,
-            nn.AvgPool2d,
-            nn.AvgPool3d,
-            nn.AdaptiveAvgPool1d,
-            nn.AdaptiveAvgPool2d,
-            nn.AdaptiveAvgPool3d,
+            *AVG_POOLS,
         )
     },
 }
@@ -664,12 +667,7 @@ NONNEG_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.sigmoid, torch.sigmoid, F.har
 NONNEG_METHODS = ("relu", "sigmoid")
 SIGN_KEEPING_MODULES = (
     *MAX_POOLS,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
+    *AVG_POOLS,
     nn.Flatten,
     nn.ZeroPad1d,
     nn.ZeroPad2d,
