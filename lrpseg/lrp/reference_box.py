@@ -24,27 +24,106 @@ from lrpseg.lrp.rules import Rule, Step, stabilize
 
 WINDOW = 15  # px; chosen on training images (docs/lrp.md), 15-31 localise alike
 _CHUNK = 1 << 22  # values per unfolded strip: bounds the memory of the median
+_COUNTERS = 1 << 24  # histogram counters per block of rows (int16: 32 MiB)
+MAX_LEVELS = 1 << 16  # distinct values up to which the CPU runs the sliding histogram
 
 
 def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
     """Median of each value's window x window neighbourhood over the last two dimensions
     (edges replicated: scipy.ndimage.median_filter's mode='nearest'); for 2-D / 3-D tensors
-    (Linear, Conv1d inputs) the median over the last dimension, broadcast back."""
+    (Linear, Conv1d inputs) the median over the last dimension, broadcast back.
+
+    On the CPU, inputs with at most MAX_LEVELS distinct values (8- to 16-bit images, whatever
+    their normalisation) take a sliding histogram over their ranks, about ten times faster
+    than sorting every window; other inputs, and CUDA (where the windows run in parallel),
+    select from the unfolded windows. Both pick the same element."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number, got {window}")
     if x.dim() < 4:
         return x.median(dim=-1, keepdim=True).values.expand_as(x)
     h, w = x.shape[-2:]
-    planes = x.reshape(-1, 1, h, w)
+    planes = x.reshape(-1, h, w)
+    if x.device.type == "cpu":
+        levels, ranks = torch.unique(planes, return_inverse=True)
+        if levels.numel() <= MAX_LEVELS:
+            return levels[sliding_median_ranks(ranks, levels.numel(), window)].view_as(x)
+    return unfolded_median(planes, window).view_as(x)
+
+
+def unfolded_median(planes: Tensor, window: int) -> Tensor:
+    """local_median of (P, H, W) planes by selecting from each unfolded window, in strips of rows."""
+    p, h, w = planes.shape
     half = window // 2
-    padded = F.pad(planes, (half, half, half, half), mode="replicate")
-    rows = max(1, _CHUNK // (planes.shape[0] * window * window * w))
+    padded = F.pad(planes[:, None], (half, half, half, half), mode="replicate")
+    rows = max(1, _CHUNK // (p * window * window * w))
     out = torch.empty_like(planes)
     for top in range(0, h, rows):
         bottom = min(h, top + rows)
-        strip = F.unfold(padded[:, :, top : bottom + 2 * half], window)  # (planes, window², rows·w)
-        out[:, :, top:bottom] = strip.median(dim=1).values.view(-1, 1, bottom - top, w)
-    return out.view_as(x)
+        strip = F.unfold(padded[:, :, top : bottom + 2 * half], window)  # (P, window², rows·W)
+        out[:, top:bottom] = strip.median(dim=1).values.view(p, bottom - top, w)
+    return out
+
+
+def sliding_median_ranks(ranks: Tensor, levels: int, window: int) -> Tensor:
+    """The median rank of each window x window neighbourhood of (P, H, W) int64 ranks in [0, levels),
+    edges replicated: Huang's sliding histogram, run for all rows of a plane at once.
+
+    Each row's window histogram moves one column per step (the leaving column's values out, the
+    entering column's in); the median is found in a two-level histogram (coarse bins of `fine`
+    ranks, then the ranks of the one coarse bin that holds it), so a step touches about
+    2·sqrt(levels) counters per row. Rows run in blocks of at most _COUNTERS counters."""
+    p, h, w = ranks.shape
+    half = window // 2
+    fine = 1 << ((levels - 1).bit_length() + 1) // 2
+    coarse = -(-levels // fine)
+    rows_at = torch.arange(-half, h + half).clamp_(0, h - 1)  # replicated edges
+    cols_at = torch.arange(-half, w + half).clamp_(0, w - 1)
+    by_column = ranks.transpose(1, 2)[:, cols_at][:, :, rows_at]  # (P, W + 2·half, H + 2·half), padded
+    out = torch.empty(p, h, w, dtype=torch.int64)
+    block = max(1, _COUNTERS // (coarse * fine))
+    for plane in range(p):
+        for top in range(0, h, block):
+            rows = min(block, h - top)
+            columns = by_column[plane, :, top : top + rows + 2 * half].unfold(
+                1, window, 1
+            )  # (W + 2·half, rows, window)
+            out[plane, top : top + rows] = _slide(columns, fine, coarse, (window * window + 1) // 2).T
+    return out
+
+
+def _slide(columns: Tensor, fine: int, coarse: int, kth: int) -> Tensor:
+    """(W, rows): the kth smallest rank of each row's window, column by column (sliding_median_ranks).
+    columns[c]: each row's window of padded column c (rows, window)."""
+    steps, rows, window = columns.shape
+    shift = fine.bit_length() - 1
+    dtype = torch.int16 if window * window <= torch.iinfo(torch.int16).max else torch.int32
+    hist = torch.zeros(rows * coarse, fine, dtype=dtype)
+    counts = hist.view(rows, -1)
+    coarse_hist = torch.zeros(rows, coarse, dtype=dtype)
+    add = torch.ones(rows, window, dtype=dtype)
+    remove = -add
+
+    def count(c: int, by: Tensor) -> None:
+        counts.scatter_add_(1, columns[c], by)
+        coarse_hist.scatter_add_(1, columns[c] >> shift, by)
+
+    for c in range(window):
+        count(c, add)
+    coarse_cum = torch.empty(rows, coarse, dtype=dtype)
+    fine_cum = torch.empty(rows, fine, dtype=dtype)
+    target = torch.full((rows, 1), kth, dtype=dtype)
+    row_start = torch.arange(rows) * coarse  # each row's first coarse bin in hist
+    out = torch.empty(steps - window + 1, rows, dtype=torch.int64)
+    for j in range(out.shape[0]):
+        if j:
+            count(j - 1, remove)
+            count(j + window - 1, add)
+        torch.cumsum(coarse_hist, 1, out=coarse_cum)
+        bin_ = torch.searchsorted(coarse_cum, target)  # the first coarse bin that reaches the kth value
+        rest = target - coarse_cum.gather(1, bin_) + coarse_hist.gather(1, bin_)  # its place within that bin
+        torch.cumsum(hist.index_select(0, row_start + bin_[:, 0]), 1, out=fine_cum)
+        torch.add(torch.searchsorted(fine_cum, rest)[:, 0], bin_[:, 0], alpha=fine, out=out[j])
+    return out
 
 
 class ReferenceBox(Rule):

@@ -23,18 +23,31 @@ def _scipy_median(x: torch.Tensor, window: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("window", [1, 3, 15])
-def test_local_median_equals_scipy(window: int) -> None:
+@pytest.mark.parametrize("max_levels", [reference_box.MAX_LEVELS, 0], ids=["histogram", "unfolded"])
+def test_local_median_equals_scipy(window: int, max_levels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_box, "MAX_LEVELS", max_levels)  # 0: every input takes the unfolded windows
     x = torch.randn(2, 3, 37, 29, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
 
 
+@pytest.mark.parametrize("levels", [1, 2, 256, 4096, 65536])
+def test_the_sliding_histogram_equals_scipy_on_quantised_images(levels: int) -> None:
+    """8- to 16-bit images as a model sees them (normalised): few distinct values, many ties."""
+    g = torch.Generator().manual_seed(levels)
+    raw = torch.randint(0, levels, (1, 1, 70, 45), generator=g).to(torch.float32)
+    x = (raw / max(levels - 1, 1) - 0.3) / 0.2
+    assert np.array_equal(local_median(x).numpy(), _scipy_median(x, 15))
+
+
 def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reference_box, "_CHUNK", 500)  # a few rows per strip
+    monkeypatch.setattr(reference_box, "_CHUNK", 500)  # a few rows per strip or histogram block
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, 33, 21, dtype=torch.float64, generator=g)
     assert np.array_equal(local_median(x, 7).numpy(), _scipy_median(x, 7))
     volume = torch.randn(1, 1, 4, 12, 10, dtype=torch.float64, generator=g)  # each D-slice on its own
     assert np.array_equal(local_median(volume, 5).numpy(), _scipy_median(volume, 5))
+    monkeypatch.setattr(reference_box, "MAX_LEVELS", 0)
+    assert np.array_equal(local_median(x, 7).numpy(), _scipy_median(x, 7))
 
 
 def test_local_median_of_flat_inputs_is_the_median_of_the_last_dimension() -> None:
