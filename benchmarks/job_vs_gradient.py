@@ -1,10 +1,12 @@
 """A whole job against a plain gradient of the same model, interleaved image by image (CPU, 1 thread).
 
-    .venv/bin/python benchmarks/job_vs_gradient.py [--size 256] [--n 12]
+    .venv/bin/python benchmarks/job_vs_gradient.py [--size 256] [--n 12] [--bits 8]
 
 Prints the median job / gradient ratio, (forward + LRP) / gradient, the masks' share of the job's
 compute and the stage split: the ratios of issue 16's targets, measured within one run. Runs on
-older checkouts too (without the PNG pool), for before/after figures.
+older checkouts too (without the PNG pool), for before/after figures. --bits 8 / 16 quantises the
+generated images as an 8- / 16-bit PNG upload is (the local median of conserving-reference is
+fastest on few distinct values); --bits 32 keeps them float32, as an .npy upload.
 """
 
 from __future__ import annotations
@@ -29,10 +31,20 @@ from schemas.params import JobParams
 STAGES = ("forward", "lrp", "masks", "metrics", "render")
 
 
+def as_upload(image: np.ndarray, bits: int) -> DecodedImage:
+    """A generated [0, 1] image as the decoder hands over an upload of that bit depth."""
+    pixels = image.astype(np.float32)
+    if bits < 32:
+        top = float(2**bits - 1)
+        pixels = (np.round(pixels * top) / top).astype(np.float32)
+    return DecodedImage(pixels[None], "png" if bits < 32 else "npy", bits, 1, *image.shape)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--n", type=int, default=12)
+    parser.add_argument("--bits", type=int, choices=[8, 16, 32], default=8)
     args = parser.parse_args(argv)
     size = args.size
     torch.set_num_threads(1)
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = generate_sample(seed, DefectDatasetConfig(size=size))
         seed += 1
         if sample.label == 1:
-            images.append(DecodedImage(sample.image.astype(np.float32)[None], "npy", 32, 1, size, size))
+            images.append(as_upload(sample.image, args.bits))
     warm_up(model, info)
     kw: dict[str, Any] = {}
     try:
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((g, (time.perf_counter() - start) * 1000, timings))
     st = {k: statistics.median(r[2].get(k, 0) for r in rows) for k in STAGES}
     print(
-        f"{size}² n={args.n}: median job/gradient {statistics.median(j / g for g, j, _ in rows):.2f}x "
+        f"{size}² {args.bits}-bit n={args.n}: median job/gradient {statistics.median(j / g for g, j, _ in rows):.2f}x "
         f"(gradient {statistics.median(r[0] for r in rows):.1f} ms, job {statistics.median(r[1] for r in rows):.1f} ms); "
         f"LRP(fwd+lrp)/gradient {statistics.median((t['forward'] + t['lrp']) / g for g, _, t in rows):.2f}x; "
         f"masks share {statistics.median(t['masks'] / sum(t.get(k, 0) for k in STAGES) for _, _, t in rows):.1%}; "
