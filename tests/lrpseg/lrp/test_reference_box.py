@@ -111,3 +111,11 @@ def test_pixels_at_their_local_background_get_no_relevance(dtype: torch.dtype) -
     assert background.sum() > 400
     assert torch.all(e.relevance[0, 0][background] == 0)  # exactly: the terms are x - m, not x w - low w+ - high w-
     assert e.relevance[0, 0][~background].abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_local_median_on_cuda_equals_the_cpu_histogram() -> None:
+    """CUDA selects from unfolded windows, the CPU slides a histogram: the same element."""
+    raw = torch.randint(0, 256, (2, 1, 64, 48), generator=torch.Generator().manual_seed(3)).float() / 255
+    assert torch.equal(local_median(raw.cuda()).cpu(), local_median(raw))
