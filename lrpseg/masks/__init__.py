@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lrpseg.masks.beta_mixture import BetaComponent, BetaMixture, bmm, fit_beta_mixture
@@ -15,6 +15,7 @@ from lrpseg.masks.components import component, scaled_filter_size
 from lrpseg.masks.errors import InvalidRelevanceError
 from lrpseg.masks.gaussian_mixture import gmm
 from lrpseg.masks.isodata import isodata_threshold, simple
+from lrpseg.masks.prepared import PreparedMap, prepare
 from lrpseg.masks.result import MaskResult
 
 EXTRACTORS: dict[str, Callable[..., MaskResult]] = {"simple": simple, "gmm": gmm, "bmm": bmm, "component": component}
@@ -22,12 +23,20 @@ SEED001 = ("simple", "gmm", "bmm")  # seed 001's extractors, exactly as the pape
 
 
 def extract(name: str, relevance: Any, *, seed: int = 0) -> MaskResult:
-    """Run the extractor called `name` ("simple", "gmm", "bmm" or "component"); seed reaches the GMM's k-means."""
+    """Run the extractor called `name` ("simple", "gmm", "bmm" or "component"); seed reaches the GMM's k-means.
+    relevance may be a PreparedMap (`prepare`), which several calls then share."""
     if name not in EXTRACTORS:
         raise ValueError(f"unknown mask extractor {name!r}; choose one of {sorted(EXTRACTORS)}")
     if name == "gmm":
         return gmm(relevance, seed=seed)
     return EXTRACTORS[name](relevance)
+
+
+def extract_all(names: Iterable[str], relevance: Any, *, seed: int = 0) -> dict[str, MaskResult]:
+    """extract() for each name on one map, which is checked, scaled, filtered and sorted once for all
+    of them (PreparedMap): the same results as separate calls."""
+    prepared = prepare(relevance)
+    return {name: extract(name, prepared, seed=seed) for name in names}
 
 
 __all__ = [
@@ -37,12 +46,15 @@ __all__ = [
     "BetaMixture",
     "InvalidRelevanceError",
     "MaskResult",
+    "PreparedMap",
     "bmm",
     "component",
     "extract",
+    "extract_all",
     "fit_beta_mixture",
     "gmm",
     "isodata_threshold",
+    "prepare",
     "scaled_filter_size",
     "simple",
 ]

@@ -2,7 +2,9 @@
 
 The per-pixel work (E-step responsibilities, the M-step's weighted sums, the posterior on the
 map) runs in torch on the relevance's device, in float64; the five scalar parameters are updated
-on the host from those sums (one sync per EM iteration), exactly as before.
+on the host from those sums (one sync per EM iteration), exactly as before. An iteration is a
+few passes over the values: the log posterior ratio is one matrix-vector product of the fixed
+(log x, log(1 - x)) columns, and each weighted sum one dot product.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import betaln
-from scipy.stats import beta as beta_distribution
+from scipy.special import betaincinv, betaln
 from torch import Tensor
 
-from lrpseg.masks.filters import FILTER_SIZE, mean_filter
+from lrpseg.masks.filters import FILTER_SIZE
 from lrpseg.masks.isodata import isodata_threshold
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
-from lrpseg.masks.sampling import quantile_sample, sort_values
+from lrpseg.masks.prepared import prepare
+from lrpseg.masks.result import MaskResult, empty_result, host
+from lrpseg.masks.sampling import quantile_sample
 
 BACKGROUND_QUANTILE = 0.9  # the background component's one-sided (lower) interval
 DROP_SHARE = 0.5  # seed 001 drops the lowest 50 % of the clipped, filtered values
@@ -45,7 +47,9 @@ class BetaComponent:
         return (self.alpha - 1.0) * log_x + (self.beta - 1.0) * log_1mx - betaln(self.alpha, self.beta)
 
     def quantile(self, q: float) -> float:
-        return float(beta_distribution.ppf(q, self.alpha, self.beta))
+        # scipy.stats.beta.ppf's own function (Boost's ibeta_inv; equal bit for bit) without its
+        # argument handling, which cost more than the rest of an EM iteration
+        return float(betaincinv(self.alpha, self.beta, q))
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class BetaMixture:
     def posterior_on(self, x: Tensor) -> Tensor:
         """defect_posterior of a tensor, on its device."""
         x = x.to(torch.float64).clamp(EDGE, 1.0 - EDGE)
-        return _responsibility(self, x, torch.log(x), torch.log1p(-x))
+        return _responsibility(self, x, log_rows(x))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,27 +92,55 @@ def moments_to_beta(mean: float, variance: float) -> BetaComponent:
 def _weighted_betas(x: Tensor, weights: Tensor) -> list[BetaComponent | None]:
     """One Beta per row of weights (R, N) by the weighted method of moments; None for a row without weight.
 
-    The sums run on x's device; mean first, then the spread about it (two passes, as numpy's
-    np.sum(w * (x - mean) ** 2) did); one host sync for all rows."""
+    The sums run on x's device as dot products; mean first, then the spread about it (two passes,
+    as numpy's np.sum(w * (x - mean) ** 2) did); one host sync for all rows."""
     total = weights.sum(1)
-    mean = (weights * x).sum(1) / total
-    variance = (weights * (x - mean[:, None]) ** 2).sum(1) / total
+    mean = torch.mv(weights, x) / total
+    variance = torch.linalg.vecdot(weights, (x - mean[:, None]).square_()) / total
     rows = torch.stack([total, mean, variance], 1).tolist()
     return [moments_to_beta(m, v) if t > 0.0 else None for t, m, v in rows]
 
 
-def _responsibility(model: BetaMixture, x: Tensor, log_x: Tensor, log_1mx: Tensor) -> Tensor:
-    w = model.weight_defect
-    log_ratio = (
-        math.log(w) + model.defect.log_pdf(log_x, log_1mx) - math.log1p(-w) - model.background.log_pdf(log_x, log_1mx)
+def log_rows(x: Tensor) -> Tensor:
+    """(3, N): log x, log(1 - x) and ones, what every E-step needs of x."""
+    return torch.stack([torch.log(x), torch.log1p(-x), torch.ones_like(x)])
+
+
+def _log_ratio_coefficients(model: BetaMixture, device: torch.device) -> Tensor:
+    """log(w pdf_defect(x) / ((1 - w) pdf_background(x))) = c . (log x, log(1 - x), 1): the Beta
+    parameters' differences and the constant."""
+    w, defect, background = model.weight_defect, model.defect, model.background
+    offset = (
+        math.log(w) - math.log1p(-w) - betaln(defect.alpha, defect.beta) + betaln(background.alpha, background.beta)
     )
-    r = torch.sigmoid(log_ratio)
+    values = [defect.alpha - background.alpha, defect.beta - background.beta, offset]
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def _responsibility(model: BetaMixture, x: Tensor, logs: Tensor) -> Tensor:
+    """P(defect | x) under the model, with seed 001's rules when model.seed_rules (x in any order)."""
+    r = torch.mv(logs.T, _log_ratio_coefficients(model, x.device)).sigmoid_()
     if model.seed_rules:
         # Seed 001: inside the background's lower 90 % interval -> 100 % background;
         # above the defect component's mean -> 100 % defect (this rule wins where both hold).
         r = torch.where(x <= model.background.quantile(BACKGROUND_QUANTILE), 0.0, r)
         r = torch.where(x > model.defect.mean, 1.0, r)
     return r
+
+
+def _responsibility_sorted(model: BetaMixture, x: Tensor, logs: Tensor, out: Tensor) -> Tensor:
+    """_responsibility of x in ascending order, into `out`: the rules' pixels are then two ends of
+    x, set directly, and the posterior is computed between them only (the same values)."""
+    start, stop = 0, x.numel()
+    if model.seed_rules:
+        bounds = x.new_tensor([model.background.quantile(BACKGROUND_QUANTILE), model.defect.mean])
+        start, stop = torch.searchsorted(x, bounds, right=True).tolist()  # x[:start] <= quantile < x[start:]
+        out[:start] = 0.0
+    if start < stop:
+        middle = out[start:stop]
+        torch.mv(logs[:, start:stop].T, _log_ratio_coefficients(model, x.device), out=middle).sigmoid_()
+    out[stop:] = 1.0
+    return out
 
 
 def fit_beta_mixture(
@@ -131,16 +163,22 @@ def fit_beta_mixture(
     """
     x = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
     x = x.reshape(-1).to(torch.float64).clamp(EDGE, 1.0 - EDGE)
-    log_x, log_1mx = torch.log(x), torch.log1p(-x)
+    logs = log_rows(x)
+    ascending = bool((x[1:] >= x[:-1]).all())  # bmm's sample is: the E-step's rules then cut two ends
     split, _, _ = isodata_threshold(x)
     high = (x > split).to(torch.float64)
     background, defect = _weighted_betas(x, torch.stack([1.0 - high, high]))
     if background is None or defect is None:
         raise ValueError("fit_beta_mixture needs at least two distinct values")
     model = BetaMixture(background, defect, 0.5 if balance else float(high.mean()), 0, False, seed_rules)
+    weights = x.new_empty(2, x.numel())  # rows: defect, background responsibilities
     for iteration in range(1, max_iter + 1):
-        r = _responsibility(model, x, log_x, log_1mx)
-        new_defect, new_background = _weighted_betas(x, torch.stack([r, 1.0 - r]))
+        if ascending:
+            r = _responsibility_sorted(model, x, logs, out=weights[0])
+        else:
+            r = weights[0].copy_(_responsibility(model, x, logs))
+        torch.sub(1.0, r, out=weights[1])
+        new_defect, new_background = _weighted_betas(x, weights)
         if new_defect is None or new_background is None:  # one component lost every pixel
             return BetaMixture(model.background, model.defect, model.weight_defect, iteration, False, seed_rules)
         if new_defect.mean < new_background.mean:
@@ -182,33 +220,38 @@ def bmm(
     without positive filtered relevance gives an empty mask; kept values that are
     all equal form the mask by themselves.
     """
-    r = as_relevance_map(relevance)
-    shape = tuple(r.shape)
-    s, scale = scaled(r)
-    if float(s.max()) == float(s.min()):
+    prepared = prepare(relevance)
+    shape, scale = prepared.shape, prepared.scale
+    lo_s, hi_s = prepared.scaled_range
+    if hi_s == lo_s:
         return empty_result("bmm", shape, "constant map", with_score=True)
-    filtered = mean_filter(s, filter_size)
     # Areas of exact zeros (common in a U-Net's relevance) filter to +-1e-20-sized rounding residue
     # whose sign depends on the order of the sums: it is 0, or the kept half would depend on it.
-    filtered = torch.where(filtered <= ROUNDING, 0.0, filtered)
-    if float(filtered.max()) <= 0.0:
+    # (Monotone, so the shared sorted values stay sorted.)
+    raw = prepared.filtered(filter_size)
+    filtered = torch.where(raw <= ROUNDING, 0.0, raw)
+    ordered = prepared.sorted_filtered(filter_size)
+    ordered = torch.where(ordered <= ROUNDING, 0.0, ordered)
+    if float(ordered[-1]) <= 0.0:
         return empty_result("bmm", shape, "no positive relevance", with_score=True)
-    cut = linear_quantile(filtered, DROP_SHARE)
-    keep = filtered > cut
-    if not bool(keep.any()):  # the upper half ties with the median: nothing stands out
+    cut = linear_quantile(ordered, DROP_SHARE)
+    kept_sorted = ordered[int(torch.searchsorted(ordered, cut, right=True)) :]  # the values > cut
+    if kept_sorted.numel() == 0:  # the upper half ties with the median: nothing stands out
         return empty_result("bmm", shape, "no values above the median", with_score=True)
-    kept = filtered[keep]
-    lo, hi = float(kept.min()), float(kept.max())
+    keep = filtered > cut
+    lo, hi = torch.stack([kept_sorted[0], kept_sorted[-1]]).tolist()
     params: dict[str, Any] = {"cut": cut * scale, "low": lo * scale, "high": hi * scale}
     if hi == lo:
         mask = host(keep)
         return MaskResult("bmm", mask, mask.astype(np.float64), params=params, note="kept values are constant")
-    x = (kept - lo) / (hi - lo)
-    model = fit_beta_mixture(quantile_sample(x, max_fit_samples), seed_rules=seed_rules, balance=balance)
-    score = torch.zeros(shape, dtype=torch.float64, device=r.device)
-    score[keep] = model.posterior_on(x)
+    # fitted on the kept values in ascending order (their quantiles when there are more than max_fit_samples)
+    model = fit_beta_mixture(
+        quantile_sample((kept_sorted - lo) / (hi - lo), max_fit_samples), seed_rules=seed_rules, balance=balance
+    )
+    score = torch.zeros(shape, dtype=torch.float64, device=filtered.device)
+    score[keep] = model.posterior_on((filtered[keep] - lo) / (hi - lo))
     params.update(model.to_dict())
-    params["fit_samples"] = int(min(x.numel(), max_fit_samples or x.numel()))
+    params["fit_samples"] = int(min(kept_sorted.numel(), max_fit_samples or kept_sorted.numel()))
     out = host(score)
     return MaskResult(
         method="bmm",
@@ -220,14 +263,12 @@ def bmm(
     )
 
 
-def linear_quantile(values: Tensor, q: float) -> float:
-    """numpy's default (linear) quantile of all values, from one sort on their device (torch.quantile
+def linear_quantile(ordered: Tensor, q: float) -> float:
+    """numpy's default (linear) quantile of values sorted in ascending order (sort_values; torch.quantile
     refuses inputs over 2^24 values)."""
-    ordered = sort_values(values)
     position = q * (ordered.numel() - 1)
     below = math.floor(position)
-    a = float(ordered[below])
-    b = float(ordered[min(below + 1, ordered.numel() - 1)])
+    a, b = torch.stack([ordered[below], ordered[min(below + 1, ordered.numel() - 1)]]).tolist()
     t = position - below
     # numpy's _lerp: a + (b - a) t, computed from b's side for t >= 0.5
     return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t

@@ -20,7 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from lrpseg.masks.filters import mean_filter
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
+from lrpseg.masks.prepared import prepare
+from lrpseg.masks.result import MaskResult, empty_result, host
 
 LOW = 0.05  # region support: smoothed positive relevance above 5 % of its maximum
 KEEP = 0.2  # inside a region: pixels above 20 % of the region's peak
@@ -42,18 +43,21 @@ def component(relevance: Any, *, low: float = LOW, keep: float = KEEP, filter_si
     """
     if not (0.0 < low < 1.0 and 0.0 <= keep < 1.0):
         raise ValueError(f"need 0 < low < 1 and 0 <= keep < 1, got low={low}, keep={keep}")
-    r = as_relevance_map(relevance)
-    shape = tuple(r.shape)
-    s, scale = scaled(r)
-    positive = host(s.clamp_min(0.0))  # connected regions need scipy.ndimage: on the CPU
-    if not positive.any():
+    prepared = prepare(relevance)
+    shape, scale = prepared.shape, prepared.scale
+    if prepared.scaled_range[1] <= 0.0:
         return empty_result("component", shape, "no positive relevance", with_score=True)
+    positive = host(prepared.scaled.clamp_min(0.0))  # connected regions need scipy.ndimage: on the CPU
     size = scaled_filter_size(shape) if filter_size is None else filter_size
     smooth = mean_filter(positive, size)
     labels, count = ndimage.label(smooth > low * smooth.max())
     index = np.arange(1, count + 1)
-    peaks = np.asarray(ndimage.maximum(positive, labels, index), dtype=np.float64)
-    region_peak = np.concatenate([[0.0], peaks])[labels]
+    # each region's peak (ndimage.maximum's values; it sorts the whole map to find them)
+    region_max = np.zeros(count + 1)
+    np.maximum.at(region_max, labels.ravel(), positive.ravel())
+    region_max[0] = 0.0  # outside every region
+    peaks = region_max[1:]
+    region_peak = region_max[labels]
     score = np.divide(positive, region_peak, out=np.zeros_like(positive), where=region_peak > 0)
     mask = score > keep
     return MaskResult(
@@ -78,10 +82,17 @@ def region_diagnostics(positive: np.ndarray, labels: np.ndarray, mask: np.ndarra
     if index.size == 0:
         return []
     total = float(positive.sum())
-    pixels = ndimage.sum_labels(np.ones_like(positive), labels, index)
-    kept = ndimage.sum_labels(mask.astype(np.float64), labels, index)
-    mass = ndimage.sum_labels(positive, labels, index)
-    centres = ndimage.center_of_mass(np.ones_like(positive), labels, index)
+    flat = labels.ravel()
+
+    def per_region(weights: np.ndarray) -> np.ndarray:  # ndimage.sum_labels' bincount, once per quantity
+        return np.bincount(flat, weights=weights.ravel(), minlength=index.size + 1)[1:]
+
+    pixels = np.bincount(flat, minlength=index.size + 1)[1:].astype(np.float64)
+    kept = per_region(mask.astype(np.float64))
+    mass = per_region(positive)
+    # ndimage.center_of_mass of ones: the mean row (column, ...) index of each region's pixels
+    axes = np.indices(labels.shape, dtype=np.float64)
+    centres = np.stack([per_region(axis) for axis in axes], 1) / pixels[:, None]
     order = np.argsort(-mass, kind="stable")[:MAX_REPORTED]
     return [
         {

@@ -23,8 +23,9 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
-from lrpseg.masks.filters import FILTER_SIZE, mean_filter
-from lrpseg.masks.result import MaskResult, as_relevance_map, empty_result, host, scaled
+from lrpseg.masks.filters import FILTER_SIZE
+from lrpseg.masks.prepared import prepare
+from lrpseg.masks.result import MaskResult, empty_result, host, scaled
 from lrpseg.masks.sampling import quantile_sample
 
 N_COMPONENTS = 3
@@ -69,32 +70,46 @@ class GaussianFit:
         return cls(row(gm.means_), row(gm.covariances_), row(gm.weights_), [int(gm.n_iter_)], [bool(gm.converged_)])
 
 
-def log_gaussian(x: Tensor, means: Tensor, variances: Tensor) -> Tensor:
-    """log N(x | mean_k, variance_k) for x (B, N) -> (B, K, N), as scikit-learn writes it (precision Cholesky).
+def weighted_log_prob(x: Tensor, means: Tensor, variances: Tensor, weights: Tensor) -> Tensor:
+    """log N(x | mean_k, variance_k) + log weight_k for x (B, N) -> (B, K, N), as scikit-learn writes it
+    (precision Cholesky p, y = x p - mean p), in two passes: y, then -y^2 / 2 + (log p - log(2 pi) / 2 + log weight).
 
     Components on the middle axis: reductions over K then run across K contiguous rows, which
     is several times faster than over a short last axis."""
     precision_chol = (1.0 / torch.sqrt(variances))[..., None]  # (B, K, 1)
-    y = x[:, None, :] * precision_chol - means[..., None] * precision_chol
-    return -0.5 * (LOG_2PI + y * y) + torch.log(precision_chol)
+    y = torch.addcmul(-(means[..., None] * precision_chol), x[:, None, :], precision_chol)
+    offset = torch.log(precision_chol) - 0.5 * LOG_2PI + torch.log(weights)[..., None]
+    return torch.addcmul(offset, y, y, value=-0.5)
+
+
+def exp_shifted(log_prob: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(exp(log_prob - max), its sum over K (B, 1, N), max (B, 1, N)): the parts of scikit-learn's
+    logsumexp (max shift) over the component axis. log_prob is overwritten."""
+    peak = log_prob.amax(1, keepdim=True)
+    shifted = log_prob.sub_(peak).exp_()
+    return shifted, shifted.sum(1, keepdim=True), peak
+
+
+def normalise(log_prob: Tensor) -> tuple[Tensor, Tensor]:
+    """(responsibilities (B, K, N), log-likelihood (B, N)) from weighted log probabilities (overwritten):
+    scikit-learn's logsumexp and exp(log_prob - logsumexp), the exponentials computed once
+    (responsibility = exp(log_prob - max) / their sum)."""
+    shifted, total, peak = exp_shifted(log_prob)
+    norm = total.log().add_(peak)[:, 0]
+    return shifted.div_(total), norm
 
 
 def m_step(x: Tensor, resp: Tensor, reg_covar: float, counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(nk, means, variances) from responsibilities (B, K, N), scikit-learn's _estimate_gaussian_parameters;
-    counts (B, N): how often each value occurs (the sums are then over the repeated values)."""
+    counts (B, N): how often each value occurs (the sums are then over the repeated values). The
+    weighted sums are batched dot products (one pass each)."""
     if counts is not None:
         resp = resp * counts[:, None, :]
     nk = resp.sum(2) + 10 * torch.finfo(resp.dtype).eps
-    means = (resp * x[:, None, :]).sum(2) / nk
-    diff = x[:, None, :] - means[..., None]
-    variances = (resp * diff * diff).sum(2) / nk + reg_covar
+    means = torch.matmul(resp, x[..., None])[..., 0] / nk
+    squares = (x[:, None, :] - means[..., None]).square_()
+    variances = torch.linalg.vecdot(resp, squares) / nk + reg_covar
     return nk, means, variances
-
-
-def log_sum_exp(a: Tensor) -> Tensor:
-    """logsumexp over the component axis (B, K, N) -> (B, N), with max shift as scikit-learn's."""
-    peak = a.amax(1)
-    return torch.log(torch.exp(a - peak[:, None, :]).sum(1)) + peak
 
 
 def fit_gaussian_mixture(
@@ -124,9 +139,8 @@ def fit_gaussian_mixture(
     active = torch.ones(batch, dtype=torch.bool, device=x.device)
     iterations, converged = [0] * batch, [False] * batch
     for n_iter in range(1, max_iter + 1):
-        weighted = log_gaussian(x, means, variances) + torch.log(weights)[..., None]
-        norm = log_sum_exp(weighted)
-        nk_new, means_new, variances_new = m_step(x, torch.exp(weighted - norm[:, None, :]), reg_covar, counts)
+        resp, norm = normalise(weighted_log_prob(x, means, variances, weights))
+        nk_new, means_new, variances_new = m_step(x, resp, reg_covar, counts)
         keep = active[:, None]
         means = torch.where(keep, means_new, means)
         variances = torch.where(keep, variances_new, variances)
@@ -145,35 +159,50 @@ def fit_gaussian_mixture(
     return GaussianFit(means, variances, weights, iterations, converged)
 
 
-def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
-    """(1, k, N) one-hot responsibilities of scikit-learn's k-means start (what GaussianMixture's
-    init_params="kmeans" builds), computed on the CPU and returned on the sample's device."""
+def kmeans_labels(sample: Tensor, k: int, seed: int) -> Tensor:
+    """scikit-learn's k-means labels (N,) of a 1-D sample, the start GaussianMixture's
+    init_params="kmeans" builds (computed on the CPU, returned on the sample's device)."""
     values = sample.detach().cpu().numpy().reshape(-1, 1)
     with single_threaded(), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
-    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), k)
-    return one_hot.T.to(sample.device, torch.float64)[None]
+    return torch.from_numpy(labels.astype(np.int64)).to(sample.device)
 
 
-def distinct(sample: Tensor, resp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(values (1, M), resp (1, K, M), counts (1, M)): each distinct value of a 1-D sample once, with
-    how often it occurs and its k-means responsibilities (equal values share a cluster)."""
-    ordered, order = torch.sort(sample)
-    values, counts = torch.unique_consecutive(ordered, return_counts=True)
+def one_hot(labels: Tensor, k: int) -> Tensor:
+    """(1, k, N) float64 responsibilities of labels (N,)."""
+    return torch.nn.functional.one_hot(labels, k).T.to(torch.float64)[None]
+
+
+def kmeans_responsibilities(sample: Tensor, k: int, seed: int) -> Tensor:
+    """(1, k, N) one-hot responsibilities of scikit-learn's k-means start, on the sample's device."""
+    return one_hot(kmeans_labels(sample, k, seed), k)
+
+
+def distinct(sample: Tensor, *, ordered: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(values (1, M), counts (1, M) or None where every value occurs once, first (M,)): each distinct
+    value of a 1-D sample once, how often it occurs and where it first occurs in the sample (equal
+    values share a k-means cluster). ordered: the sample is sorted already (a quantile sample)."""
+    if ordered:
+        values, counts = torch.unique_consecutive(sample, return_counts=True)
+        order = None
+    else:
+        ordered_sample, order = torch.sort(sample)
+        values, counts = torch.unique_consecutive(ordered_sample, return_counts=True)
     first = torch.cumsum(counts, 0) - counts
-    return values[None], resp[:, :, order[first]], counts[None]
+    if order is not None:
+        first = order[first]
+    return values[None], (counts[None] if values.numel() < sample.numel() else None), first
 
 
-def prepare_gmm_values(relevance: Tensor, filter_size: int = FILTER_SIZE) -> Tensor:
+def prepare_gmm_values(relevance: Any, filter_size: int = FILTER_SIZE) -> Tensor:
     """The values the GMM sees: the mean-filtered map divided by its max |value|.
 
     Dividing by the maximum makes scikit-learn's absolute covariance floor
     (reg_covar = 1e-6) relative to the map's range, so the fit does not depend on
     the unit of the relevance. All-zero maps stay zero.
     """
-    s, _ = scaled(relevance)
-    filtered, _ = scaled(mean_filter(s, filter_size))
+    filtered, _ = scaled(prepare(relevance).filtered(filter_size))
     return filtered
 
 
@@ -192,8 +221,8 @@ def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row
     device = values.device
     means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
     flat = values.reshape(1, -1)
-    log_joint = log_gaussian(flat, means[None], variances[None]) + torch.log(weights)[None, :, None]
-    return torch.exp(log_joint[:, component] - log_sum_exp(log_joint))[0].reshape(values.shape)
+    shifted, total, _ = exp_shifted(weighted_log_prob(flat, means[None], variances[None], weights[None]))
+    return (shifted[:, component] / total[:, 0])[0].reshape(values.shape)
 
 
 def gmm(
@@ -215,19 +244,25 @@ def gmm(
     reduce the component count (params["n_components"]). A constant map or one
     without positive filtered relevance gives an empty mask.
     """
-    r = as_relevance_map(relevance)
-    shape = tuple(r.shape)
-    values = prepare_gmm_values(r, filter_size)
-    lo, hi = float(values.min()), float(values.max())
+    prepared = prepare(relevance)
+    shape = prepared.shape
+    filtered, ordered = prepared.filtered(filter_size), prepared.sorted_filtered(filter_size)
+    # The filtered map divided by its max |value| (prepare_gmm_values); sorted the same way.
+    lo, hi = torch.stack([ordered[0], ordered[-1]]).tolist()
+    peak = max(-lo, hi)
     if hi == lo:
         return empty_result("gmm", shape, "constant map", with_score=True)
     if hi <= 0.0:
         return empty_result("gmm", shape, "no positive relevance", with_score=True)
-    sample = quantile_sample(values.reshape(-1), max_fit_samples)
-    k = min(n_components, int(torch.unique(sample).numel()))
+    values, hi = filtered / peak, hi / peak
+    sample = quantile_sample(values.reshape(-1), max_fit_samples, ordered=ordered / peak)
+    subsampled = sample.numel() < values.numel()  # then the sample is sorted
+    unique, counts, first = distinct(sample, ordered=subsampled)
+    k = min(n_components, unique.numel())
     if k < 2:  # the subsample saw one value only: nothing to separate
         return empty_result("gmm", shape, "too few distinct values", with_score=True)
-    fit = fit_gaussian_mixture(*distinct(sample, kmeans_responsibilities(sample, k, seed)))
+    resp = one_hot(kmeans_labels(sample, k, seed)[first], k)
+    fit = fit_gaussian_mixture(unique, resp, counts)
     component = defect_component(fit, hi)
     score = host(posterior(fit, values, component))
     return MaskResult(

@@ -94,6 +94,12 @@ def scaled(relevance: Tensor) -> tuple[Tensor, float]:
     return relevance / scale, scale
 
 
+def min_max(tensor: Tensor) -> tuple[float, float]:
+    """(min, max) of a tensor in one pass and one host sync."""
+    lo, hi = torch.stack(torch.aminmax(tensor)).tolist()
+    return lo, hi
+
+
 def host(tensor: Tensor) -> np.ndarray:
     """A result tensor as the numpy array MaskResult holds (one copy off the device)."""
     return tensor.detach().cpu().numpy()

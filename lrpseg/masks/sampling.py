@@ -11,7 +11,7 @@ from torch import Tensor
 Values = TypeVar("Values", np.ndarray, Tensor)
 
 
-def quantile_sample(values: Values, max_samples: int | None) -> Values:
+def quantile_sample(values: Values, max_samples: int | None, *, ordered: Tensor | None = None) -> Values:
     """At most max_samples values that keep the distribution of `values` (1-D; a tensor stays on its device).
 
     Maps with more values return the order statistics at ranks (i + 1/2) n / m,
@@ -20,10 +20,11 @@ def quantile_sample(values: Values, max_samples: int | None) -> Values:
     ~1/sqrt(m)), so a 1-D mixture fitted on them lands on the full fit's
     solution; with a random sample of the same size the 3-component GMM fell into
     another local optimum on some maps. Smaller inputs are returned unchanged,
-    in their original order.
+    in their original order. ordered: the values already sorted (sort_values), where the caller
+    has them (a sort of a 256² map costs more than the rest of the sampling).
     """
     if not isinstance(values, Tensor):
-        return quantile_sample(torch.from_numpy(np.asarray(values)), max_samples).numpy()
+        return quantile_sample(torch.from_numpy(np.asarray(values)), max_samples, ordered=ordered).numpy()
     values = values.reshape(-1)
     n = values.numel()
     if max_samples is None or n <= max_samples:
@@ -31,7 +32,8 @@ def quantile_sample(values: Values, max_samples: int | None) -> Values:
     if max_samples < 1:
         raise ValueError(f"max_fit_samples must be positive, got {max_samples}")
     ranks = ((np.arange(max_samples) + 0.5) * (n / max_samples)).astype(np.int64)
-    return sort_values(values)[torch.from_numpy(ranks).to(values.device)]
+    ordered = sort_values(values) if ordered is None else ordered
+    return ordered[torch.from_numpy(ranks).to(values.device)]
 
 
 def sort_values(values: Tensor) -> Tensor:
