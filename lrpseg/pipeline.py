@@ -578,7 +578,7 @@ def finish(
             with clock.stage("render", report=False):
                 picture_artifacts(pending, params, info, x01, labels, explained, summed)
         with clock.stage("masks"):
-            extracted = {m.value: mask_extractors.extract(m.value, summed) for m in params.masks}
+            extracted = mask_extractors.extract_all([m.value for m in params.masks], summed)
         with clock.stage("metrics"):
             result["explanation"] = dict(explained.summary)
             result["explanation"]["metrics"] = quality_metrics(explained)
