@@ -202,6 +202,13 @@ def display_scale(rel2d: np.ndarray, params: JobParams) -> dict[str, float | Non
     return {"max_abs": peak, "tau": tau, "coloured_share": share}
 
 
+def picture_transfer(params: JobParams, display: dict[str, float | None]) -> dict[str, Any]:
+    """The transfer keywords of a job's pictures, with the threshold display_scale resolved: finding
+    tau sorts the map, so the pictures, the colour bar and the summary share one."""
+    kw = transfer_args(params)
+    return kw if display["tau"] is None else {"mode": kw["mode"], "tau": display["tau"]}
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -569,20 +576,22 @@ def finish(
 
     extracted: dict[str, Any] = {}
     rel2d: np.ndarray | None = None  # (H, W), or (D, H, W) for a volume
+    display: dict[str, float | None] | None = None
     pending = Pending(encoder)
     if explained is not None:
         summed = explained.summed()
         rel2d = summed.cpu().numpy()
-        if not image.is_volume:
-            # The explanation's pictures first (render's early part): the pool encodes them while the masks run.
-            with clock.stage("render", report=False):
-                picture_artifacts(pending, params, info, x01, labels, explained, summed)
+        with clock.stage("render", report=False):
+            display = display_scale(rel2d, params)
+            if not image.is_volume:
+                # The explanation's pictures first (render's early part): the pool encodes them while the masks run.
+                picture_artifacts(pending, params, info, x01, labels, summed, display)
         with clock.stage("masks"):
             extracted = mask_extractors.extract_all([m.value for m in params.masks], summed)
         with clock.stage("metrics"):
             result["explanation"] = dict(explained.summary)
             result["explanation"]["metrics"] = quality_metrics(explained)
-            result["explanation"]["display"] = display_scale(rel2d, params)
+            result["explanation"]["display"] = display
             result["masks"] = mask_summaries(extracted, model_mask, truth)
             if truth is not None:
                 result["ground_truth"] = truth_summary(truth, model_mask, rel2d)
@@ -592,7 +601,19 @@ def finish(
 
     with clock.stage("render"):
         render_artifacts(
-            pending, params, info, image, x01, labels, explained, rel2d, extracted, truth, warnings, series_base
+            pending,
+            params,
+            info,
+            image,
+            x01,
+            labels,
+            explained,
+            rel2d,
+            display,
+            extracted,
+            truth,
+            warnings,
+            series_base,
         )
         artifacts = pending.resolve()
     result["params"] = params.model_dump(mode="json")
@@ -762,14 +783,15 @@ def picture_artifacts(
     info: ModelInfo,
     x01: Tensor,
     labels: np.ndarray | None,
-    explained: Explained,
     summed: Tensor,
+    display: dict[str, float | None],
 ) -> None:
-    """An image's pictures of the explanation (drawn on summed's device, handed to the PNG pool)."""
+    """An image's pictures of the explanation (drawn on summed's device, handed to the PNG pool), scaled
+    as display_scale says."""
     wants = params.wants
     if labels is not None and wants("segmentation.png"):
         pending.png("segmentation.png", render.segmentation_rgb(labels, info.num_classes, x01[0].cpu().numpy()))
-    kw = transfer_args(params)
+    kw = picture_transfer(params, display)
     if wants("relevance.png"):
         pending.png("relevance.png", render.relevance_rgb(summed, **kw))
     if wants("overlay.png"):
@@ -785,16 +807,18 @@ def render_artifacts(
     labels: np.ndarray | None,
     explained: Explained | None,
     rel2d: np.ndarray | None,
+    display: dict[str, float | None] | None,
     extracted: dict[str, Any],
     truth: np.ndarray | None,
     warnings: list[str],
     series_base: int = SERIES_BASE,
 ) -> None:
-    """Every artifact picture_artifacts did not draw (the masks', the PR curves, DICOM, .npy), into `pending`."""
+    """Every artifact picture_artifacts did not draw (the masks', the PR curves, DICOM, .npy), into `pending`;
+    display: display_scale of rel2d (None without an explanation)."""
     wants = params.wants
     pixels = x01[0].cpu().numpy()
     if image.is_volume:
-        volume_artifacts(pending, params, info, pixels, labels, explained, rel2d, extracted, truth)
+        volume_artifacts(pending, params, info, pixels, labels, explained, rel2d, display, extracted, truth)
         rel3d = rel2d  # a volume's (D, H, W) relevance
         series = series_dicom_artifacts(params, info, image, labels, rel3d, extracted, warnings, series_base)
         for name, data in series.items():
@@ -804,9 +828,9 @@ def render_artifacts(
         pending.png("segmentation.png", render.segmentation_rgb(labels, info.num_classes, pixels))
     if labels is not None and wants("segmentation.npy"):  # class indices, for programs (client, /v2 infer)
         pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
-    if explained is not None and rel2d is not None:
+    if explained is not None and rel2d is not None and display is not None:
         if wants("colorbar.png"):
-            pending["colorbar.png"] = colorbar_artifact(rel2d, params)
+            pending["colorbar.png"] = colorbar_artifact(display, params)
         if wants("relevance.npy"):
             pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
         for name, found in extracted.items():
@@ -828,6 +852,7 @@ def volume_artifacts(
     labels: np.ndarray | None,
     explained: Explained | None,
     rel3d: np.ndarray | None,
+    display: dict[str, float | None] | None,
     extracted: dict[str, Any],
     truth: np.ndarray | None,
 ) -> None:
@@ -840,19 +865,16 @@ def volume_artifacts(
         pending.png("segmentation.png", render.segmentation_rgb(tile(labels, slices), info.num_classes))
     if labels is not None and wants("segmentation.npy"):
         pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
-    if explained is None or rel3d is None:
+    if explained is None or rel3d is None or display is None:
         return
-    kw = transfer_args(params)
-    tau = display_scale(rel3d, params)["tau"]
-    if tau is not None:  # the log transfer's threshold, from the whole volume
-        kw = {"mode": kw["mode"], "tau": tau}
+    kw = picture_transfer(params, display)  # the log transfer's threshold, from the whole volume
     rel_tiles = tile(rel3d, slices)
     if wants("relevance.png"):
         pending.png("relevance.png", render.relevance_rgb(rel_tiles, **kw))
     if wants("overlay.png"):
         pending.png("overlay.png", render.overlay_rgb(tile(pixels, slices), rel_tiles, **kw))
     if wants("colorbar.png"):
-        pending["colorbar.png"] = colorbar_artifact(rel3d, params)
+        pending["colorbar.png"] = colorbar_artifact(display, params)
     if wants("relevance.npy"):
         pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
     for name, found in extracted.items():
@@ -972,9 +994,8 @@ def series_dicom_artifacts(
     return out
 
 
-def colorbar_artifact(rel2d: np.ndarray, params: JobParams) -> bytes:
-    """The colour bar labelled with this map's scale (the bare strip for an all-zero map)."""
-    scale = display_scale(rel2d, params)
+def colorbar_artifact(scale: dict[str, float | None], params: JobParams) -> bytes:
+    """The colour bar labelled with a map's display_scale (the bare strip for an all-zero map)."""
     if scale["max_abs"] is None:
         return render.colorbar_png()
     mass = params.visualisation.threshold if params.visualisation.threshold_mode == "mass" else None
