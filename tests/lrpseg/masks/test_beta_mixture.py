@@ -9,7 +9,7 @@ from scipy.ndimage import binary_dilation
 from scipy.stats import beta as beta_distribution
 
 from lrpseg.masks import bmm, fit_beta_mixture
-from lrpseg.masks.beta_mixture import BACKGROUND_QUANTILE, moments_to_beta
+from lrpseg.masks.beta_mixture import BACKGROUND_QUANTILE, BetaComponent, moments_to_beta
 from lrpseg.masks.synthetic import lrp_like_map
 from tests.lrpseg.masks.helpers import iou
 from tests.lrpseg.masks.numpy_bmm import numpy_bmm
@@ -150,3 +150,26 @@ def test_bmm_on_cuda_equals_the_cpu_fit(lrp_map: tuple[np.ndarray, np.ndarray]) 
     cpu, gpu = bmm(relevance), bmm(torch.from_numpy(relevance).cuda())
     assert gpu.iterations == cpu.iterations
     np.testing.assert_allclose(gpu.score, cpu.score, rtol=0, atol=1e-9)
+
+
+def test_quantile_is_scipy_beta_ppf_bit_for_bit() -> None:
+    rng = np.random.default_rng(4)
+    for a, b in np.exp(rng.uniform(-2.0, 14.0, size=(500, 2))):
+        component = BetaComponent(float(a), float(b))
+        assert component.quantile(BACKGROUND_QUANTILE) == float(beta_distribution.ppf(BACKGROUND_QUANTILE, a, b))
+
+
+@pytest.mark.parametrize(("seed_rules", "balance"), [(True, True), (False, False)])
+def test_fit_on_sorted_values_equals_the_fit_in_any_order(seed_rules: bool, balance: bool) -> None:
+    # bmm fits its (sorted) quantile sample, where the E-step sets the rules' two ends directly
+    x = sample_mixture((2.0, 12.0), (9.0, 3.0), 0.15, 20000, seed=5)
+    ordered = fit_beta_mixture(np.sort(x), seed_rules=seed_rules, balance=balance)
+    shuffled = fit_beta_mixture(np.random.default_rng(0).permutation(x), seed_rules=seed_rules, balance=balance)
+    assert ordered.iterations == shuffled.iterations and ordered.converged == shuffled.converged
+    got, expected = ordered.to_dict(), shuffled.to_dict()
+    for part in ("background", "defect"):
+        for key in ("alpha", "beta"):
+            assert got[part][key] == pytest.approx(expected[part][key], rel=1e-12)
+    assert got["weight_defect"] == pytest.approx(expected["weight_defect"], rel=1e-12)
+    grid = np.linspace(0.001, 0.999, 999)
+    np.testing.assert_allclose(ordered.defect_posterior(grid), shuffled.defect_posterior(grid), rtol=0, atol=1e-12)

@@ -63,3 +63,26 @@ def test_degenerate_maps() -> None:
         component(np.ones((4, 4)), low=0.0)
     scaled = component(np.eye(6) * 1e-300)
     assert np.array_equal(scaled.mask, component(np.eye(6)).mask)
+
+
+def test_region_statistics_equal_scipy_ndimage(lrp_map: tuple[np.ndarray, np.ndarray]) -> None:
+    from scipy import ndimage
+
+    relevance = lrp_map[0]
+    result = component(relevance, low=0.02)
+    positive = np.maximum(relevance / np.abs(relevance).max(), 0.0)
+    smooth = uniform_filter(positive, size=3, mode="reflect")
+    labels, count = ndimage.label(smooth > 0.02 * smooth.max())
+    index = np.arange(1, count + 1)
+    mass = ndimage.sum_labels(positive, labels, index)
+    order = np.argsort(-mass, kind="stable")[:20]
+    peaks = ndimage.maximum(positive, labels, index)
+    centres = ndimage.center_of_mass(np.ones_like(positive), labels, index)
+    regions = result.params["region_list"]
+    assert result.params["regions"] == count > 3 and len(regions) == min(count, 20)
+    for found, i in zip(regions, order, strict=True):
+        assert found["pixels"] == int(ndimage.sum_labels(np.ones_like(positive), labels, i + 1))
+        assert found["kept_pixels"] == int(np.count_nonzero((labels == i + 1) & result.mask))
+        assert found["peak"] == float(peaks[i] * np.abs(relevance).max())
+        assert found["positive_share"] == float(mass[i] / positive.sum())
+        assert found["centroid"] == [round(float(c), 2) for c in centres[i]]

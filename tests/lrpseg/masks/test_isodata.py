@@ -90,3 +90,13 @@ def test_simple_on_two_pixels_splits_them() -> None:
 def test_invalid_relevance_is_rejected(relevance: np.ndarray, message: str) -> None:
     with pytest.raises(InvalidRelevanceError, match=message):
         simple(relevance)
+
+
+def test_threshold_means_are_summed_to_the_last_digits(lrp_map: tuple[np.ndarray, np.ndarray]) -> None:
+    # each class summed on its own (the total minus the low sum lost digits when the high class is small)
+    import math
+
+    x = normalised(lrp_map[0]).ravel()
+    t, _, _ = isodata_threshold(x)
+    low, high = x[x <= t], x[x > t]
+    assert t == pytest.approx((math.fsum(low) / low.size + math.fsum(high) / high.size) / 2, rel=1e-14, abs=0)
