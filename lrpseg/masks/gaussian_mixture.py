@@ -4,25 +4,21 @@ The EM runs in torch on the relevance's device (float64, batched over maps); it 
 scikit-learn's GaussianMixture (covariance "full", which in 1-D is one variance per component;
 reg_covar, tol, max_iter and the lower bound as there), started from scikit-learn's own k-means
 labels, so the fit equals GaussianMixture(init_params="kmeans", random_state=seed).fit. Only the
-k-means start (n_init=1, on the fit sample of at most MAX_FIT_SAMPLES values) runs on the CPU.
+k-means start (n_init=1, on the fit sample of at most MAX_FIT_SAMPLES values) runs on the CPU
+(lrpseg.masks.kmeans: scikit-learn's steps without KMeans.fit's per-call cost).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
+from lrpseg.masks import kmeans
 from lrpseg.masks.filters import FILTER_SIZE
 from lrpseg.masks.prepared import prepare
 from lrpseg.masks.result import MaskResult, empty_result, host, scaled
@@ -34,20 +30,6 @@ REG_COVAR = 1e-6  # scikit-learn's defaults
 TOL = 1e-3
 MAX_ITER = 100
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-@lru_cache(maxsize=1)
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()  # scans the loaded libraries (ms): once per process
-
-
-def single_threaded() -> AbstractContextManager[Any]:
-    """BLAS/OpenMP pools at one thread while scikit-learn's k-means runs.
-
-    On 1-D data thread start-up costs more than it saves, and on an oversubscribed
-    2-core machine the multi-threaded fit was ten times slower.
-    """
-    return _threadpools().limit(limits=1)
 
 
 @dataclass(frozen=True)
@@ -162,10 +144,7 @@ def fit_gaussian_mixture(
 def kmeans_labels(sample: Tensor, k: int, seed: int) -> Tensor:
     """scikit-learn's k-means labels (N,) of a 1-D sample, the start GaussianMixture's
     init_params="kmeans" builds (computed on the CPU, returned on the sample's device)."""
-    values = sample.detach().cpu().numpy().reshape(-1, 1)
-    with single_threaded(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        labels = KMeans(n_clusters=k, n_init=1, random_state=np.random.RandomState(seed)).fit(values).labels_
+    labels = kmeans.kmeans_labels(sample.detach().cpu().numpy(), k, seed)
     return torch.from_numpy(labels.astype(np.int64)).to(sample.device)
 
 
