@@ -89,7 +89,10 @@ def moments_to_beta(mean: float, variance: float) -> BetaComponent:
     return BetaComponent(alpha=mean * concentration, beta=(1.0 - mean) * concentration)
 
 
-def _weighted_betas(x: Tensor, weights: Tensor) -> list[BetaComponent | None]:
+Betas = list[BetaComponent | None]
+
+
+def _weighted_betas(x: Tensor, weights: Tensor) -> Betas:
     """One Beta per row of weights (R, N) by the weighted method of moments; None for a row without weight.
 
     The sums run on x's device as dot products; mean first, then the spread about it (two passes,
@@ -128,19 +131,42 @@ def _responsibility(model: BetaMixture, x: Tensor, logs: Tensor) -> Tensor:
     return r
 
 
-def _responsibility_sorted(model: BetaMixture, x: Tensor, logs: Tensor, out: Tensor) -> Tensor:
-    """_responsibility of x in ascending order, into `out`: the rules' pixels are then two ends of
-    x, set directly, and the posterior is computed between them only (the same values)."""
-    start, stop = 0, x.numel()
+def _step_ascending(model: BetaMixture, x: Tensor, logs: Tensor, ends: np.ndarray) -> tuple[Betas, float]:
+    """One EM step (E-step, then the weighted moments) on x in ascending order: ([defect, background], sum of
+    the defect responsibilities).
+
+    Seed 001's rules make the responsibility exactly 0 on x's low end and 1 on its high end; the
+    posterior is computed between them only, and the ends enter the moments through `ends`, the
+    prefix sums of x and x^2 ((2, N + 1), on the host): sum (x - m)^2 = sum x^2 - 2 m sum x + n m^2
+    there. Two host syncs."""
+    n = x.numel()
+    start, stop = 0, n
     if model.seed_rules:
         bounds = x.new_tensor([model.background.quantile(BACKGROUND_QUANTILE), model.defect.mean])
         start, stop = torch.searchsorted(x, bounds, right=True).tolist()  # x[:start] <= quantile < x[start:]
-        out[:start] = 0.0
-    if start < stop:
-        middle = out[start:stop]
-        torch.mv(logs[:, start:stop].T, _log_ratio_coefficients(model, x.device), out=middle).sigmoid_()
-    out[stop:] = 1.0
-    return out
+    low_end = min(start, stop)  # background only (where both rules hold, the defect's wins)
+    middle = slice(start, max(start, stop))
+    r = torch.mv(logs[:, middle].T, _log_ratio_coefficients(model, x.device)).sigmoid_()
+    weights, values = torch.stack([r, 1.0 - r]), x[middle]  # rows: defect, background
+    (inner_d, inner_b), (sum_d, sum_b) = torch.stack([weights.sum(1), torch.mv(weights, values)]).tolist()
+    (x_low, x_stop, x_all), (sq_low, sq_stop, sq_all) = ends[:, [low_end, stop, n]].tolist()
+    count = (n - stop, low_end)
+    end_sum, end_squares = (x_all - x_stop, x_low), (sq_all - sq_stop, sq_low)
+    total = (inner_d + count[0], inner_b + count[1])
+    mean = [(s + e) / t if t > 0.0 else 0.0 for s, e, t in zip((sum_d, sum_b), end_sum, total, strict=True)]
+    inner = torch.linalg.vecdot(weights, (values - values.new_tensor(mean)[:, None]).square_()).tolist()
+    betas: Betas = []
+    for k in range(2):
+        spread = inner[k] + end_squares[k] - 2.0 * mean[k] * end_sum[k] + count[k] * mean[k] * mean[k]
+        betas.append(moments_to_beta(mean[k], spread / total[k]) if total[k] > 0.0 else None)
+    return betas, total[0]
+
+
+def prefix_sums(x: Tensor) -> np.ndarray:
+    """(2, N + 1) float64 on the host: sums of x and of x^2 over x[:i]."""
+    ends = torch.zeros(2, x.numel() + 1, dtype=torch.float64, device=x.device)
+    torch.cumsum(torch.stack([x, x * x]), 1, out=ends[:, 1:])
+    return ends.cpu().numpy()
 
 
 def fit_beta_mixture(
@@ -164,26 +190,25 @@ def fit_beta_mixture(
     x = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
     x = x.reshape(-1).to(torch.float64).clamp(EDGE, 1.0 - EDGE)
     logs = log_rows(x)
-    ascending = bool((x[1:] >= x[:-1]).all())  # bmm's sample is: the E-step's rules then cut two ends
+    ends = prefix_sums(x) if bool((x[1:] >= x[:-1]).all()) else None  # bmm's sample is ascending
     split, _, _ = isodata_threshold(x)
     high = (x > split).to(torch.float64)
     background, defect = _weighted_betas(x, torch.stack([1.0 - high, high]))
     if background is None or defect is None:
         raise ValueError("fit_beta_mixture needs at least two distinct values")
     model = BetaMixture(background, defect, 0.5 if balance else float(high.mean()), 0, False, seed_rules)
-    weights = x.new_empty(2, x.numel())  # rows: defect, background responsibilities
     for iteration in range(1, max_iter + 1):
-        if ascending:
-            r = _responsibility_sorted(model, x, logs, out=weights[0])
+        if ends is not None:
+            (new_defect, new_background), defect_total = _step_ascending(model, x, logs, ends)
         else:
-            r = weights[0].copy_(_responsibility(model, x, logs))
-        torch.sub(1.0, r, out=weights[1])
-        new_defect, new_background = _weighted_betas(x, weights)
+            r = _responsibility(model, x, logs)
+            new_defect, new_background = _weighted_betas(x, torch.stack([r, 1.0 - r]))
+            defect_total = float(r.sum())
         if new_defect is None or new_background is None:  # one component lost every pixel
             return BetaMixture(model.background, model.defect, model.weight_defect, iteration, False, seed_rules)
         if new_defect.mean < new_background.mean:
             new_defect, new_background = new_background, new_defect
-        weight = 0.5 if balance else min(max(float(r.mean()), EDGE), 1.0 - EDGE)
+        weight = 0.5 if balance else min(max(defect_total / x.numel(), EDGE), 1.0 - EDGE)
         new = BetaMixture(new_background, new_defect, weight, iteration, False, seed_rules)
         if _max_relative_change(model, new) <= tol:
             return BetaMixture(new_background, new_defect, weight, iteration, True, seed_rules)
