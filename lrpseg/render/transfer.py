@@ -115,9 +115,7 @@ def resolve_tau(
     if nonzero.numel() == 0:
         return 0.0
     if tau is not None:
-        if not (np.isfinite(tau) and tau > 0):
-            raise RenderInputError(f"tau must be a positive finite number, got {tau}")
-        return float(tau)
+        return given_tau(tau)
     if fraction is not None:
         if not 0.0 <= fraction <= 1.0:
             raise RenderInputError(f"fraction must be within [0, 1], got {fraction}")
@@ -129,6 +127,13 @@ def resolve_tau(
     else:
         value = mass_tau(nonzero, DEFAULT_MASS if mass is None else mass)
     return value if value > 0 else float(nonzero.min())
+
+
+def given_tau(tau: float) -> float:
+    """A threshold given in relevance units, checked."""
+    if not (np.isfinite(tau) and tau > 0):
+        raise RenderInputError(f"tau must be a positive finite number, got {tau}")
+    return float(tau)
 
 
 def log1p_ratio(magnitude: Tensor, tau: float) -> Tensor:
@@ -169,7 +174,11 @@ def transfer_tensor(r: Tensor, *, mode: Mode = "log", **threshold: float | None)
         return r / peak
     if mode != "log":
         raise RenderInputError(f"mode must be 'log' or 'linear', got {mode!r}")
-    t = resolve_tau(r, **threshold)
+    tau = threshold.get("tau")
+    if tau is not None and sum(v is not None for v in threshold.values()) == 1:
+        t = given_tau(tau)  # what resolve_tau returns for a map with |R| > 0, without its pass over the map
+    else:
+        t = resolve_tau(r, **threshold)
     scaled = log1p_ratio(magnitude, t) / log1p_ratio(magnitude.new_tensor(peak), t)
     return torch.where(magnitude >= t, torch.sign(r) * scaled, 0.0).clamp(-1.0, 1.0)
 

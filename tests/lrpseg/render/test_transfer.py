@@ -118,3 +118,13 @@ def test_bad_settings_are_rejected(relevance: np.ndarray, kwargs: dict, message:
 def test_non_finite_relevance_is_rejected() -> None:
     with pytest.raises(RenderInputError, match="NaN"):
         log_transfer(np.array([[0.0, np.nan]]))
+
+
+@pytest.mark.parametrize("threshold", [{}, {"mass": 0.5}, {"percentile": 90.0}, {"fraction": 0.01}])
+def test_a_resolved_tau_draws_what_its_rule_draws(relevance: np.ndarray, threshold: dict) -> None:
+    # a job resolves tau once (display_scale) and hands it to every picture
+    tau = resolve_tau(relevance, **threshold)
+    np.testing.assert_array_equal(log_transfer(relevance, tau=tau), log_transfer(relevance, **threshold))
+    for bad in (0.0, np.nan, np.inf):
+        with pytest.raises(RenderInputError, match="tau"):
+            log_transfer(relevance, tau=bad)
