@@ -64,21 +64,12 @@ def weighted_log_prob(x: Tensor, means: Tensor, variances: Tensor, weights: Tens
     return torch.addcmul(offset, y, y, value=-0.5)
 
 
-def exp_shifted(log_prob: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(exp(log_prob - max), its sum over K (B, 1, N), max (B, 1, N)): the parts of scikit-learn's
-    logsumexp (max shift) over the component axis. log_prob is overwritten."""
-    peak = log_prob.amax(1, keepdim=True)
-    shifted = log_prob.sub_(peak).exp_()
-    return shifted, shifted.sum(1, keepdim=True), peak
-
-
 def normalise(log_prob: Tensor) -> tuple[Tensor, Tensor]:
-    """(responsibilities (B, K, N), log-likelihood (B, N)) from weighted log probabilities (overwritten):
-    scikit-learn's logsumexp and exp(log_prob - logsumexp), the exponentials computed once
-    (responsibility = exp(log_prob - max) / their sum)."""
-    shifted, total, peak = exp_shifted(log_prob)
-    norm = total.log().add_(peak)[:, 0]
-    return shifted.div_(total), norm
+    """(responsibilities (B, K, N), log-likelihood (B, N)) from weighted log probabilities: scikit-learn's
+    exp(log_prob - logsumexp) as one softmax over the components (max shift, as its logsumexp), and
+    logsumexp = max - log(largest responsibility), that responsibility being exp(0) / the sum."""
+    resp = torch.softmax(log_prob, 1)
+    return resp, log_prob.amax(1) - torch.log(resp.amax(1))
 
 
 def m_step(x: Tensor, resp: Tensor, reg_covar: float, counts: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -200,8 +191,8 @@ def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row
     device = values.device
     means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
     flat = values.reshape(1, -1)
-    shifted, total, _ = exp_shifted(weighted_log_prob(flat, means[None], variances[None], weights[None]))
-    return (shifted[:, component] / total[:, 0])[0].reshape(values.shape)
+    resp = torch.softmax(weighted_log_prob(flat, means[None], variances[None], weights[None]), 1)
+    return resp[0, component].reshape(values.shape)
 
 
 def gmm(
