@@ -24,6 +24,12 @@ def dense(x: Tensor) -> Tensor:
     return x
 
 
+def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:
+    """The strides of a dense channels-last (N, C, H, W) tensor of this shape."""
+    _, c, h, w = shape
+    return (c * h * w, 1, w * c, c)
+
+
 def clamp_pos(t: Tensor) -> Tensor:
     """Makes the cached "pos" variant (w+, b+)."""
     return t.clamp(min=0)
@@ -61,8 +67,18 @@ class Layer:
             if make is None:
                 raise KeyError(kind)
             b = self.bias
-            self._cache[kind] = (make(self.weight), None if b is None else make(b))
+            self._cache[kind] = (self._like_weight(make(self.weight)), None if b is None else make(b))
         return self._cache[kind]
+
+    def _like_weight(self, w: Tensor) -> Tensor:
+        """A copy of derived weight w in the module weight's memory format, with the strides
+        .to(memory_format=...) gives. A channels-last weight with a size-1 dimension (one
+        input channel, 1x1 kernels) has two valid stride sets, and oneDNN takes its fast
+        path only for this one (a clamped copy of it: the other; 10-15x slower)."""
+        weight = self.module.weight
+        channels_last = weight.dim() == 4 and weight.stride() == _channels_last_strides(weight.shape)
+        fmt = torch.channels_last if channels_last and w.dim() == 4 else torch.contiguous_format
+        return torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt).copy_(w)
 
     def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         m = self.module
@@ -146,12 +162,7 @@ class Layer:
             weights = [self.params(kind)[0] for kind in kinds]
             if channels is not None:
                 weights = [w.narrow(self._in_dim, channels.start, channels.stop - channels.start) for w in weights]
-            w = torch.cat(weights, dim=self._out_dim)
-            channels_last = w.dim() == 4 and self.weight.is_contiguous(memory_format=torch.channels_last)
-            self._cache[key] = (
-                w.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format),
-                None,
-            )
+            self._cache[key] = (self._like_weight(torch.cat(weights, dim=self._out_dim)), None)
         return self._cache[key][0]
 
     def transpose_sum(self, pairs: list[tuple[Tensor, str]], x: Tensor, channels: slice | None = None) -> Tensor:
@@ -166,6 +177,23 @@ class Layer:
             return sum(self.transpose(s, self.params(kind)[0], x) for s, kind in pairs)  # type: ignore[return-value]
         stacked = torch.cat([s for s, _ in pairs], dim=-1 if self.is_linear else 1)
         return self.transpose(stacked, self.stacked([kind for _, kind in pairs], channels), x)
+
+    def transposes(self, s: Tensor, kinds: list[str], x: Tensor) -> list[Tensor]:
+        """[weight_i^T s for each kind] in one call: the cached weights are stacked along
+        the input channels (groups=1). The same sums as one call per weight (measured
+        bitwise), and a transposed map onto one input channel costs as much as onto three."""
+        if len(kinds) == 1 or self.module_groups != 1:
+            return [self.transpose(s, self.stacked([kind]), x) for kind in kinds]
+        key = "each:" + "|".join(kinds)
+        if key not in self._cache:
+            weights = [self.params(kind)[0] for kind in kinds]
+            self._cache[key] = (self._like_weight(torch.cat(weights, dim=self._in_dim)), None)
+        dim = self._channel_dim(x)
+        shape = list(x.shape)
+        shape[dim] *= len(kinds)
+        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else None
+        like = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt or torch.contiguous_format)
+        return list(self.transpose(s, self._cache[key][0], like).chunk(len(kinds), dim=dim))
 
     @property
     def module_groups(self) -> int:

@@ -251,9 +251,8 @@ class ZBox(Rule):
         high = torch.as_tensor(self.high).to(x).expand_as(x)
         zb = z - (layer.forward(low, wp, bp) + layer.forward(high, wn, bn))
         s = r / stabilize(zb, self.stabilizer)
-        rel = x * layer.transpose(s, layer.weight, x) - (
-            low * layer.transpose(s, wp, x) + high * layer.transpose(s, wn, x)
-        )
+        t, tp, tn = layer.transposes(s, ["plain", "pos", "neg"], x)  # one call
+        rel = x * t - (low * tp + high * tn)
         return Step(rel, s.new_zeros(s.shape[0]))  # b - b+ - b- = 0: biases cancel
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lrpseg import lrp
-from lrpseg.lrp.layers import Layer
+from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
 from lrpseg.lrp.rules import stabilize
 from tests.lrpseg.lrp.zennit_bridge import max_rel_diff, zennit_relevance
 
@@ -103,3 +103,31 @@ def test_two_sided_under_autograd_equals_in_place() -> None:
     expected[:, 3:5] += b * x[:, 3:5].clamp(max=0)
     assert torch.equal(layer.two_sided(x, a.clone(), b, slice(3, 5)), expected)
     torch.testing.assert_close(tracked.detach(), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(16, 1, 3, 3), (2, 16, 1, 1)])  # one input channel; a 1x1 head
+def test_derived_weights_keep_the_channels_last_strides(shape: tuple[int, int, int, int]) -> None:
+    """Size-1 dimensions give a channels-last weight two valid stride sets; oneDNN's fast
+    path takes only the one .to(memory_format=channels_last) gives (a clamp gives the other)."""
+    conv = nn.Conv2d(shape[1], shape[0], shape[2]).to(memory_format=torch.channels_last)
+    layer = Layer(conv)
+    for kind, make in (("pos", clamp_pos), ("neg", clamp_neg)):
+        assert layer.params(kind, make)[0].stride() == conv.weight.stride()
+    assert (
+        layer.stacked(["pos", "neg"]).stride()
+        == nn.Conv2d(shape[1], 2 * shape[0], shape[2]).to(memory_format=torch.channels_last).weight.stride()
+    )
+
+
+def test_transposes_in_one_call_equal_one_call_each() -> None:
+    g = torch.Generator().manual_seed(4)
+    conv = nn.Conv2d(1, 6, 3, padding=1).double().to(memory_format=torch.channels_last)
+    layer = Layer(conv)
+    layer.params("pos", clamp_pos)
+    layer.params("neg", clamp_neg)
+    x = torch.randn(2, 1, 7, 9, dtype=torch.float64, generator=g).contiguous(memory_format=torch.channels_last)
+    s = torch.randn(2, 6, 7, 9, dtype=torch.float64, generator=g).contiguous(memory_format=torch.channels_last)
+    together = layer.transposes(s, ["plain", "pos", "neg"], x)
+    for kind, t in zip(["plain", "pos", "neg"], together):
+        assert t.shape == x.shape
+        torch.testing.assert_close(t, layer.transpose(s, layer.params(kind)[0], x), rtol=1e-12, atol=0)
