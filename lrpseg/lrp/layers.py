@@ -148,8 +148,13 @@ class Layer:
                 b = torch.cat([b.new_zeros(b.shape[:dim] + (n,) + b.shape[dim + 1 :]) if i != 1 else b
                                for i, n in enumerate(sizes)], dim=dim)  # fmt: skip
             return a * x.clamp(min=0) + b * x.clamp(max=0)
-        a.mul_(x.clamp(min=0))
-        self.narrow(a, part).addcmul_(b, self.narrow(x, part).clamp(max=0))
+        if part is not None:  # x >= 0 outside the negative channels: a * x there, no clamped copy
+            dim = self._channel_dim(x)
+            for start, stop in ((0, part.start), (part.stop, x.shape[dim])):
+                if stop > start:
+                    a.narrow(dim, start, stop - start).mul_(x.narrow(dim, start, stop - start))
+        a_neg, x_neg = self.narrow(a, part), self.narrow(x, part)
+        a_neg.mul_(x_neg.clamp(min=0)).addcmul_(b, x_neg.clamp(max=0))
         return a
 
     def stacked(self, kinds: list[str], channels: slice | None = None) -> Tensor:

@@ -203,8 +203,7 @@ class Gamma(Rule):
         _wgn, bgn = layer.params(kn, lambda t: t + g * t.clamp(max=0))
         negative = layer.negative_channels(x, nonneg)
         p = layer.positive_part(x, negative)  # all positive contributions + b+; z - p: the negative ones + b-
-        sign = torch.sign(z)  # 1, 0, -1 as floats: masks by products (torch.where costs ~30 passes)
-        if _zero_unless_positive(r, sign):
+        if _zero_unless_positive(r, z):
             # all relevance sits where z > 0 (a ReLU follows): only w + gamma w+ on x+ and
             # w + gamma w- on x- carry it, and the denominator is z + gamma p > 0 there; elsewhere
             # it is clamped to >= eps, so r = 0 gives 0 (not 0/0)
@@ -215,6 +214,7 @@ class Gamma(Rule):
             rel = layer.two_sided(x, a, layer.transpose_sum([(sp, kn)], x, negative), negative)
             return Step(rel, _bias_relevance(sp, bgp))
         # z > 0: denominator z + gamma p > 0; z < 0: z + gamma (z - p) < 0; z = 0 drops its relevance
+        sign = torch.sign(z)  # 1, 0, -1 as floats: masks by products (torch.where costs ~30 passes)
         neg = torch.sub(z, p).mul_(g).add_(z).clamp_(max=0).sub_(self.stabilizer)
         sp = _divide(r * sign.clamp(min=0), p.mul_(g).add_(z).clamp_(min=0).add_(self.stabilizer))
         sn = _divide(r * sign.clamp_(max=0).neg_(), neg)
@@ -226,9 +226,11 @@ class Gamma(Rule):
         return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
 
 
-def _zero_unless_positive(r: Tensor, sign: Tensor) -> bool:
-    """Whether r is exactly 0 wherever z <= 0 (sign = torch.sign(z)); NaN or inf: False."""
-    low, high = torch.aminmax(dense(torch.sub(sign, 1).mul_(r)))
+def _zero_unless_positive(r: Tensor, z: Tensor) -> bool:
+    """Whether r is exactly 0 wherever z <= 0; NaN or inf: False. (sign(z) - 1) r is 0 at
+    z > 0 and -r or -2r elsewhere: float products only, one buffer."""
+    with torch.no_grad():
+        low, high = torch.aminmax(dense(torch.sign(z).sub_(1).mul_(r)))
     return bool(low == 0) and bool(high == 0)
 
 
