@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
+from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos, dense
 
 
 @dataclass
@@ -25,11 +25,9 @@ class Step:
 
 def stabilize(z: Tensor, eps: float | Tensor) -> Tensor:
     """z + eps * sign(z) with sign(0) = +1 (zennit's default stabiliser), a new tensor."""
-    if not isinstance(eps, Tensor):
-        if not eps:
-            return z.clone()
-        eps = torch.tensor(eps, dtype=z.dtype, device=z.device)
-    return torch.where(z >= 0, eps, -eps).add_(z)
+    if not isinstance(eps, Tensor) and not eps:
+        return z.clone()
+    return _stabilize_(torch.add(z, 0.0), eps)
 
 
 def _divide(r: Tensor, d: Tensor) -> Tensor:
@@ -37,12 +35,17 @@ def _divide(r: Tensor, d: Tensor) -> Tensor:
     return r / d if r.requires_grad else torch.div(r, d, out=d)
 
 
-def _stabilize_(d: Tensor, eps: float) -> Tensor:
-    """stabilize(d, eps) in place on a fresh tensor d."""
-    if not eps:
-        return d
-    e = torch.tensor(eps, dtype=d.dtype, device=d.device)
-    return d.add_(torch.where(d >= 0, e, -e))
+def _stabilize_(d: Tensor, eps: float | Tensor) -> Tensor:
+    """stabilize(d, eps) in place on a fresh tensor d.
+
+    Float arithmetic only: on the CPU torch.where and masks of bools cost ~30 elementwise
+    passes. Adding +0.0 turns -0.0 into +0.0, so copysign gives +eps at both zeros."""
+    if not isinstance(eps, Tensor):
+        if not eps:
+            return d
+        eps = torch.tensor(eps, dtype=d.dtype, device=d.device)
+    d.add_(0.0)
+    return d.add_(torch.copysign(eps, d))
 
 
 def _stabilize_pos(d: Tensor, eps: float) -> Tensor:
@@ -62,18 +65,6 @@ def _bias_relevance(s: Tensor, bias: Tensor | None) -> Tensor:
         return s.new_zeros(s.shape[0])
     per_unit = s.sum(dim=tuple(range(2, s.dim()))) if s.dim() > 2 else s  # reduce space first
     return per_unit @ bias
-
-
-def _mixed(x: Tensor, nonneg: bool = False) -> bool:
-    """Whether x has negative entries (else every x- term is exactly zero).
-    `nonneg`: the graph guarantees x >= 0 (a ReLU output), so there is nothing to check."""
-    return not nonneg and bool((x < 0).any())
-
-
-def _two_sided(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """x+ * a + x- * b, as x * (a where x > 0 else b): no x+ / x- copies (written into a)."""
-    chosen = torch.where(x > 0, a, b) if a.requires_grad or b.requires_grad else torch.where(x > 0, a, b, out=a)
-    return chosen.mul_(x)
 
 
 class Rule:
@@ -151,12 +142,13 @@ class ZPlus(Rule):
 
     def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         wp, bp = layer.params("pos", clamp_pos)
-        mixed = _mixed(x, nonneg)
-        s = _divide(r, _stabilize_pos(layer.positive_part(x, mixed), self.stabilizer))
-        if not mixed:
-            return Step(layer.transpose(s, wp, x).mul_(x), _bias_relevance(s, bp))
-        wn, _ = layer.params("neg", clamp_neg)
-        rel = _two_sided(x, layer.transpose(s, wp, x), layer.transpose(s, wn, x))
+        layer.params("neg", clamp_neg)
+        negative = layer.negative_channels(x, nonneg)
+        s = _divide(r, _stabilize_pos(layer.positive_part(x, negative), self.stabilizer))
+        a = layer.transpose(s, wp, x)
+        if negative is None:
+            return Step(a.mul_(x), _bias_relevance(s, bp))
+        rel = layer.two_sided(x, a, layer.transpose_sum([(s, "neg")], x, negative), negative)
         return Step(rel, _bias_relevance(s, bp))
 
 
@@ -178,16 +170,16 @@ class AlphaBeta(Rule):
         z = _output(z)
         _wp, bp = layer.params("pos", clamp_pos)
         _wn, bn = layer.params("neg", clamp_neg)
-        mixed = _mixed(x, nonneg)
-        pos = layer.positive_part(x, mixed)
+        negative = layer.negative_channels(x, nonneg)
+        pos = layer.positive_part(x, negative)
         neg = z - pos  # linearity: all negative contributions + b-
         a_sp = _divide(r, _stabilize_pos(pos, self.stabilizer)).mul_(self.alpha)
         b_sn = _divide(r, _stabilize_(neg, self.stabilizer)).mul_(-self.beta)
         a = layer.transpose_sum([(a_sp, "pos"), (b_sn, "neg")], x)
-        if not mixed:
+        if negative is None:
             rel = a.mul_(x)
         else:
-            rel = _two_sided(x, a, layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x))
+            rel = layer.two_sided(x, a, layer.transpose_sum([(a_sp, "neg"), (b_sn, "pos")], x, negative), negative)
         return Step(rel, _bias_relevance(a_sp, bp) + _bias_relevance(b_sn, bn))
 
 
@@ -206,26 +198,40 @@ class Gamma(Rule):
     def step(self, layer: Layer, x: Tensor, z: Tensor | None, r: Tensor, *, nonneg: bool = False) -> Step:
         z = _output(z)
         g = self.gamma
-        _wgp, bgp = layer.params(f"gamma+{g}", lambda t: t + g * t.clamp(min=0))
-        _wgn, bgn = layer.params(f"gamma-{g}", lambda t: t + g * t.clamp(max=0))
-        mixed = _mixed(x, nonneg)
-        positive = z > 0
-        p = layer.positive_part(x, mixed)  # all positive contributions + b+; z - p: the negative ones + b-
         kp, kn = f"gamma+{g}", f"gamma-{g}"
-        if not bool(torch.where(positive, 0.0, r).to(r.dtype).any()):
+        _wgp, bgp = layer.params(kp, lambda t: t + g * t.clamp(min=0))
+        _wgn, bgn = layer.params(kn, lambda t: t + g * t.clamp(max=0))
+        negative = layer.negative_channels(x, nonneg)
+        p = layer.positive_part(x, negative)  # all positive contributions + b+; z - p: the negative ones + b-
+        if _zero_unless_positive(r, z):
             # all relevance sits where z > 0 (a ReLU follows): only w + gamma w+ on x+ and
-            # w + gamma w- on x- carry it, and the denominator is z + gamma p > 0
-            sp = _divide(r, torch.add(z, p, alpha=g, out=p).add_(self.stabilizer)).masked_fill_(~positive, 0.0)
+            # w + gamma w- on x- carry it, and the denominator is z + gamma p > 0 there; elsewhere
+            # it is clamped to >= eps, so r = 0 gives 0 (not 0/0)
+            sp = _divide(r, torch.add(z, p, alpha=g, out=p).clamp_(min=0).add_(self.stabilizer))
             a = layer.transpose(sp, _wgp, x)
-            rel = _two_sided(x, a, layer.transpose(sp, _wgn, x)) if mixed else a.mul_(x)
+            if negative is None:
+                return Step(a.mul_(x), _bias_relevance(sp, bgp))
+            rel = layer.two_sided(x, a, layer.transpose_sum([(sp, kn)], x, negative), negative)
             return Step(rel, _bias_relevance(sp, bgp))
-        denom = torch.where(positive, p, z - p).mul_(g).add_(z)
-        s = _divide(r, _stabilize_(denom, self.stabilizer))
-        sp = torch.where(positive, s, 0.0).to(s.dtype)
-        sn = torch.where(z < 0, s, 0.0).to(s.dtype)
+        # z > 0: denominator z + gamma p > 0; z < 0: z + gamma (z - p) < 0; z = 0 drops its relevance
+        sign = torch.sign(z)  # 1, 0, -1 as floats: masks by products (torch.where costs ~30 passes)
+        neg = torch.sub(z, p).mul_(g).add_(z).clamp_(max=0).sub_(self.stabilizer)
+        sp = _divide(r * sign.clamp(min=0), p.mul_(g).add_(z).clamp_(min=0).add_(self.stabilizer))
+        sn = _divide(r * sign.clamp_(max=0).neg_(), neg)
         a = layer.transpose_sum([(sp, kp), (sn, kn)], x)
-        rel = _two_sided(x, a, layer.transpose_sum([(sp, kn), (sn, kp)], x)) if mixed else a.mul_(x)
+        if negative is None:
+            rel = a.mul_(x)
+        else:
+            rel = layer.two_sided(x, a, layer.transpose_sum([(sp, kn), (sn, kp)], x, negative), negative)
         return Step(rel, _bias_relevance(sp, bgp) + _bias_relevance(sn, bgn))
+
+
+def _zero_unless_positive(r: Tensor, z: Tensor) -> bool:
+    """Whether r is exactly 0 wherever z <= 0; NaN or inf: False. (sign(z) - 1) r is 0 at
+    z > 0 and -r or -2r elsewhere: float products only, one buffer."""
+    with torch.no_grad():
+        low, high = torch.aminmax(dense(torch.sign(z).sub_(1).mul_(r)))
+    return bool(low == 0) and bool(high == 0)
 
 
 class ZBox(Rule):
@@ -247,9 +253,8 @@ class ZBox(Rule):
         high = torch.as_tensor(self.high).to(x).expand_as(x)
         zb = z - (layer.forward(low, wp, bp) + layer.forward(high, wn, bn))
         s = r / stabilize(zb, self.stabilizer)
-        rel = x * layer.transpose(s, layer.weight, x) - (
-            low * layer.transpose(s, wp, x) + high * layer.transpose(s, wn, x)
-        )
+        t, tp, tn = layer.transposes(s, ["plain", "pos", "neg"], x)  # one call
+        rel = x * t - (low * tp + high * tn)
         return Step(rel, s.new_zeros(s.shape[0]))  # b - b+ - b- = 0: biases cancel
 
 
