@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from lrpseg.lrp import pool_codes
 from lrpseg.lrp.composites import Bounds, rule_map
 from lrpseg.lrp.errors import RuleError, TraceError
 from lrpseg.lrp.graph import (
@@ -28,7 +29,16 @@ from lrpseg.lrp.graph import (
 )
 from lrpseg.lrp.norms import sigma_constant
 from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
-from lrpseg.lrp.strips import WINDOW_PIXELS, StripPlan, backward_segment, fake_shapes, forward_segment, plan_strips
+from lrpseg.lrp.strips import (
+    WINDOW_LEVELS,
+    WINDOW_PIXELS,
+    StripPlan,
+    backward_segment,
+    fake_shapes,
+    forward_segment,
+    plan_strips,
+    release_heap,
+)
 
 NORM_EPS = 1e-6
 Rules = str | Mapping[str, Rule]
@@ -78,9 +88,19 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
 
 
 def _unpool(module: Any, r: Tensor, indices: Tensor, shape: torch.Size) -> Tensor:
-    """r routed back to the positions the max-pool picked (each input position gets at most one)."""
+    """r routed back to the positions the max-pool picked (each input position gets at most one);
+    `indices` as torch gives them or as int8 window offsets (pool_codes)."""
     dims = len(shape) - 2
+    if indices.dtype == torch.int8:
+        indices = pool_codes.expand(indices, tuple(shape[-dims:]), _tuple(module.kernel_size, dims))
     return UNPOOL[type(module)](r, indices, module.kernel_size, module.stride, output_size=list(shape[-dims:]))
+
+
+def _compact(module: Any, indices: Tensor, shape: torch.Size) -> Tensor:
+    """A max-pool's indices as int8 window offsets where they fit (1 byte per pooled value, not 8)."""
+    dims = len(shape) - 2
+    kernel = _tuple(module.kernel_size, dims)
+    return pool_codes.compact(indices, tuple(shape[-dims:]), kernel) if pool_codes.fits(kernel) else indices
 
 
 @dataclass
@@ -123,6 +143,7 @@ class PreparedModel:
         self.nonneg: set[fx.Node] = nonnegative_nodes(self.gm, self.infos)
         self.unpool: set[fx.Node] = {n for n, i in self.infos.items() if _unpoolable(i)}
         self.window_pixels = WINDOW_PIXELS  # full-resolution layers run in windows of this many core pixels
+        self.window_levels = WINDOW_LEVELS  # resolutions windowed (full, half, ...)
         self._shapes: dict[tuple[Any, ...], dict[fx.Node, torch.Size]] = {}
 
     # --- forward -------------------------------------------------------------
@@ -169,10 +190,13 @@ class PreparedModel:
                     self._forward_segment(node, env, strips)
                 elif node in self.unpool:
                     module = self.infos[node].module
-                    value, env.indices[node] = POOL_WITH_INDICES[type(module)](
-                        env[node.args[0]], module.kernel_size, module.stride, return_indices=True
+                    pooled = env[node.args[0]]
+                    value, indices = POOL_WITH_INDICES[type(module)](
+                        pooled, module.kernel_size, module.stride, return_indices=True
                     )
+                    env.indices[node] = _compact(module, indices, pooled.shape)
                     env[node] = value
+                    del pooled, indices
                 else:
                     value = env[node] = self._run(node, env)
                     if node.target in (torch.cat, torch.concat) and isinstance(value, Tensor):
@@ -237,8 +261,8 @@ class PreparedModel:
     def strips(self, rules: dict[str, Rule], x: Tensor) -> StripPlan | None:
         """The full-resolution segments to evaluate in windows at input `x` (lrpseg.lrp.strips),
         or None where nothing would be windowed (small inputs, non-local rules, other networks)."""
-        if x.dim() != 4:
-            return None
+        if x.dim() != 4 or x.shape[-2] * x.shape[-1] <= self.window_pixels:
+            return None  # one window at most: nothing to plan (and no shape pass to pay)
         key = (tuple(x.shape), x.dtype, x.device)
         if key not in self._shapes:
             if len(self._shapes) >= 8:
@@ -247,7 +271,9 @@ class PreparedModel:
                 self._shapes[key] = fake_shapes(lambda fake: self.forward(fake)[0], x)
             except (RuntimeError, TypeError, ValueError, NotImplementedError):
                 self._shapes[key] = {}  # ops fake tensors cannot run: no windows
-        return plan_strips(self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels)
+        return plan_strips(
+            self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels, self.window_levels
+        )
 
     def plan(
         self, rules: dict[str, Rule], strips: StripPlan | None = None
@@ -407,6 +433,8 @@ class PreparedModel:
             for b in bias_acc:
                 bias = bias + b
             self._release(node, reads, pending, env)
+            if strips is not None and strips.trim:
+                release_heap()  # the windows' freed blocks would otherwise stay resident (strips.release_heap)
         if result is None:
             result = torch.zeros_like(env[first])
         result = result.contiguous()

@@ -39,6 +39,7 @@ from lrpseg.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBo
 
 WINDOW_PIXELS = 1 << 18  # core pixels (rows x width) of one window at full resolution
 WINDOW_LEVELS = 2  # resolutions windowed: full, half (a U-Net's top two levels)
+TRIM_PIXELS = 1 << 16  # windows this large free MiBs at a time: worth handing back (release_heap)
 LOCAL_RULES = (ZPlus, AlphaBeta, Gamma, Zero, Flat, WSquare)  # each output unit's step reads its neighbourhood only
 
 
@@ -84,6 +85,7 @@ class StripPlan:
     window_rows: int  # core rows per window
     member: dict[fx.Node, Segment] = field(default_factory=dict)
     shapes: dict[fx.Node, torch.Size] = field(default_factory=dict)
+    trim: bool = False  # hand freed heap pages back after each window and step (windows of MiBs)
 
     def __post_init__(self) -> None:
         self.member = {n: s for s in self.segments for n in s.nodes}
@@ -186,7 +188,8 @@ def plan_strips(
     window_rows = max(align, window_pixels // max(width, 1))
     if window_rows >= rows:
         return None  # one window: nothing to gain
-    return StripPlan(segments, rows, window_rows - window_rows % align, shapes=dict(shapes))
+    window_rows -= window_rows % align
+    return StripPlan(segments, rows, window_rows, shapes=dict(shapes), trim=window_rows * width >= TRIM_PIXELS)
 
 
 def _segments(
@@ -349,7 +352,8 @@ def forward_segment(
         for node in segment.exports:
             _put(out, node, local[node], plan.shapes[node], window, segment.ratio[node])
         del local
-        release_heap()
+        if plan.trim:
+            release_heap()
     return out
 
 
@@ -383,5 +387,6 @@ def backward_segment(
         for node, r in rel.items():
             _put(out, node, r, plan.shapes[node], window, segment.ratio[node])
         del rel
-        release_heap()
+        if plan.trim:
+            release_heap()
     return out
