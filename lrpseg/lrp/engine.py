@@ -34,8 +34,8 @@ from lrpseg.lrp.strips import (
     WINDOW_PIXELS,
     StripPlan,
     backward_segment,
-    fake_shapes,
     forward_segment,
+    meta_shapes,
     plan_strips,
     release_heap,
 )
@@ -268,9 +268,10 @@ class PreparedModel:
             if len(self._shapes) >= 8:
                 self._shapes.pop(next(iter(self._shapes)))
             try:
-                self._shapes[key] = fake_shapes(lambda fake: self.forward(fake)[0], x)
+                named = meta_shapes(self.gm, x)
+                self._shapes[key] = {n: named[n.name] for n in self.gm.graph.nodes if n.name in named}
             except (RuntimeError, TypeError, ValueError, NotImplementedError):
-                self._shapes[key] = {}  # ops fake tensors cannot run: no windows
+                self._shapes[key] = {}  # ops the meta device cannot run: no windows
         return plan_strips(
             self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels, self.window_levels
         )

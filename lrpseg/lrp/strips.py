@@ -22,6 +22,7 @@ layers and their halos; memory drops to a window's worth (docs/lrp.md, "Memory")
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 from collections.abc import Callable, Iterator
@@ -30,7 +31,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, fx, nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from lrpseg.lrp.bias_free import BiasFree
 from lrpseg.lrp.graph import Kind, NodeInfo
@@ -106,11 +106,13 @@ def window_extra(rule: Rule, layer_bias: Tensor | None) -> int | None:
     return 0 if zero_bias and isinstance(inner, LOCAL_RULES) else None
 
 
-def fake_shapes(run: Callable[[Tensor], dict[fx.Node, Any]], like: Tensor) -> dict[fx.Node, torch.Size]:
-    """Every node's output shape at an input shaped like `like`, without computing anything."""
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        env = run(mode.from_tensor(torch.empty(like.shape, dtype=like.dtype, device=like.device)))
-        return {n: v.shape for n, v in env.items() if isinstance(v, Tensor)}
+def meta_shapes(gm: fx.GraphModule, like: Tensor) -> dict[str, torch.Size]:
+    """Every node's output shape (by node name) at an input shaped like `like`, from a copy of
+    the graph on the meta device: shapes only, no data, no memory."""
+    meta = copy.deepcopy(gm).to("meta")
+    interpreter = fx.Interpreter(meta, garbage_collect_values=False)
+    interpreter.run(torch.empty(like.shape, dtype=like.dtype, device="meta"))
+    return {n.name: v.shape for n, v in interpreter.env.items() if isinstance(v, Tensor)}
 
 
 def _conv_radius(module: nn.Module) -> int | None:
