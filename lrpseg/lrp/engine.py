@@ -261,8 +261,10 @@ class PreparedModel:
     def strips(self, rules: dict[str, Rule], x: Tensor) -> StripPlan | None:
         """The full-resolution segments to evaluate in windows at input `x` (lrpseg.lrp.strips),
         or None where nothing would be windowed (small inputs, non-local rules, other networks)."""
-        if x.dim() != 4 or x.shape[-2] * x.shape[-1] <= self.window_pixels:
-            return None  # one window at most: nothing to plan (and no shape pass to pay)
+        if x.dim() != 4:
+            return None
+        # small inputs take the shape pass too: its first run imports torch's meta kernels
+        # (~150 MiB once per process), which a worker's warm-up should pay, not its first large job
         key = (tuple(x.shape), x.dtype, x.device)
         if key not in self._shapes:
             if len(self._shapes) >= 8:
