@@ -263,8 +263,8 @@ class PreparedModel:
         or None where nothing would be windowed (small inputs, non-local rules, other networks)."""
         if x.dim() != 4:
             return None
-        # small inputs take the shape pass too: its first run imports torch's meta kernels
-        # (~150 MiB once per process), which a worker's warm-up should pay, not its first large job
+        if x.shape[-2] * x.shape[-1] <= self.window_pixels:
+            return None  # one window at most: nothing to plan (and no shape pass: see meta_shapes)
         key = (tuple(x.shape), x.dtype, x.device)
         if key not in self._shapes:
             if len(self._shapes) >= 8:

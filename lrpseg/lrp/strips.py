@@ -108,7 +108,8 @@ def window_extra(rule: Rule, layer_bias: Tensor | None) -> int | None:
 
 def meta_shapes(gm: fx.GraphModule, like: Tensor) -> dict[str, torch.Size]:
     """Every node's output shape (by node name) at an input shaped like `like`, from a copy of
-    the graph on the meta device: shapes only, no data, no memory."""
+    the graph on the meta device: shapes only, no data. The first call in a process imports
+    torch's meta kernels (~150 MiB resident, once), so small inputs skip it (PreparedModel.strips)."""
     meta = copy.deepcopy(gm).to("meta")
     interpreter = fx.Interpreter(meta, garbage_collect_values=False)
     interpreter.run(torch.empty(like.shape, dtype=like.dtype, device="meta"))
