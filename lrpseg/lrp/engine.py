@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from lrpseg.lrp import pool_codes
 from lrpseg.lrp.composites import Bounds, rule_map
 from lrpseg.lrp.errors import RuleError, TraceError
 from lrpseg.lrp.graph import (
@@ -28,6 +29,16 @@ from lrpseg.lrp.graph import (
 )
 from lrpseg.lrp.norms import sigma_constant
 from lrpseg.lrp.rules import Norm, Pass, Rule, stabilize
+from lrpseg.lrp.strips import (
+    WINDOW_LEVELS,
+    WINDOW_PIXELS,
+    StripPlan,
+    backward_segment,
+    forward_segment,
+    meta_shapes,
+    plan_strips,
+    release_heap,
+)
 
 NORM_EPS = 1e-6
 Rules = str | Mapping[str, Rule]
@@ -77,9 +88,19 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
 
 
 def _unpool(module: Any, r: Tensor, indices: Tensor, shape: torch.Size) -> Tensor:
-    """r routed back to the positions the max-pool picked (each input position gets at most one)."""
+    """r routed back to the positions the max-pool picked (each input position gets at most one);
+    `indices` as torch gives them or as int8 window offsets (pool_codes)."""
     dims = len(shape) - 2
+    if indices.dtype == torch.int8:
+        indices = pool_codes.expand(indices, tuple(shape[-dims:]), _tuple(module.kernel_size, dims))
     return UNPOOL[type(module)](r, indices, module.kernel_size, module.stride, output_size=list(shape[-dims:]))
+
+
+def _compact(module: Any, indices: Tensor, shape: torch.Size) -> Tensor:
+    """A max-pool's indices as int8 window offsets where they fit (1 byte per pooled value, not 8)."""
+    dims = len(shape) - 2
+    kernel = _tuple(module.kernel_size, dims)
+    return pool_codes.compact(indices, tuple(shape[-dims:]), kernel) if pool_codes.fits(kernel) else indices
 
 
 @dataclass
@@ -121,6 +142,9 @@ class PreparedModel:
                 self._last_forward_use[inp] = i
         self.nonneg: set[fx.Node] = nonnegative_nodes(self.gm, self.infos)
         self.unpool: set[fx.Node] = {n for n, i in self.infos.items() if _unpoolable(i)}
+        self.window_pixels = WINDOW_PIXELS  # full-resolution layers run in windows of this many core pixels
+        self.window_levels = WINDOW_LEVELS  # resolutions windowed (full, half, ...)
+        self._shapes: dict[tuple[Any, ...], dict[fx.Node, torch.Size]] = {}
 
     # --- forward -------------------------------------------------------------
     def _layout(self, x: Tensor) -> Tensor:
@@ -144,10 +168,14 @@ class PreparedModel:
             raise RuleError("the model must return a tensor of logits (or a dict with 'out', or a tuple)")
         return env, out
 
-    def forward_lean(self, x: Tensor, keep: set[fx.Node]) -> tuple[dict[fx.Node, Any], Tensor]:
+    def forward_lean(
+        self, x: Tensor, keep: set[fx.Node], strips: StripPlan | None = None
+    ) -> tuple[dict[fx.Node, Any], Tensor]:
         """Run the folded graph keeping only the values in `keep` (what the sweep reads) and
         the non-tensor values (sizes, constants). Every other tensor is freed after its last
-        forward use; the parts of a `cat` that are kept become views of its output (one copy)."""
+        forward use; the parts of a `cat` that are kept become views of its output (one copy).
+        With `strips`, each segment's nodes are evaluated in windows and only what the rest of
+        the graph reads of them is made whole (the others are left as shapes)."""
         env = Env()
         out: Any = None
         last_use = self._last_forward_use
@@ -158,12 +186,17 @@ class PreparedModel:
                     env[node] = x
                 elif node.op == "output":
                     out = output_source(fx.node.map_arg(node.args[0], lambda n: env[n]))
+                elif strips is not None and node in strips.member:
+                    self._forward_segment(node, env, strips)
                 elif node in self.unpool:
                     module = self.infos[node].module
-                    value, env.indices[node] = POOL_WITH_INDICES[type(module)](
-                        env[node.args[0]], module.kernel_size, module.stride, return_indices=True
+                    pooled = env[node.args[0]]
+                    value, indices = POOL_WITH_INDICES[type(module)](
+                        pooled, module.kernel_size, module.stride, return_indices=True
                     )
+                    env.indices[node] = _compact(module, indices, pooled.shape)
                     env[node] = value
+                    del pooled, indices
                 else:
                     value = env[node] = self._run(node, env)
                     if node.target in (torch.cat, torch.concat) and isinstance(value, Tensor):
@@ -175,6 +208,18 @@ class PreparedModel:
         if not isinstance(out, Tensor):
             raise RuleError("the model must return a tensor of logits (or a dict with 'out', or a tuple)")
         return env, out
+
+    def _forward_segment(self, node: fx.Node, env: dict[fx.Node, Any], strips: StripPlan) -> None:
+        """At a segment's first node: its exports made whole, its other values left as shapes."""
+        segment = strips.member[node]
+        if node is not segment.nodes[0]:
+            return
+        made: dict[fx.Node, Tensor] = {}
+        roots = {r: self._recompute(r, env, made) for r in segment.roots}
+        whole = forward_segment(self, segment, strips, roots)
+        del roots, made
+        for n in segment.nodes:
+            env[n] = whole[n] if n in whole else Dropped(strips.shapes[n])
 
     @staticmethod
     def _view_parts(node: fx.Node, env: dict[fx.Node, Any], value: Tensor, keep: set[fx.Node]) -> None:
@@ -208,13 +253,38 @@ class PreparedModel:
                 out[node] = []
         return out
 
-    def kept(self, rules: dict[str, Rule]) -> set[fx.Node]:
+    def kept(self, rules: dict[str, Rule], strips: StripPlan | None = None) -> set[fx.Node]:
         """What a lean forward keeps: every value some backward step reads, except those
         recomputed on demand, plus what those are recomputed from (and the max-pool indices)."""
-        return self.plan(rules)[2]
+        return self.plan(rules, strips)[2]
 
-    def plan(self, rules: dict[str, Rule]) -> tuple[dict[fx.Node, list[fx.Node]], set[fx.Node], set[fx.Node]]:
+    def strips(self, rules: dict[str, Rule], x: Tensor) -> StripPlan | None:
+        """The full-resolution segments to evaluate in windows at input `x` (lrpseg.lrp.strips),
+        or None where nothing would be windowed (small inputs, non-local rules, other networks)."""
+        if x.dim() != 4:
+            return None
+        if x.shape[-2] * x.shape[-1] <= self.window_pixels:
+            return None  # one window at most: nothing to plan (and no shape pass: see meta_shapes)
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self._shapes:
+            if len(self._shapes) >= 8:
+                self._shapes.pop(next(iter(self._shapes)))
+            try:
+                named = meta_shapes(self.gm, x)
+                self._shapes[key] = {n: named[n.name] for n in self.gm.graph.nodes if n.name in named}
+            except (RuntimeError, TypeError, ValueError, NotImplementedError):
+                self._shapes[key] = {}  # ops the meta device cannot run: no windows
+        return plan_strips(
+            self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels, self.window_levels
+        )
+
+    def plan(
+        self, rules: dict[str, Rule], strips: StripPlan | None = None
+    ) -> tuple[dict[fx.Node, list[fx.Node]], set[fx.Node], set[fx.Node]]:
         """(values each step reads, values recomputed where read, values kept).
+
+        With `strips`, a segment's steps read only the values that enter it (its roots,
+        charged to the node the sweep reaches first); its own values are made per window.
 
         Recomputed rather than kept: elementwise activations and padding of an available
         value (one that is kept anyway, recomputed, or the input), and stride-1
@@ -223,6 +293,9 @@ class PreparedModel:
         outputs would cost at least twice what their input does.
         """
         reads = self.reads(rules)
+        for segment in strips.segments if strips is not None else ():
+            reads.update({n: [] for n in segment.nodes})
+            reads[segment.nodes[-1]] = list(segment.roots)
         wanted = {v for values in reads.values() for v in values}
         cheap: set[fx.Node] = set()
         for node, info in self.infos.items():
@@ -306,6 +379,7 @@ class PreparedModel:
         absorbed: dict[str, Tensor] | None = None,
         *,
         free: bool = False,
+        strips: StripPlan | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Relevance at the input and the relevance absorbed by biases, per sample.
 
@@ -315,7 +389,8 @@ class PreparedModel:
         conserves exactly (pass, gate, cat, max-pool) or is measured (norm layers,
         padding, slicing), so the total is Σ r_out - Σ input relevance - Σ bias - those.
         With `free`, each recorded value is dropped from `env` once the sweep has passed
-        its last reader (the sweep can then run only once on this `env`).
+        its last reader (the sweep can then run only once on this `env`). `strips`: the
+        plan `env` was recorded with (forward_lean); each segment is swept in windows.
         """
         out_node = next(n for n in self.infos if n.op == "output")
         source = self.infos[out_node].inputs[0]
@@ -324,12 +399,16 @@ class PreparedModel:
         uncounted = torch.zeros(r_out.shape[0], dtype=torch.float64, device=r_out.device)
         first = next(iter(self.infos))
         result: Tensor | None = None
-        reads, cheap, _ = self.plan(rules)
+        reads, cheap, _ = self.plan(rules, strips)
         pending: dict[fx.Node, int] = {}
         for node_reads in reads.values() if free else ():
             for v in node_reads:
                 pending[v] = pending.get(v, 0) + 1
         for node in reversed(list(self.infos)):
+            if strips is not None and node in strips.member:
+                self._backward_segment(node, env, rel, rules, strips)
+                self._release(node, reads, pending, env)
+                continue
             r = rel.pop(node, None)
             if r is None:
                 self._release(node, reads, pending, env)
@@ -357,6 +436,8 @@ class PreparedModel:
             for b in bias_acc:
                 bias = bias + b
             self._release(node, reads, pending, env)
+            if strips is not None and strips.trim:
+                release_heap()  # the windows' freed blocks would otherwise stay resident (strips.release_heap)
         if result is None:
             result = torch.zeros_like(env[first])
         result = result.contiguous()
@@ -364,6 +445,26 @@ class PreparedModel:
             kept = _per_sample(r_out) - _per_sample(result) - bias.to(torch.float64) - uncounted
             absorbed["stabilizer"] = kept.to(bias.dtype)
         return result, bias
+
+    def _backward_segment(
+        self,
+        node: fx.Node,
+        env: dict[fx.Node, Any],
+        rel: dict[fx.Node, Tensor],
+        rules: dict[str, Rule],
+        strips: StripPlan,
+    ) -> None:
+        """At the segment's node the sweep reaches first: the whole segment, in windows."""
+        segment = strips.member[node]
+        if node is not segment.nodes[-1]:
+            return
+        made: dict[fx.Node, Tensor] = {}
+        roots = {r: self._recompute(r, env, made) for r in segment.roots}
+        entering = {n: rel.pop(n) for n in segment.nodes if n in rel}
+        leaving = backward_segment(self, segment, strips, roots, entering, rules)
+        del roots, made, entering
+        for inp, r_in in leaving.items():
+            rel[inp] = rel[inp] + r_in if inp in rel else r_in
 
     @staticmethod
     def _release(
@@ -543,12 +644,13 @@ def run(
     """Forward once, build r_out (a tensor, or a function of the logits), propagate once."""
     prepared = prepare(model, x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
-    env, logits = prepared.forward_lean(x, prepared.kept(resolved))
+    strips = prepared.strips(resolved, x)
+    env, logits = prepared.forward_lean(x, prepared.kept(resolved, strips), strips)
     r0 = r_out(logits) if callable(r_out) else r_out
     if r0.shape != logits.shape:
         raise ValueError(f"r_out has shape {tuple(r0.shape)}, the model output has {tuple(logits.shape)}")
     absorbed: dict[str, Tensor] = {}
-    relevance, bias = prepared.backward(env, r0.to(logits), resolved, absorbed, free=True)
+    relevance, bias = prepared.backward(env, r0.to(logits), resolved, absorbed, free=True, strips=strips)
     del env
     return Propagation(relevance, logits, r0, bias, absorbed.get("stabilizer", torch.zeros_like(bias)))
 
