@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 torch.set_num_threads(1)
+from lrpseg.heap import pin_mmap_threshold
 from lrpseg.inputs import DecodeLimits, RawInput, prepare_inputs
 from lrpseg.pipeline import run_prepared, warm_up
 from lrpseg.registry import default_registry
@@ -69,6 +70,7 @@ limits = DecodeLimits(1 << 30, 1 << 16, 1 << 30)
 small, data = png(64), png(size)
 params = JobParams()
 if stage == "worker":
+    pin_mmap_threshold()  # as workers.runtime.start does
     model = registry.load(info.id)
     warm_up(model, info)
     run_prepared(model, prepare_inputs(info, params, RawInput(small, "s.png", "image/png"), None, limits))

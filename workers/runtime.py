@@ -28,6 +28,7 @@ from core.connect import connect
 from core.settings import Settings, get_settings
 from core.stats import Stats, WorkerInfo
 from core.store import Store
+from lrpseg.heap import pin_mmap_threshold
 from lrpseg.pipeline import warm_up
 from lrpseg.registry import ModelInfo, Registry, default_registry
 from lrpseg.render.encoding import PngEncoder
@@ -206,6 +207,7 @@ def start(
     settings = settings or get_settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    pin_mmap_threshold()  # large transient tensors in their own mappings (lrpseg.heap)
     runtime = WorkerRuntime(
         settings=settings,
         connection=connection if connection is not None else connect(settings),

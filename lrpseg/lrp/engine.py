@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from lrpseg.heap import release_heap
 from lrpseg.lrp import pool_codes
 from lrpseg.lrp.composites import Bounds, rule_map
 from lrpseg.lrp.errors import RuleError, TraceError
@@ -37,7 +38,6 @@ from lrpseg.lrp.strips import (
     forward_segment,
     meta_shapes,
     plan_strips,
-    release_heap,
 )
 
 NORM_EPS = 1e-6
@@ -437,7 +437,7 @@ class PreparedModel:
                 bias = bias + b
             self._release(node, reads, pending, env)
             if strips is not None and strips.trim:
-                release_heap()  # the windows' freed blocks would otherwise stay resident (strips.release_heap)
+                release_heap()  # the windows' freed blocks would otherwise stay resident (lrpseg.heap)
         if result is None:
             result = torch.zeros_like(env[first])
         result = result.contiguous()

@@ -23,8 +23,6 @@ layers and their halos; memory drops to a window's worth (docs/lrp.md, "Memory")
 from __future__ import annotations
 
 import copy
-import ctypes
-import ctypes.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, fx, nn
 
+from lrpseg.heap import release_heap
 from lrpseg.lrp.bias_free import BiasFree
 from lrpseg.lrp.graph import Kind, NodeInfo
 from lrpseg.lrp.reference_box import ReferenceBox
@@ -41,26 +40,6 @@ WINDOW_PIXELS = 1 << 18  # core pixels (rows x width) of one window at full reso
 WINDOW_LEVELS = 2  # resolutions windowed: full, half (a U-Net's top two levels)
 TRIM_PIXELS = 1 << 16  # windows this large free MiBs at a time: worth handing back (release_heap)
 LOCAL_RULES = (ZPlus, AlphaBeta, Gamma, Zero, Flat, WSquare)  # each output unit's step reads its neighbourhood only
-
-
-def _libc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    return trim  # type: ignore[no-any-return]
-
-
-_TRIM = _libc_trim()
-
-
-def release_heap() -> None:
-    """Hand the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
-
-    A window's tensors (a few MiB each) come from the heap, not from their own mappings
-    (glibc raises its mmap threshold to the largest block freed, up to 32 MiB); freed,
-    they would stay in the process's resident memory as holes the later, smaller steps
-    only partly reuse (measured: ~70 B/px at 2048², docs/lrp.md)."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 @dataclass
