@@ -27,8 +27,9 @@ from core.security import (
     parse_host_rule,
 )
 
-# Peak bytes a worker job takes per image pixel (CPU, shipped U-Net, default params), rounded up
-# from benchmarks/memory.py: ≤ 914 B/px at 512² and above, 531 at 2048² (docs/operations.md).
+# Peak bytes a worker job takes per image pixel (CPU, shipped U-Net), rounded up from
+# benchmarks/memory.py for every composite: the default's windowed sweep takes 184 B/px at 2048²,
+# but composites with relative ε (ours, montavon) run whole-image, ~530 B/px (docs/operations.md).
 WORKER_BYTES_PER_PIXEL = 1000
 
 

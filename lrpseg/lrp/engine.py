@@ -278,6 +278,16 @@ class PreparedModel:
             self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels, self.window_levels
         )
 
+    def load_shape_pass(self, x: Tensor) -> None:
+        """Run the shape pass of `strips` once at a small input like x: its first call in a process
+        imports torch's meta kernels (~150 MiB resident, ~2 s), which a worker's warm-up should pay
+        rather than its first large job (whose peak memory per pixel it would inflate)."""
+        if x.dim() == 4:
+            try:
+                meta_shapes(self.gm, x)
+            except (RuntimeError, TypeError, ValueError, NotImplementedError):
+                pass  # ops the meta device cannot run: strips never plans windows for this network
+
     def plan(
         self, rules: dict[str, Rule], strips: StripPlan | None = None
     ) -> tuple[dict[fx.Node, list[fx.Node]], set[fx.Node], set[fx.Node]]:
