@@ -97,10 +97,10 @@ def _unpool(module: Any, r: Tensor, indices: Tensor, shape: torch.Size) -> Tenso
 
 
 def _compact(module: Any, indices: Tensor, shape: torch.Size) -> Tensor:
-    """A max-pool's indices as int8 window offsets where they fit (1 byte per pooled value, not 8)."""
+    """A max-pool's many indices as int8 window offsets where they fit (1 byte per pooled value, not 8)."""
     dims = len(shape) - 2
     kernel = _tuple(module.kernel_size, dims)
-    return pool_codes.compact(indices, tuple(shape[-dims:]), kernel) if pool_codes.fits(kernel) else indices
+    return pool_codes.compact(indices, tuple(shape[-dims:]), kernel) if pool_codes.worth(indices, kernel) else indices
 
 
 @dataclass

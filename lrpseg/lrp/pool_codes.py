@@ -14,10 +14,19 @@ import math
 import torch
 from torch import Tensor
 
+# pooled values from which indices are compacted: below, the int64 arithmetic of compact and
+# expand costs more time (~10 % of a 256² sweep) than the few MiB it saves are worth
+COMPACT_FROM = 1 << 20
+
 
 def fits(kernel: tuple[int, ...]) -> bool:
     """Whether a window's offsets fit in an int8."""
     return math.prod(kernel) <= torch.iinfo(torch.int8).max
+
+
+def worth(indices: Tensor, kernel: tuple[int, ...]) -> bool:
+    """Whether to keep these indices compacted: they fit, and there are enough of them."""
+    return fits(kernel) and indices.numel() >= COMPACT_FROM
 
 
 def compact(indices: Tensor, plane: tuple[int, ...], kernel: tuple[int, ...]) -> Tensor:

@@ -30,7 +30,8 @@ def test_windows_too_large_for_int8_keep_int64() -> None:
     assert pool_codes.fits((11, 11)) and not pool_codes.fits((12, 11))
 
 
-def test_the_forward_keeps_codes_and_the_sweep_gives_the_same_relevance() -> None:
+def test_the_forward_keeps_codes_and_the_sweep_gives_the_same_relevance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_codes, "COMPACT_FROM", 1)
     model, x = tiny_unet("transpose"), torch.randn(2, 1, 21, 18, dtype=torch.float64)
     prepared = lrp.prepare(model, x)
     rules = prepared.resolve("conserving", (-3.0, 3.0))
@@ -41,3 +42,12 @@ def test_the_forward_keeps_codes_and_the_sweep_gives_the_same_relevance() -> Non
     full_env, _ = prepared.forward(x)  # every value recorded: max-pools split by their gradient
     expected, _ = prepared.backward(full_env, logits, rules)
     assert torch.allclose(relevance, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+
+
+def test_few_indices_stay_int64() -> None:
+    """Below COMPACT_FROM pooled values the conversion costs more than it saves."""
+    model, x = tiny_unet("transpose"), torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    prepared = lrp.prepare(model, x)
+    env, _ = prepared.forward_lean(x, prepared.kept(prepared.resolve("conserving", (-3.0, 3.0))))
+    assert isinstance(env, engine.Env) and env.indices
+    assert all(v.dtype == torch.int64 for v in env.indices.values())
