@@ -377,17 +377,17 @@ def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor
     return Explained(params.method.value, relevance, summary, pixel_set)
 
 
-def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu", *, shapes: bool = True) -> None:
-    """One small forward and LRP pass, so the first job does not pay for tracing and kernel set-up;
-    with `shapes`, also the one-time import behind large images' windowed sweep (PreparedModel.load_shape_pass)."""
+def warm_up(model: nn.Module, info: ModelInfo, device: torch.device | str = "cpu") -> None:
+    """One small forward and LRP pass, so the first job does not pay for tracing and kernel set-up,
+    and the one-time import behind large images' windowed sweep (PreparedModel.shapes)."""
     side = info.input_size or (16 if info.spatial_dims == 3 else 32)
     x = info.normalize(torch.full((1, info.in_channels, *(side,) * info.spatial_dims), 0.5, device=device))
     cls = None if info.kind == "classifier" else min(1, info.num_classes - 1)
     with torch.no_grad():
         model(x)
     explain(model, x, target="class", cls=cls, rules="ours", bounds=zbox_bounds(info))
-    if shapes:
-        prepare(model, x).load_shape_pass(x)
+    if x.dim() == 4:  # 2-D networks: the ones whose sweep may run in windows
+        prepare(model, x).shapes(x)
 
 
 def quality_metrics(explained: Explained) -> dict[str, float | None]:

@@ -265,6 +265,15 @@ class PreparedModel:
             return None
         if x.shape[-2] * x.shape[-1] <= self.window_pixels:
             return None  # one window at most: nothing to plan (and no shape pass: see meta_shapes)
+        return plan_strips(
+            self.infos, rules, self.reads(rules), self.shapes(x), self.unpool, self.window_pixels, self.window_levels
+        )
+
+    def shapes(self, x: Tensor) -> dict[fx.Node, torch.Size]:
+        """Every node's output shape at an input shaped like x (empty where the meta device cannot
+        run the graph: then strips plans no windows), cached per shape. The first call in a process
+        imports torch's meta kernels (~150 MiB resident, ~2 s): a worker's warm-up makes it at a
+        small input, so its first large job does not pay it (pipeline.warm_up)."""
         key = (tuple(x.shape), x.dtype, x.device)
         if key not in self._shapes:
             if len(self._shapes) >= 8:
@@ -273,20 +282,8 @@ class PreparedModel:
                 named = meta_shapes(self.gm, x)
                 self._shapes[key] = {n: named[n.name] for n in self.gm.graph.nodes if n.name in named}
             except (RuntimeError, TypeError, ValueError, NotImplementedError):
-                self._shapes[key] = {}  # ops the meta device cannot run: no windows
-        return plan_strips(
-            self.infos, rules, self.reads(rules), self._shapes[key], self.unpool, self.window_pixels, self.window_levels
-        )
-
-    def load_shape_pass(self, x: Tensor) -> None:
-        """Run the shape pass of `strips` once at a small input like x: its first call in a process
-        imports torch's meta kernels (~150 MiB resident, ~2 s), which a worker's warm-up should pay
-        rather than its first large job (whose peak memory per pixel it would inflate)."""
-        if x.dim() == 4:
-            try:
-                meta_shapes(self.gm, x)
-            except (RuntimeError, TypeError, ValueError, NotImplementedError):
-                pass  # ops the meta device cannot run: strips never plans windows for this network
+                self._shapes[key] = {}
+        return self._shapes[key]
 
     def plan(
         self, rules: dict[str, Rule], strips: StripPlan | None = None
