@@ -39,12 +39,13 @@ from lrpseg.io import DecodedImage
 from lrpseg.lrp import explain
 from lrpseg.masks import extract
 from lrpseg.pipeline import run_jobs
-from lrpseg.precision import DTYPES, at_precision
+from lrpseg.precision import DTYPES
 from lrpseg.registry import ModelInfo, default_registry
 from lrpseg.render.encoding import PngEncoder
 from schemas.params import JobParams
 
 EXTRACTORS = ("simple", "gmm", "bmm", "component")
+RULES = "conserving-reference"  # the jobs' default composite
 OLDER_CUDA_TESTS = [
     "tests/lrpseg/lrp/test_engine.py::test_cuda_matches_cpu",
     "tests/service/test_prometheus.py::test_device_memory_reads_the_cuda_allocator",
@@ -107,7 +108,7 @@ def bench_size(
             model(xx).sum().backward()
 
         def lrp(x: torch.Tensor = x) -> torch.Tensor:
-            return explain(model, x, target="class", cls=1, rules="ours", bounds=info.zbox_bounds).relevance
+            return explain(model, x, target="class", cls=1, rules=RULES, bounds=info.zbox_bounds).relevance
 
         maps = [r.sum(0, dtype=torch.float64) for r in lrp()]
 
@@ -142,14 +143,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def precision_errors(model: torch.nn.Module, info: ModelInfo, device: torch.device, size: int) -> list[dict[str, Any]]:
     """bf16/fp16 against fp32 on one defect image: relevance error and mask agreement."""
     x = model_input(info, defect_images(size, 1), device)
-    ref = explain(model, x, target="class", cls=1, rules="ours", bounds=info.zbox_bounds).relevance[0].sum(0)
+    ref = explain(model, x, target="class", cls=1, rules=RULES, bounds=info.zbox_bounds).relevance[0].sum(0)
     ref_masks = {n: extract(n, ref).mask for n in ("gmm", "simple")}
     peak = float(ref.abs().max())
     rows = []
     for name in ("bf16", "fp16"):
-        low_model = at_precision(model, DTYPES[name])
-        low = explain(low_model, x.to(DTYPES[name]), target="class", cls=1, rules="ours", bounds=info.zbox_bounds)
-        r = low.relevance[0].float().sum(0)
+        low = explain(model, x, target="class", cls=1, rules=RULES, bounds=info.zbox_bounds, precision=DTYPES[name])
+        r = low.relevance[0].sum(0)
         finite = bool(torch.isfinite(r).all())
         diff = float((r - ref).abs().max()) if finite else float("inf")
         row: dict[str, Any] = {

@@ -26,9 +26,9 @@ def connect(settings: Settings, **options: Any) -> Redis:
         sentinel_options = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
         if sentinel_password is not None:
             sentinel_options["password"] = sentinel_password.get_secret_value()
-        sentinel = Sentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call, unused-ignore]
         assert settings.redis_master is not None  # Settings requires it with Sentinels
-        master: Redis = sentinel.master_for(settings.redis_master, password=password, **options)  # type: ignore[no-untyped-call]
+        master: Redis = sentinel.master_for(settings.redis_master, password=password, **options)  # type: ignore[no-untyped-call, unused-ignore]
         return master
     if password is not None:
         options["password"] = password  # the URL's own password, if any, is replaced

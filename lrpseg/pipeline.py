@@ -42,7 +42,7 @@ from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.metrics import faithfulness
 from lrpseg.metrics.errors import InvalidScoreError
-from lrpseg.precision import at_precision, check_precision
+from lrpseg.precision import check_precision, forward_precision
 from lrpseg.registry import ModelInfo
 from lrpseg.render.encoding import Pending, PngEncoder
 from lrpseg.render.montage import montage_slices, tile
@@ -282,7 +282,12 @@ def one_pass(params: JobParams) -> bool:
 
 
 def forward_and_lrp(
-    model: nn.Module, info: ModelInfo, x: Tensor, params: JobParams, forward_done: Callable[[], None]
+    model: nn.Module,
+    info: ModelInfo,
+    x: Tensor,
+    params: JobParams,
+    forward_done: Callable[[], None],
+    precision: torch.dtype = torch.float32,
 ) -> tuple[Tensor, list[Explained]]:
     """One recorded forward pass and one LRP sweep over the batch `x`: (logits, one explanation per sample).
 
@@ -290,7 +295,7 @@ def forward_and_lrp(
     function), where `forward_done` marks the end of the forward stage. Every LRP quantity is
     per sample (relative epsilon, z^B bounds, targets), so a batch equals its images one by one.
     """
-    p, mask = lrp_pass(model, info, x, params, forward_done)
+    p, mask = lrp_pass(model, info, x, params, forward_done, precision)
     stab = p.stabilizer.tolist() if p.stabilizer is not None else [0.0] * x.shape[0]
     explained = [
         lrp_summary(params, info, p.relevance, p.r_out, p.r_out[i].sum().item(), p.bias[i].item(), stab[i], mask, i)
@@ -300,9 +305,15 @@ def forward_and_lrp(
 
 
 def lrp_pass(
-    model: nn.Module, info: ModelInfo, x: Tensor, params: JobParams, forward_done: Callable[[], None]
+    model: nn.Module,
+    info: ModelInfo,
+    x: Tensor,
+    params: JobParams,
+    forward_done: Callable[[], None],
+    precision: torch.dtype = torch.float32,
 ) -> tuple[lrp.Propagation, Tensor]:
-    """The recorded forward pass and the LRP sweep over `x`; the propagation and the explained mask."""
+    """The recorded forward pass (in `precision`) and the LRP sweep over `x`; the propagation and the
+    explained mask."""
     bounds = zbox_bounds(info)
     rules = build_rules(params, model, x, bounds)
     seen: dict[str, Tensor] = {}
@@ -312,7 +323,7 @@ def lrp_pass(
         seen["mask"] = explained_mask(params, logits)
         return logits * seen["mask"]
 
-    return lrp.run(model, x, r_out, rules, bounds), seen["mask"]
+    return lrp.run(model, x, r_out, rules, bounds, precision), seen["mask"]
 
 
 def forward_slices(
@@ -323,6 +334,7 @@ def forward_slices(
     *,
     progress: Progress | None,
     device: torch.device,
+    precision: torch.dtype = torch.float32,
 ) -> Forwarded:
     """A volume through a 2-D segmenter, slice by slice: the D slices as one batch of images (every
     LRP quantity is per sample, so each slice is explained exactly as on its own), put back together
@@ -330,14 +342,14 @@ def forward_slices(
     clock = Clock(device, progress)
     clock.start("forward")
     x01 = torch.from_numpy(np.ascontiguousarray(image.array)).movedim(1, 0).to(device)  # (D, C, H, W)
-    x = info.normalize(x01).to(next(model.parameters()).dtype)  # the model's precision (params.precision)
+    x = info.normalize(x01)
 
     def volume(t: Tensor) -> Tensor:  # (D, K, H, W) -> (1, K, D, H, W)
         return t.movedim(0, 1).unsqueeze(0)
 
     explained = None
     if one_pass(params):
-        p, mask = lrp_pass(model, info, x, params, lambda: clock.start("lrp"))
+        p, mask = lrp_pass(model, info, x, params, lambda: clock.start("lrp"), precision)
         logits = p.logits.detach()
         stab = float(p.stabilizer.sum().item()) if p.stabilizer is not None else 0.0
         reference, bias = p.r_out.sum().item(), p.bias.sum().item()
@@ -345,27 +357,38 @@ def forward_slices(
             params, info, volume(p.relevance), volume(p.r_out), reference, bias, stab, volume(mask), 0
         )
     else:  # task "segment": volumes are explained by one-pass LRP only (lrpseg.inputs.check_dims)
-        with torch.no_grad():
+        with torch.no_grad(), forward_precision(device, precision):
             logits = model(x)
     clock.stop()
     return Forwarded(volume(x01), volume(logits.float()), explained, dict(clock.ms), 1)
 
 
-def run_explanation(model: nn.Module, info: ModelInfo, x: Tensor, logits: Tensor, params: JobParams) -> Explained:
-    """The explanation after a separate forward pass: region-normalized LRP and the CAM baselines."""
+def run_explanation(
+    model: nn.Module,
+    info: ModelInfo,
+    x: Tensor,
+    logits: Tensor,
+    params: JobParams,
+    precision: torch.dtype = torch.float32,
+) -> Explained:
+    """The explanation after a separate forward pass: region-normalized LRP and the CAM baselines
+    (their forward and backward passes under autocast in bf16/fp16, like the model's forward)."""
     target, cls = params.target, target_class(params)
     if params.method.value == "lrp":
         bounds = zbox_bounds(info)
         rules = build_rules(params, model, x, bounds)
         region = region_of(params, spatial_size(x))
-        e = explain(model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds)
+        e = explain(
+            model, x, target=target.kind, cls=cls, region=region, rules=rules, bounds=bounds, precision=precision
+        )
         # explain's reference: each explained location contributes 1 (region-normalized), else Σ r_out
         reference = float(e.mask[0].sum()) if target.kind == "region-normalized" else e.r_out[0].sum().item()
         bias, stab = e.bias_share[0].item() * reference, e.stabilizer_share[0].item() * reference
         return lrp_summary(params, info, e.relevance, e.r_out, reference, bias, stab, e.mask)
     mask = explained_mask(params, logits)
     variant: Literal["grad", "hires"] = "grad" if params.method.value == "seg-grad-cam" else "hires"
-    cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)
+    with forward_precision(x.device, precision):
+        cam = seg_grad_cam(model, x, mask, layer=params.cam_layer, variant=variant)
     relevance = cam[0].detach().float().cpu().numpy()[None]
     pixel_set = (mask[0] != 0).any(0).cpu().numpy() if mask.dim() == 4 else np.ones(x.shape[-2:], bool)
     summary = {
@@ -438,11 +461,13 @@ def forward_batch(
         return []
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = check_precision(params.precision.value, device)  # bf16/fp16: CUDA only
-    full_model, model = model, at_precision(model, dtype)
     if info.spatial_dims == 2 and images[0].is_volume:  # a 2-D segmenter explains a volume slice by slice
         for image in images:
             check_input(params, info, image)
-        return [forward_slices(model, info, image, params, progress=progress, device=device) for image in images]
+        return [
+            forward_slices(model, info, image, params, progress=progress, device=device, precision=dtype)
+            for image in images
+        ]
     shape = images[0].shape
     for image in images:
         check_input(params, info, image)
@@ -452,25 +477,25 @@ def forward_batch(
     clock.start("forward")
     inputs = [to_input(image, info, params, device) for image in images]
     x01 = torch.cat([a for a, _ in inputs])
-    x = torch.cat([b for _, b in inputs]).to(dtype)
+    x = torch.cat([b for _, b in inputs])
     explained: list[Explained | None] = [None] * len(images)
     if one_pass(params):
-        logits, found = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"))
+        logits, found = forward_and_lrp(model, info, x, params, lambda: clock.start("lrp"), dtype)
         explained = list(found)
     else:
-        with torch.no_grad():
-            logits = model(x)
+        with torch.no_grad(), forward_precision(device, dtype):
+            logits = model(x).float()
         if params.task.value == "explain":
             clock.start("lrp")
             explained = [
-                run_explanation(model, info, x[i : i + 1], logits[i : i + 1], params) for i in range(len(images))
+                run_explanation(model, info, x[i : i + 1], logits[i : i + 1], params, dtype) for i in range(len(images))
             ]
     if params.faithfulness:
         clock.start("faithfulness")
         for i, e in enumerate(explained):
-            # perturbation curves in fp32 whatever the sweep's precision
-            x_i, logits_i = x[i : i + 1].float(), logits[i : i + 1].float()
-            curves = None if e is None else faithfulness_summary(full_model, x_i, logits_i, e, params)
+            # perturbation curves in fp32 whatever the forward's precision
+            x_i, logits_i = x[i : i + 1], logits[i : i + 1]
+            curves = None if e is None else faithfulness_summary(model, x_i, logits_i, e, params)
             if e is not None and curves is not None:
                 e.summary["faithfulness"] = curves
     clock.stop()

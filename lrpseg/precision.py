@@ -1,25 +1,23 @@
-"""Mixed precision: the forward pass and the LRP sweep in bfloat16 or float16 on a CUDA device.
+"""Mixed precision: the forward pass in bfloat16 or float16 on a CUDA device, the LRP sweep in float32.
 
-The model is copied once per number format (the fp32 model stays as it is, shared by fp32 jobs)
-and the whole sweep runs in that format, so every tensor of one pass has one dtype (autocast
-would leave the engine's transposed convolutions with mixed inputs). Relevance, logits and
-everything after them are float32 again. The error against fp32 is measured by
-benchmarks/gpu.py (README). fp32 is the default; on a CPU only fp32 is served.
+The forward runs under torch.autocast (the model's convolutions and matrix products in the low
+format, the rest as autocast decides); its records are then widened to float32 and the sweep
+runs on them with the model's float32 weights. The sweep stays float32 because its steps divide
+by small denominators and subtract large terms: run in bf16/fp16 it lost the map (measured on
+the shipped U-Net with `conserving-reference`: relevance sums 12-56x fp32's in bf16, NaN in fp16;
+the alpha-beta step after the first layer cancels terms 100x larger than their difference).
+The error against fp32 is measured by benchmarks/gpu.py (README). fp32 is the default; on a
+CPU only fp32 is served (check_precision), though the engine runs bf16 there too (tests).
 """
 
 from __future__ import annotations
 
-import copy
-import threading
-import weakref
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from torch import nn
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-_copies: weakref.WeakKeyDictionary[nn.Module, dict[torch.dtype, nn.Module]] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+LOW = (torch.bfloat16, torch.float16)
 
 
 class PrecisionError(ValueError):
@@ -37,12 +35,17 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return DTYPES[precision]
 
 
-def at_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """`model` itself for float32, else its copy in `dtype` (made once per model and dtype)."""
+def forward_precision(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[object]:
+    """The context a forward pass in `dtype` runs in: torch.autocast for bf16/fp16, nothing for fp32."""
     if dtype == torch.float32:
-        return model
-    with _lock:
-        per_model = _copies.setdefault(model, {})
-        if dtype not in per_model:
-            per_model[dtype] = copy.deepcopy(model).to(dtype).eval()
-        return per_model[dtype]
+        return nullcontext()
+    if dtype not in LOW:
+        raise PrecisionError(f"precision must be float32, bfloat16 or float16, got {dtype}")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def widen(value: object) -> object:
+    """A bf16/fp16 tensor as float32; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dtype in LOW:
+        return value.float()
+    return value

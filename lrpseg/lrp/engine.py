@@ -39,6 +39,7 @@ from lrpseg.lrp.strips import (
     meta_shapes,
     plan_strips,
 )
+from lrpseg.precision import PrecisionError, forward_precision, widen
 
 NORM_EPS = 1e-6
 Rules = str | Mapping[str, Rule]
@@ -641,18 +642,38 @@ def default_bounds(x: Tensor) -> Bounds:
     return x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
 
 
+def record(
+    prepared: PreparedModel, x: Tensor, keep: set[fx.Node], strips: StripPlan | None, precision: torch.dtype
+) -> tuple[Env, Tensor]:
+    """The lean forward pass in `precision` (bf16/fp16 under autocast), its records and logits
+    widened to float32: the sweep always runs in float32 (lrpseg.precision says why)."""
+    with forward_precision(x.device, precision):
+        env, logits = prepared.forward_lean(x, keep, strips)
+    if precision != torch.float32:
+        if not bool(torch.isfinite(logits).all()):
+            raise PrecisionError(
+                f"the forward pass overflowed in {str(precision).removeprefix('torch.')} on this input "
+                "(non-finite logits); use bf16 or fp32"
+            )
+        for node, value in env.items():
+            env[node] = widen(value)
+        logits = logits.float()
+    return env, logits
+
+
 def run(
     model: nn.Module,
     x: Tensor,
     r_out: Tensor | Callable[[Tensor], Tensor],
     rules: Rules = "ours",
     bounds: Bounds | None = None,
+    precision: torch.dtype = torch.float32,
 ) -> Propagation:
-    """Forward once, build r_out (a tensor, or a function of the logits), propagate once."""
+    """Forward once (in `precision`), build r_out (a tensor, or a function of the logits), propagate once."""
     prepared = prepare(model, x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
     strips = prepared.strips(resolved, x)
-    env, logits = prepared.forward_lean(x, prepared.kept(resolved, strips), strips)
+    env, logits = record(prepared, x, prepared.kept(resolved, strips), strips, precision)
     r0 = r_out(logits) if callable(r_out) else r_out
     if r0.shape != logits.shape:
         raise ValueError(f"r_out has shape {tuple(r0.shape)}, the model output has {tuple(logits.shape)}")

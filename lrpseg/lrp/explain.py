@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lrpseg.lrp.composites import Bounds
-from lrpseg.lrp.engine import Rules, default_bounds, prepare
+from lrpseg.lrp.engine import Rules, default_bounds, prepare, record
 from lrpseg.lrp.targets import Target, all_classes_mask, predicted_class_mask, region_mask
 
 DEGENERATE = 1e-12  # |Σ M_a| below this (relative to the largest) is left out of region-normalized
@@ -46,16 +46,18 @@ def explain(
     region: Tensor | None = None,
     rules: Rules = "ours",
     bounds: Bounds | None = None,
+    precision: torch.dtype = torch.float32,
 ) -> Explanation:
     """Explain the whole output of `model` at `x` in one backward sweep.
 
     target: "class" (pixels predicted as `cls`), "region" (`region` on channel
     `cls`), "region-normalized" (seed 003: every location of the region
     contributes equally, M_A = Σ_a M_a / ΣM_a), "all" (every pixel's predicted class).
+    precision: the forward's format (bf16/fp16 under autocast); the sweep runs in float32.
     """
     prepared = prepare(model, x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
-    env, logits = prepared.forward_lean(x, prepared.kept(resolved))
+    env, logits = record(prepared, x, prepared.kept(resolved), None, precision)
     if target == "class":
         mask = predicted_class_mask(logits, cls)
     elif target == "all":
