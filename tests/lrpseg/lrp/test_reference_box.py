@@ -39,6 +39,17 @@ def test_the_sliding_histogram_equals_scipy_on_quantised_images(levels: int) -> 
     assert np.array_equal(local_median(x).numpy(), _scipy_median(x, 15))
 
 
+@pytest.mark.parametrize("counters", [reference_box._COUNTERS, 256 * 40], ids=["whole-plane", "row-blocks"])
+@pytest.mark.parametrize("window", [3, 15])
+def test_width_segments_slide_side_by_side(counters: int, window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wide images are cut into segments that slide at once (the last one shorter: 6 or 33 here); with
+    too few counters for two segments of the whole plane, one segment in blocks of rows."""
+    monkeypatch.setattr(reference_box, "_COUNTERS", counters)
+    g = torch.Generator().manual_seed(window)
+    x = torch.randint(0, 256, (1, 2, 61, 203), generator=g).to(torch.float32)
+    assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
+
+
 def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reference_box, "_CHUNK", 500)  # a few rows per strip or histogram block
     g = torch.Generator().manual_seed(1)
