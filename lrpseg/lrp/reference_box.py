@@ -26,6 +26,8 @@ WINDOW = 15  # px; chosen on training images (docs/lrp.md), 15-31 localise alike
 _CHUNK = 1 << 22  # values per unfolded strip: bounds the memory of the median
 _COUNTERS = 1 << 24  # histogram counters per block of rows (int16: 32 MiB)
 MAX_LEVELS = 1 << 16  # distinct values up to which the CPU runs the sliding histogram
+COUNTED_LEVELS = 256  # distinct values up to which CUDA counts window values below each level
+_COUNT_CHUNK = 1 << 25  # window counts per block of levels and planes (float32: 128 MiB)
 
 
 def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
@@ -35,19 +37,46 @@ def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
 
     On the CPU, inputs with at most MAX_LEVELS distinct values (8- to 16-bit images, whatever
     their normalisation) take a sliding histogram over their ranks, about ten times faster
-    than sorting every window; other inputs, and CUDA (where the windows run in parallel),
-    select from the unfolded windows. Both pick the same element."""
+    than sorting every window. On CUDA, inputs with at most COUNTED_LEVELS values count each
+    window's values below every level (box sums, all in parallel): the median of the unfolded
+    windows made the default composite's sweep 10x slower than `ours` at 512², batch 32, on an
+    H200. Other inputs select from the unfolded windows. All pick the same element."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number, got {window}")
     if x.dim() < 4:
         return x.median(dim=-1, keepdim=True).values.expand_as(x)
     h, w = x.shape[-2:]
     planes = x.reshape(-1, h, w)
-    if x.device.type == "cpu":
-        levels, ranks = torch.unique(planes, return_inverse=True)
-        if levels.numel() <= MAX_LEVELS:
-            return levels[sliding_median_ranks(ranks, levels.numel(), window)].view_as(x)
+    levels, ranks = torch.unique(planes, return_inverse=True)
+    if x.device.type == "cpu" and levels.numel() <= MAX_LEVELS:
+        return levels[sliding_median_ranks(ranks, levels.numel(), window)].view_as(x)
+    if x.device.type != "cpu" and levels.numel() <= COUNTED_LEVELS:
+        return levels[counted_median_ranks(ranks, levels.numel(), window)].view_as(x)
     return unfolded_median(planes, window).view_as(x)
+
+
+def counted_median_ranks(ranks: Tensor, levels: int, window: int) -> Tensor:
+    """The median rank of each window x window neighbourhood of (P, H, W) ranks in [0, levels),
+    edges replicated, by counting: the median is the number of levels v below which fewer than
+    half the window lies (count of ranks <= v, a separable box sum of an indicator). Work grows
+    with levels x pixels, so it serves few levels; every step is one batched tensor op."""
+    p, h, w = ranks.shape
+    half = window // 2
+    kth = (window * window + 1) // 2
+    padded = F.pad(ranks[:, None].to(torch.float32), (half, half, half, half), mode="replicate")
+    out = torch.zeros(p, h, w, dtype=torch.int64, device=ranks.device)
+    per_level = padded[0].numel()
+    planes_at_once = max(1, min(p, _COUNT_CHUNK // per_level))
+    levels_at_once = max(1, _COUNT_CHUNK // (per_level * planes_at_once))
+    for first in range(0, p, planes_at_once):
+        block = padded[first : first + planes_at_once]
+        for low in range(0, levels - 1, levels_at_once):  # the top level always holds the whole window
+            v = torch.arange(low, min(levels - 1, low + levels_at_once), device=ranks.device, dtype=torch.float32)
+            below = (block <= v[:, None, None]).to(torch.float32)  # (planes, levels, H + 2·half, W + 2·half)
+            counts = F.avg_pool2d(below, (window, 1), stride=1, divisor_override=1)
+            counts = F.avg_pool2d(counts, (1, window), stride=1, divisor_override=1)
+            out[first : first + planes_at_once] += (counts < kth).sum(1)
+    return out
 
 
 def unfolded_median(planes: Tensor, window: int) -> Tensor:

@@ -50,6 +50,18 @@ def test_width_segments_slide_side_by_side(counters: int, window: int, monkeypat
     assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
 
 
+@pytest.mark.parametrize(("shape", "window", "levels"), [((2, 37, 29), 15, 256), ((1, 61, 203), 3, 17), ((3, 20, 24), 15, 2), ((1, 5, 5), 15, 100)])  # fmt: skip
+def test_counting_below_each_level_equals_scipy(
+    shape: tuple[int, int, int], window: int, levels: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA's path for few levels (run here on the CPU), in blocks of planes and of levels."""
+    monkeypatch.setattr(reference_box, "_COUNT_CHUNK", 3000)
+    raw = torch.randint(0, levels, shape, generator=torch.Generator().manual_seed(levels)).to(torch.float32)
+    values, ranks = torch.unique(raw, return_inverse=True)
+    got = values[reference_box.counted_median_ranks(ranks, values.numel(), window)]
+    assert np.array_equal(got.numpy(), _scipy_median(raw, window))
+
+
 def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reference_box, "_CHUNK", 500)  # a few rows per strip or histogram block
     g = torch.Generator().manual_seed(1)
@@ -127,6 +139,9 @@ def test_pixels_at_their_local_background_get_no_relevance(dtype: torch.dtype) -
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_local_median_on_cuda_equals_the_cpu_histogram() -> None:
-    """CUDA selects from unfolded windows, the CPU slides a histogram: the same element."""
+    """CUDA counts below each level (8 bits) or selects from unfolded windows, the CPU slides a histogram:
+    the same element."""
     raw = torch.randint(0, 256, (2, 1, 64, 48), generator=torch.Generator().manual_seed(3)).float() / 255
     assert torch.equal(local_median(raw.cuda()).cpu(), local_median(raw))
+    fine = raw + torch.rand(raw.shape, generator=torch.Generator().manual_seed(4)) * 1e-3  # > 256 levels
+    assert torch.equal(local_median(fine.cuda()).cpu(), local_median(fine))
