@@ -24,6 +24,17 @@ def dense(x: Tensor) -> Tensor:
     return x
 
 
+def column_min(t: Tensor, block: int = 256) -> Tensor:
+    """t.amin(0) for a (rows, C) tensor, over blocks of rows first: one reduction over many rows of
+    a few columns is ~30x slower on the CPU (2.7 vs 0.09 ms for 65536 x 16). NaN propagates alike."""
+    rows, cols = t.shape
+    body = rows - rows % block
+    if body == 0:
+        return t.amin(0)
+    mins = t[:body].reshape(-1, block, cols).amin(0)
+    return torch.cat([mins, t[body:]]).amin(0) if body < rows else mins.amin(0)
+
+
 def _channels_last_strides(shape: torch.Size) -> tuple[int, ...]:
     """The strides of a dense channels-last (N, C, H, W) tensor of this shape."""
     _, c, h, w = shape
@@ -101,9 +112,9 @@ class Layer:
         if self.module_groups != 1:
             return None if bool(dense(x).min() >= 0) else slice(0, x.shape[dim])  # no subsets of groups
         if x.dim() == 4 and dim == 1 and x.is_contiguous(memory_format=torch.channels_last):
-            mins = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).amin(0)
+            mins = column_min(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]))
         else:
-            mins = x.movedim(dim, -1).reshape(-1, x.shape[dim]).amin(0)
+            mins = column_min(x.movedim(dim, -1).reshape(-1, x.shape[dim]))
         negative = [i for i, m in enumerate(mins.tolist()) if not m >= 0]
         return slice(negative[0], negative[-1] + 1) if negative else None
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lrpseg import lrp
-from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos
+from lrpseg.lrp.layers import Layer, clamp_neg, clamp_pos, column_min
 from lrpseg.lrp.rules import stabilize
 from tests.lrpseg.lrp.zennit_bridge import max_rel_diff, zennit_relevance
 
@@ -131,3 +131,11 @@ def test_transposes_in_one_call_equal_one_call_each() -> None:
     for kind, t in zip(["plain", "pos", "neg"], together):
         assert t.shape == x.shape
         torch.testing.assert_close(t, layer.transpose(s, layer.params(kind)[0], x), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 255, 256, 257, 1000, 4096])
+def test_column_min_equals_amin(rows: int) -> None:
+    t = torch.randn(rows, 7, generator=torch.Generator().manual_seed(rows))
+    assert torch.equal(column_min(t), t.amin(0))
+    t[rows // 2, 3] = float("nan")
+    assert torch.equal(column_min(t).isnan(), t.amin(0).isnan())
