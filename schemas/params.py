@@ -53,7 +53,7 @@ class Composite(StrEnum):
 
 class Precision(StrEnum):
     fp32 = "fp32"  # the default
-    bf16 = "bf16"  # forward and LRP sweep in bfloat16 on a CUDA worker (lrpseg.precision)
+    bf16 = "bf16"  # the forward pass in bfloat16 on a CUDA worker, the sweep in float32 (lrpseg.precision)
     fp16 = "fp16"
 
 
@@ -340,9 +340,9 @@ class JobParams(Strict):
     send: SendParams = Field(SendParams(), description="where the DICOM results are sent when the job ends")
     precision: Precision = Field(
         Precision.fp32,
-        description="number format of the forward pass and the LRP sweep: bf16/fp16 need a CUDA worker (422 when "
-        "the workers run on the CPU); masks, metrics and pictures stay float64/float32. README gives the error "
-        "against fp32",
+        description="number format of the model's forward pass (autocast): bf16/fp16 need a CUDA worker (422 when "
+        "the workers run on the CPU); the LRP sweep, masks, metrics and pictures stay float32/float64. README "
+        "gives the error against fp32",
     )
 
     @model_validator(mode="after")
