@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrpseg.masks.sampling import quantile_sample
+from lrpseg.masks.sampling import quantile_sample, sort_setting_zeros_aside
 
 
 def test_quantile_sample_keeps_the_distribution_within_one_over_m() -> None:
@@ -25,3 +25,14 @@ def test_small_inputs_pass_through_in_order() -> None:
 def test_nonpositive_sample_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_fit_samples"):
         quantile_sample(np.arange(10.0), 0)
+
+
+@pytest.mark.parametrize("zero_share", [0.0, 0.2, 0.25, 0.72, 1.0])
+def test_sorting_with_zeros_set_aside_equals_numpy(zero_share: float) -> None:
+    rng = np.random.default_rng(int(zero_share * 100))
+    a = rng.normal(size=4096)
+    a[rng.random(4096) < zero_share] = 0.0
+    a[:3] = -0.0  # signed zeros compare equal
+    got = sort_setting_zeros_aside(a)
+    assert got.dtype == a.dtype and np.array_equal(got, np.sort(a))
+    assert np.array_equal(sort_setting_zeros_aside(a[:0]), a[:0])
