@@ -42,7 +42,7 @@ from lrpseg.lrp import explain, prepare, seg_grad_cam
 from lrpseg.lrp.targets import all_classes_mask, predicted_class_mask, region_mask
 from lrpseg.metrics import faithfulness
 from lrpseg.metrics.errors import InvalidScoreError
-from lrpseg.precision import check_precision, forward_precision
+from lrpseg.precision import check_precision, forward_precision, widened_logits
 from lrpseg.registry import ModelInfo
 from lrpseg.render.encoding import Pending, PngEncoder
 from lrpseg.render.montage import montage_slices, tile
@@ -358,7 +358,7 @@ def forward_slices(
         )
     else:  # task "segment": volumes are explained by one-pass LRP only (lrpseg.inputs.check_dims)
         with torch.no_grad(), forward_precision(device, precision):
-            logits = model(x)
+            logits = widened_logits(model(x), precision)
     clock.stop()
     return Forwarded(volume(x01), volume(logits.float()), explained, dict(clock.ms), 1)
 
@@ -484,7 +484,7 @@ def forward_batch(
         explained = list(found)
     else:
         with torch.no_grad(), forward_precision(device, dtype):
-            logits = model(x).float()
+            logits = widened_logits(model(x), dtype)
         if params.task.value == "explain":
             clock.start("lrp")
             explained = [

@@ -44,6 +44,16 @@ def forward_precision(device: torch.device, dtype: torch.dtype) -> AbstractConte
     return torch.autocast(device.type, dtype=dtype)
 
 
+def widened_logits(logits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The logits of a forward pass in `dtype` as float32; PrecisionError where a low format overflowed."""
+    if dtype != torch.float32 and not bool(torch.isfinite(logits).all()):
+        name = str(dtype).removeprefix("torch.")
+        raise PrecisionError(
+            f"the forward pass overflowed in {name} on this input (non-finite logits); use bf16 or fp32"
+        )
+    return logits.float()
+
+
 def widen(value: object) -> object:
     """A bf16/fp16 tensor as float32; anything else as it is."""
     if isinstance(value, torch.Tensor) and value.dtype in LOW:

@@ -39,7 +39,7 @@ from lrpseg.lrp.strips import (
     meta_shapes,
     plan_strips,
 )
-from lrpseg.precision import PrecisionError, forward_precision, widen
+from lrpseg.precision import forward_precision, widen, widened_logits
 
 NORM_EPS = 1e-6
 Rules = str | Mapping[str, Rule]
@@ -650,14 +650,9 @@ def record(
     with forward_precision(x.device, precision):
         env, logits = prepared.forward_lean(x, keep, strips)
     if precision != torch.float32:
-        if not bool(torch.isfinite(logits).all()):
-            raise PrecisionError(
-                f"the forward pass overflowed in {str(precision).removeprefix('torch.')} on this input "
-                "(non-finite logits); use bf16 or fp32"
-            )
+        logits = widened_logits(logits, precision)
         for node, value in env.items():
             env[node] = widen(value)
-        logits = logits.float()
     return env, logits
 
 

@@ -13,7 +13,7 @@ from lrpseg.inputs import resolve_params
 from lrpseg.io import decode_image
 from lrpseg.lrp import explain
 from lrpseg.pipeline import batch_key, run_job
-from lrpseg.precision import DTYPES, PrecisionError, check_precision, forward_precision, widen
+from lrpseg.precision import DTYPES, PrecisionError, check_precision, forward_precision, widen, widened_logits
 from lrpseg.registry import default_registry
 from schemas.params import JobParams
 from tests.service import factories
@@ -77,6 +77,15 @@ def test_an_fp16_overflow_is_named_not_propagated(unet) -> None:
     x = info.normalize(torch.from_numpy(image).float()[None, None])  # 0-255 where the model expects 0-1
     with pytest.raises(PrecisionError, match="overflowed in float16"):
         explain(model, x, target="class", cls=1, rules="ours", bounds=info.zbox_bounds, precision=torch.float16)
+
+
+def test_logits_are_widened_and_checked_only_from_low_formats() -> None:
+    finite = torch.ones(2, dtype=torch.float16)
+    assert widened_logits(finite, torch.float16).dtype == torch.float32
+    overflowed = torch.tensor([1.0, float("inf")])
+    assert torch.equal(widened_logits(overflowed, torch.float32), overflowed)  # fp32: as the model gave them
+    with pytest.raises(PrecisionError, match="overflowed in bfloat16"):
+        widened_logits(overflowed.bfloat16(), torch.bfloat16)
 
 
 def test_precision_splits_batches(unet) -> None:
