@@ -143,6 +143,8 @@ class WorkerRuntime:
                 self.touch_liveness()
                 try:
                     self.announce()
+                    if stop.is_set() and stop is self._stop:  # stop() retired it during this write (no resume)
+                        self.stats.retire_worker(self.name)
                 except Exception:
                     log.warning("worker heartbeat failed")
 
@@ -184,7 +186,7 @@ class WorkerRuntime:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop.set()  # before the retire: a beat in flight sees it after its write (start_heartbeat)
         try:
             self.stats.retire_worker(self.name)
         except Exception as exc:

@@ -72,6 +72,33 @@ def test_a_worker_whose_parent_died_asks_itself_to_stop(
     assert signals == [(runtime.os.getpid(), runtime.signal.SIGTERM)]
 
 
+def test_a_beat_in_flight_at_stop_leaves_no_record(
+    settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() retires the worker's record while its heartbeat is writing one: the beat retires it again
+    (else a stopped worker counted as live until its record aged out)."""
+    fast = settings.model_copy(update={"worker_heartbeat": 0.05})
+    rt = runtime.start(fast, connection=redis_conn, registry=registry, name="w-stop-race")
+    heartbeat = next(t for t in rt.threads if t.name == "lrpseg-heartbeat")
+    writing, retired = threading.Event(), threading.Event()
+    announce = rt.announce
+
+    def announce_across_the_retire() -> None:
+        if threading.current_thread() is heartbeat:
+            writing.set()
+            retired.wait(10)
+        announce()
+
+    monkeypatch.setattr(rt, "announce", announce_across_the_retire)
+    assert writing.wait(5), "the heartbeat never beat"
+    rt.stop()
+    retired.set()
+    heartbeat.join(timeout=5)
+    assert not heartbeat.is_alive()
+    assert "w-stop-race" not in {w.name for w in Stats(redis_conn, fast.key_prefix).live_workers(max_age=60)}
+    runtime.reset()
+
+
 def test_resume_after_stop_ends_the_old_threads_and_runs_one_heartbeat(
     settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,6 +128,7 @@ def test_resume_after_stop_ends_the_old_threads_and_runs_one_heartbeat(
     assert not [t.name for t in old if t.is_alive()], "threads of the first start outlived stop()"
     new = [t for t in threading.enumerate() if t not in before]
     assert sorted(t.name for t in new) == ["lrpseg-callbacks", "lrpseg-heartbeat"]
+    assert "w-resume" in {w.name for w in Stats(redis_conn, fast.key_prefix).live_workers(max_age=60)}  # not retired
     assert set(new) == {t for t in rt.threads if t.is_alive()}
     runtime.reset()
     for thread in new:
