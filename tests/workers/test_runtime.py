@@ -72,6 +72,25 @@ def test_a_worker_whose_parent_died_asks_itself_to_stop(
     assert signals == [(runtime.os.getpid(), runtime.signal.SIGTERM)]
 
 
+def hold_the_next_beat(
+    rt: runtime.WorkerRuntime, heartbeat: threading.Thread, monkeypatch: pytest.MonkeyPatch
+) -> threading.Event:
+    """Holds `heartbeat`'s next announce (the Redis write) until the returned event is set; returns
+    once it is held."""
+    held, release = threading.Event(), threading.Event()
+    announce = rt.announce
+
+    def held_announce() -> None:
+        if threading.current_thread() is heartbeat:
+            held.set()
+            release.wait(10)
+        announce()
+
+    monkeypatch.setattr(rt, "announce", held_announce)
+    assert held.wait(5), "the heartbeat never beat"
+    return release
+
+
 def test_a_beat_in_flight_at_stop_leaves_no_record(
     settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,17 +99,7 @@ def test_a_beat_in_flight_at_stop_leaves_no_record(
     fast = settings.model_copy(update={"worker_heartbeat": 0.05})
     rt = runtime.start(fast, connection=redis_conn, registry=registry, name="w-stop-race")
     heartbeat = next(t for t in rt.threads if t.name == "lrpseg-heartbeat")
-    writing, retired = threading.Event(), threading.Event()
-    announce = rt.announce
-
-    def announce_across_the_retire() -> None:
-        if threading.current_thread() is heartbeat:
-            writing.set()
-            retired.wait(10)
-        announce()
-
-    monkeypatch.setattr(rt, "announce", announce_across_the_retire)
-    assert writing.wait(5), "the heartbeat never beat"
+    retired = hold_the_next_beat(rt, heartbeat, monkeypatch)
     rt.stop()
     retired.set()
     heartbeat.join(timeout=5)
@@ -109,17 +118,7 @@ def test_resume_after_stop_ends_the_old_threads_and_runs_one_heartbeat(
     rt = runtime.start(fast, connection=redis_conn, registry=registry, name="w-resume")
     old = sorted(rt.threads, key=lambda t: t.name != "lrpseg-heartbeat")  # the heartbeat first
     assert [t.name for t in old] == ["lrpseg-heartbeat", "lrpseg-callbacks"] and all(t.is_alive() for t in old)
-    stuck, back = threading.Event(), threading.Event()
-    announce = rt.announce
-
-    def announce_through_an_outage() -> None:
-        if threading.current_thread() is old[0]:
-            stuck.set()
-            back.wait(10)
-        announce()
-
-    monkeypatch.setattr(rt, "announce", announce_through_an_outage)
-    assert stuck.wait(5), "the heartbeat never beat"
+    back = hold_the_next_beat(rt, old[0], monkeypatch)  # stuck in a Redis call
     rt.stop()
     rt.resume()
     back.set()
