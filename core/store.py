@@ -101,7 +101,7 @@ class Store:
         """Drop the sealed upload and artifacts (in `pipeline`'s transaction if given); then
         `destroy_key`, which makes any copy left in an AOF or snapshot unreadable."""
         (pipeline if pipeline is not None else self.connection).delete(
-            self.key("input", job_id), self.key("artifacts", job_id)
+            self.key("input", job_id), self.key("artifacts", job_id), self.key("result", job_id)
         )
 
     def destroy_key(self, job_id: str) -> None:
@@ -180,6 +180,26 @@ class Store:
         if pipeline is None:
             pipe.execute()
         self.keys.expire(self.key("dek", job_id), ttl)  # the key lives as long as the artifacts
+
+    # ---- the result of the job's end write --------------------------------------------
+
+    def seal_result(self, job_id: str, result: bytes) -> bytes | None:
+        """The result JSON ready for `put_result`, sealed with the job's key; None if the key is gone."""
+        dek = self.data_key(job_id)
+        return None if dek is None else sealing.seal(dek, result, job_id, "result")
+
+    def put_result(self, job_id: str, sealed: bytes, ttl: int, pipeline: Pipeline) -> None:
+        """Kept with the artifacts in the job's end write (`pipeline`: core.claims.Claims.fenced). The
+        end write deletes the inputs and RQ records "finished" only after it: a run that ends between
+        the two (its worker killed, a Redis failover) is re-queued, and the re-run ends from this
+        instead of failing on the deleted inputs (workers.tasks)."""
+        pipeline.set(self.key("result", job_id), sealed, ex=ttl)
+
+    def get_result(self, job_id: str) -> bytes | None:
+        """The result an earlier run's end write stored; None if there was none or the job's key is gone."""
+        sealed = self.connection.get(self.key("result", job_id))
+        dek = self.data_key(job_id) if sealed is not None else None
+        return None if sealed is None or dek is None else sealing.unseal(dek, bytes(sealed), job_id, "result")
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         if not self.sealed_in_redis:

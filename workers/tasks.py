@@ -6,9 +6,10 @@ carries them and any worker on any machine can run the job.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from redis.client import Pipeline
@@ -50,6 +51,11 @@ def process_job(job_id: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: JobParams) -> dict[str, Any]:
+    stored = rt.store.get_result(job_id)
+    if stored is not None:  # an earlier run's end write went through; RQ's "finished" did not
+        log.warning("job %s: an earlier run stored its result; ending from it", job_id)
+        reporter("done", 1.0)
+        return cast(dict[str, Any], json.loads(stored))
     batched = shared_pass.take(job_id)  # this job's share of a batch pass the worker ran before it
     start = time.perf_counter()
     if batched is None:
@@ -82,13 +88,18 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
     result = out.result
     JobResult.model_validate(result)  # a contract break fails this job, not every later GET of it
     reporter("store", 0.97)
+    timings = result["timings"]
+    timings["decode"] = round(ready.decode_ms, 3)
+    timings["total"] = round(before_ms + (time.perf_counter() - start) * 1000, 3)
     ttl = rt.settings.result_ttl
     sealed = rt.store.seal_artifacts(job_id, out.artifacts)
-    if sealed is None:  # the data key is gone: deleted while it ran
+    sealed_result = rt.store.seal_result(job_id, json.dumps(result).encode())
+    if sealed is None or sealed_result is None:  # the data key is gone: deleted while it ran
         raise JobCancelled(job_id)
 
     def store_end(pipe: Pipeline) -> None:  # only while this run owns the job (core.claims)
         rt.store.put_artifacts(job_id, sealed, ttl=ttl, pipeline=pipe)
+        rt.store.put_result(job_id, sealed_result, ttl, pipe)
         rt.store.delete_inputs(job_id, pipe)
 
     rt.end_write(job_id, store_end)
@@ -96,9 +107,6 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         rt.store.mark_deleted(job_id)
         raise JobCancelled(job_id)
 
-    timings = result["timings"]
-    timings["decode"] = round(ready.decode_ms, 3)
-    timings["total"] = round(before_ms + (time.perf_counter() - start) * 1000, 3)
     stages = {k: v / 1000 for k, v in timings.items() if v is not None and k != "batch_size"}
     rt.stats.observe_stages(info.id, stages)
     reporter("done", 1.0)

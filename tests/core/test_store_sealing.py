@@ -55,6 +55,20 @@ def test_sealed_blobs_open_only_with_their_job_and_field(redis_conn: redis.Redis
     assert store.get_inputs("j1") is None and store.data_key("j1") is None
 
 
+def test_the_end_writes_result_is_sealed_and_goes_with_the_job(redis_conn: redis.Redis) -> None:
+    store = Store(redis_conn, "lrpseg-test")
+    assert store.seal_result("j3", b"{}") is None  # no data key: nothing to seal with
+    store.put_inputs("j3", Inputs(Upload(b"pixels", "scan.png", "image/png"), None), ttl=60)
+    sealed = store.seal_result("j3", b'{"model": "m"}')
+    assert sealed is not None and b"model" not in sealed
+    with redis_conn.pipeline() as pipe:
+        store.put_result("j3", sealed, 60, pipe)
+        pipe.execute()
+    assert store.get_result("j3") == b'{"model": "m"}' and 0 < redis_conn.ttl("lrpseg-test:result:j3") <= 60
+    store.mark_deleted("j3")
+    assert store.get_result("j3") is None and not redis_conn.exists("lrpseg-test:result:j3")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "keys_apart", [False, True], ids=["keys-in-the-same-redis", "keys-in-a-redis-without-persistence"]

@@ -74,6 +74,38 @@ def test_a_paused_worker_resuming_after_another_finished_the_job_leaves_it_finis
     assert not Claims(redis_conn, state_settings.key_prefix, LOST_AFTER).open_jobs()
 
 
+@pytest.mark.slow
+def test_a_run_lost_after_its_end_write_is_ended_from_the_result_it_stored(
+    make_client: Callable[[Settings], TestClient],
+    state_settings: Settings,
+    redis_conn: redis.Redis,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end write (artifacts, result, inputs deleted) commits, then the worker is lost before RQ
+    records "finished" (a SIGKILL, a Redis failover): the re-run ends from the stored result instead
+    of failing on the deleted inputs (seen once in the Sentinel failover test)."""
+    client = make_client(state_settings)
+    job_id = submit(client, small_png(), {}).json()["job_id"]
+    first = in_process_worker(state_settings, redis_conn, registry, "first")
+    dequeued = first.dequeue_job_and_maintain_ttl(timeout=5)
+    assert dequeued is not None
+    job, queue = dequeued
+    monkeypatch.setattr(first, "_finalize_success", lambda *args: None)  # RQ's "finished" never lands
+    first.perform_job(job, queue, first.prepare_execution(job))
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "started"
+    assert Store(redis_conn, state_settings.key_prefix).get_inputs(job_id) is None  # the end write went through
+
+    time.sleep(LOST_AFTER + 0.5)
+    second = in_process_worker(state_settings, redis_conn, registry, "second")
+    second.clean_registries()  # re-queues the lost job...
+    second.work(burst=True, logging_level="WARNING")  # ...and the re-run ends it from the stored result
+    view = client.get(f"/v1/jobs/{job_id}").json()
+    assert view["status"] == "finished", view
+    assert view["result"]["model"]["id"] == factories.SEGMENTER
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/segmentation.png").status_code == 200
+
+
 def test_a_worker_whose_claim_was_taken_over_records_nothing(
     make_client: Callable[[Settings], TestClient],
     state_settings: Settings,
