@@ -102,8 +102,8 @@ def sliding_median_ranks(ranks: Tensor, levels: int, window: int) -> Tensor:
     ranks, then the ranks of the one coarse bin that holds it), so a step touches about
     2·sqrt(levels) counters per row. A step costs about ten small torch calls, so the width is
     cut into segments that slide side by side (each after its own window of warm-up columns):
-    256 steps of 256 rows became 46 steps of 2048 at 256² in 8 bits (22 -> 14 ms; 512²: 67 -> 34). Rows and
-    segments run in blocks of at most _COUNTERS counters."""
+    256 steps of 256 rows became 46 steps of 2048 at 256² in 8 bits (22 -> 14 ms; 512²: 67 -> 34).
+    Rows and segments run in blocks of at most _COUNTERS counters."""
     p, h, w = ranks.shape
     half = window // 2
     fine = 1 << ((levels - 1).bit_length() + 1) // 2

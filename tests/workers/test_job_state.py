@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from rq import Queue
+from rq.job import Job
 
 from core.claims import Claims
 from core.settings import Settings
@@ -45,6 +47,25 @@ def in_process_worker(settings: Settings, conn: redis.Redis, registry: Registry,
     return build_worker(settings, connection=conn, registry=registry, name=name, heartbeat=False)
 
 
+def dequeued_by_a_first_worker(
+    client: TestClient, settings: Settings, conn: redis.Redis, registry: Registry
+) -> tuple[str, ModelWorker, Job, Queue]:
+    """A submitted job, dequeued by an in-process worker "first" that has not started it yet."""
+    job_id = submit(client, small_png(), {}).json()["job_id"]
+    first = in_process_worker(settings, conn, registry, "first")
+    dequeued = first.dequeue_job_and_maintain_ttl(timeout=5)
+    assert dequeued is not None
+    return job_id, first, *dequeued
+
+
+def rerun_by_a_second_worker(settings: Settings, conn: redis.Redis, registry: Registry) -> None:
+    """Past job_lost_after, a worker "second" whose maintenance re-queues the lost job, then runs it."""
+    time.sleep(LOST_AFTER + 0.5)
+    second = in_process_worker(settings, conn, registry, "second")
+    second.clean_registries()
+    second.work(burst=True, logging_level="WARNING")
+
+
 @pytest.mark.slow
 def test_a_paused_worker_resuming_after_another_finished_the_job_leaves_it_finished(
     make_client: Callable[[Settings], TestClient],
@@ -53,17 +74,10 @@ def test_a_paused_worker_resuming_after_another_finished_the_job_leaves_it_finis
     registry: Registry,
 ) -> None:
     client = make_client(state_settings)
-    job_id = submit(client, small_png(), {}).json()["job_id"]
-    first = in_process_worker(state_settings, redis_conn, registry, "first")
-    dequeued = first.dequeue_job_and_maintain_ttl(timeout=5)
-    assert dequeued is not None
-    job, queue = dequeued
+    job_id, first, job, queue = dequeued_by_a_first_worker(client, state_settings, redis_conn, registry)
     execution = first.prepare_execution(job)  # ...and then the first worker is paused
 
-    time.sleep(LOST_AFTER + 0.5)  # past job_lost_after: its claim looks lost
-    second = in_process_worker(state_settings, redis_conn, registry, "second")
-    second.clean_registries()  # its maintenance re-queues the job...
-    second.work(burst=True, logging_level="WARNING")  # ...and it runs it
+    rerun_by_a_second_worker(state_settings, redis_conn, registry)
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
 
     first.perform_job(job, queue, execution)  # the paused worker resumes: its inputs are gone
@@ -86,20 +100,13 @@ def test_a_run_lost_after_its_end_write_is_ended_from_the_result_it_stored(
     records "finished" (a SIGKILL, a Redis failover): the re-run ends from the stored result instead
     of failing on the deleted inputs (seen once in the Sentinel failover test)."""
     client = make_client(state_settings)
-    job_id = submit(client, small_png(), {}).json()["job_id"]
-    first = in_process_worker(state_settings, redis_conn, registry, "first")
-    dequeued = first.dequeue_job_and_maintain_ttl(timeout=5)
-    assert dequeued is not None
-    job, queue = dequeued
+    job_id, first, job, queue = dequeued_by_a_first_worker(client, state_settings, redis_conn, registry)
     monkeypatch.setattr(first, "_finalize_success", lambda *args: None)  # RQ's "finished" never lands
     first.perform_job(job, queue, first.prepare_execution(job))
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "started"
     assert Store(redis_conn, state_settings.key_prefix).get_inputs(job_id) is None  # the end write went through
 
-    time.sleep(LOST_AFTER + 0.5)
-    second = in_process_worker(state_settings, redis_conn, registry, "second")
-    second.clean_registries()  # re-queues the lost job...
-    second.work(burst=True, logging_level="WARNING")  # ...and the re-run ends it from the stored result
+    rerun_by_a_second_worker(state_settings, redis_conn, registry)  # it ends the job from the stored result
     view = client.get(f"/v1/jobs/{job_id}").json()
     assert view["status"] == "finished", view
     assert view["result"]["model"]["id"] == factories.SEGMENTER
