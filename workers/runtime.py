@@ -34,6 +34,7 @@ from lrpseg.registry import ModelInfo, Registry, default_registry
 from lrpseg.render.encoding import PngEncoder
 
 log = logging.getLogger("lrpseg.worker")
+HEARTBEAT_JOIN_S = 2.0  # how long stop() waits for a beat in flight before it retires the record
 
 
 def deterministic_kernels(device: torch.device) -> None:
@@ -187,6 +188,9 @@ class WorkerRuntime:
 
     def stop(self) -> None:
         self._stop.set()  # before the retire: a beat in flight sees it after its write (start_heartbeat)
+        for thread in self.threads:  # a beat in flight lands before the retire (a bounded wait: Redis may be down)
+            if thread.name == "lrpseg-heartbeat" and thread is not threading.current_thread():
+                thread.join(timeout=HEARTBEAT_JOIN_S)
         try:
             self.stats.retire_worker(self.name)
         except Exception as exc:

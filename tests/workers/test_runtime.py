@@ -108,6 +108,22 @@ def test_a_beat_in_flight_at_stop_leaves_no_record(
     runtime.reset()
 
 
+def test_stop_waits_for_a_beat_in_flight_before_it_retires(
+    settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that exits right after stop() must not leave the beat's late write behind: stop()
+    lets the beat land first (within HEARTBEAT_JOIN_S), then retires the record."""
+    fast = settings.model_copy(update={"worker_heartbeat": 0.05})
+    rt = runtime.start(fast, connection=redis_conn, registry=registry, name="w-stop-wait")
+    heartbeat = next(t for t in rt.threads if t.name == "lrpseg-heartbeat")
+    release = hold_the_next_beat(rt, heartbeat, monkeypatch)
+    threading.Timer(0.3, release.set).start()
+    rt.stop()
+    assert not heartbeat.is_alive()  # the beat landed before stop() returned
+    assert "w-stop-wait" not in {w.name for w in Stats(redis_conn, fast.key_prefix).live_workers(max_age=60)}
+    runtime.reset()
+
+
 def test_resume_after_stop_ends_the_old_threads_and_runs_one_heartbeat(
     settings: Settings, redis_conn: redis.Redis, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
