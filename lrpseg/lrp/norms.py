@@ -6,8 +6,8 @@ applies to it like to any linear layer (Ali et al. 2022, "XAI for Transformers:
 better explanations through conservative propagation"; Achtibat et al. 2024,
 AttnLRP). Without β (MONAI's InstanceNorm default) it conserves relevance exactly.
 BatchNorm in eval mode uses its running statistics, which are constants anyway.
-`sigma_constant` recomputes the layer with σ detached, so its vector-Jacobian
-product is the transpose of that linear map.
+`sigma_constant_vjp` is the vector-Jacobian product of the layer with σ detached: the
+transpose of that linear map, in closed form.
 """
 
 from __future__ import annotations
@@ -18,46 +18,48 @@ from torch import Tensor, nn
 from lrpseg.lrp.errors import UnsupportedOperationError
 
 
-def _normalize(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over `dims`: the mean stays a function of x, σ is detached."""
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.detach().var(dim=dims, unbiased=False, keepdim=True)
-    return (x - mean) / torch.sqrt(var + eps)
+def sigma_constant_vjp(module: nn.Module, x: Tensor, s: Tensor) -> Tensor:
+    """sᵀ ∂y/∂x of the layer `module` at x with σ held constant, without autograd.
 
-
-def _channel_affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    shape = (1, -1) + (1,) * (y.dim() - 2)
-    if weight is not None:
-        y = y * weight.reshape(shape)
-    if bias is not None:
-        y = y + bias.reshape(shape)
-    return y
-
-
-def sigma_constant(module: nn.Module, x: Tensor) -> Tensor:
-    """The output of normalisation `module` at `x`, with σ detached from the graph."""
+    With c = γ s / σ: c minus its mean over the normalised dimensions (the centring is its
+    own transpose), or c itself where mean and σ are running constants. One pass for σ and one
+    for the mean, where autograd re-ran the layer and its backward (a fifth of a MONAI U-Net's
+    ε sweep)."""
     if isinstance(module, nn.LayerNorm):
         dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
-        y = _normalize(x, dims, module.eps)
-        if module.weight is not None:
-            y = y * module.weight
-        if module.bias is not None:
-            y = y + module.bias
-        return y
+        c = s * module.weight if module.weight is not None else s
+        return _centred(c / _sigma(x, dims, module.eps), dims)
     if isinstance(module, nn.GroupNorm):
         n = x.shape[0]
+        c = _per_channel(s, module.weight).reshape(n, module.num_groups, -1)
         grouped = x.reshape(n, module.num_groups, -1)
-        y = _normalize(grouped, (2,), module.eps).reshape(x.shape)
-        return _channel_affine(y, module.weight, module.bias)
+        return _centred(c / _sigma(grouped, (2,), module.eps), (2,)).reshape(x.shape)
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
-        uses_running = module.running_mean is not None and not module.training
-        if uses_running:  # BatchNorm (eval), InstanceNorm(track_running_stats=True): constants
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            mean, var = module.running_mean.reshape(shape), module.running_var.reshape(shape)
-            y = (x - mean) / torch.sqrt(var + module.eps)
-        else:
-            batch = isinstance(module, nn.modules.batchnorm._BatchNorm)
-            dims = ((0,) if batch else ()) + tuple(range(2, x.dim()))
-            y = _normalize(x, dims, module.eps)
-        return _channel_affine(y, module.weight, module.bias)
+        c = _per_channel(s, module.weight)
+        if module.running_mean is not None and not module.training:  # BatchNorm (eval), tracked InstanceNorm
+            return c / torch.sqrt(_per_channel_shape(module.running_var, c.dim()) + module.eps)
+        batch = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        dims = ((0,) if batch else ()) + tuple(range(2, x.dim()))
+        return _centred(c / _sigma(x, dims, module.eps), dims)
     raise UnsupportedOperationError(f"no σ-constant form for {type(module).__name__}")
+
+
+def _per_channel_shape(v: Tensor, dims: int) -> Tensor:
+    return v.reshape((1, -1) + (1,) * (dims - 2))
+
+
+def _per_channel(s: Tensor, weight: Tensor | None) -> Tensor:
+    return s * _per_channel_shape(weight, s.dim()) if weight is not None else s
+
+
+def _sigma(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    """sqrt(var + eps) over dims, the biased variance as the layers compute it, in two passes
+    (mean, then mean square deviation): Tensor.var is ~6x slower on the CPU (1.0 vs 0.16 ms at
+    16 x 128²)."""
+    x = x.detach()
+    var = (x - x.mean(dim=dims, keepdim=True)).square_().mean(dim=dims, keepdim=True)
+    return var.add_(eps).sqrt_()
+
+
+def _centred(c: Tensor, dims: tuple[int, ...]) -> Tensor:
+    return c - c.mean(dim=dims, keepdim=True)

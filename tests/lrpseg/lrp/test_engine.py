@@ -222,3 +222,33 @@ def test_cuda_matches_cpu() -> None:
     cpu = lrp.propagate(model, x, lambda o: o, rules="ours", bounds=(-4, 4))
     gpu = lrp.propagate(model.cuda(), x.cuda(), lambda o: o, rules="ours", bounds=(-4, 4))
     assert torch.allclose(cpu, gpu.cpu(), rtol=1e-9, atol=1e-12)
+
+
+class _InstanceNormNet(nn.Module):
+    """conv -> InstanceNorm -> PReLU -> conv, as MONAI's units are built."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.n = nn.InstanceNorm2d(6, affine=True)
+        self.a = nn.PReLU()
+        self.c2 = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(self.a(self.n(self.c1(x))))
+
+
+def test_convolutions_run_contiguous_where_an_instance_norm_sits_between_them() -> None:
+    """An InstanceNorm makes its input contiguous, so channels-last would reorder at every conv;
+    the layout changes the speed only: the relevance equals the channels-last sweep's."""
+    torch.manual_seed(0)
+    model = _InstanceNormNet().double().eval()
+    x = torch.randn(2, 1, 9, 11, dtype=torch.float64)
+    prepared = lrp.prepare(model)
+    assert not prepared.channels_last and prepared.gm.c1.weight.is_contiguous()
+    assert lrp.prepare(tiny_unet("transpose")).channels_last
+    relevance = lrp.propagate(model, x, lambda out: out, rules="epsilon")
+    prepared.channels_last = True
+    for conv in (prepared.gm.c1, prepared.gm.c2):
+        conv.to(memory_format=torch.channels_last)
+    assert torch.allclose(lrp.propagate(model, x, lambda out: out, rules="epsilon"), relevance, rtol=1e-10, atol=1e-12)
