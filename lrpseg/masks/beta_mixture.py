@@ -131,42 +131,55 @@ def _responsibility(model: BetaMixture, x: Tensor, logs: Tensor) -> Tensor:
     return r
 
 
-def _step_ascending(model: BetaMixture, x: Tensor, logs: Tensor, ends: np.ndarray) -> tuple[Betas, float]:
+@dataclass(frozen=True)
+class Ascending:
+    """What the EM on values in ascending order reuses every iteration: the values on the host
+    (the rules' bounds are searched there), the prefix sums of x and x² over x[:i] ((2, N + 1),
+    host) and the moment rows (1, x, x²) on x's device."""
+
+    host: np.ndarray
+    ends: np.ndarray
+    moments: Tensor
+
+    @classmethod
+    def of(cls, x: Tensor) -> Ascending:
+        moments = torch.stack([torch.ones_like(x), x, x * x])
+        ends = torch.zeros(2, x.numel() + 1, dtype=torch.float64, device=x.device)
+        torch.cumsum(moments[1:], 1, out=ends[:, 1:])
+        return cls(x.cpu().numpy(), ends.cpu().numpy(), moments)
+
+
+def _step_ascending(model: BetaMixture, x: Tensor, logs: Tensor, ascending: Ascending) -> tuple[Betas, float]:
     """One EM step (E-step, then the weighted moments) on x in ascending order: ([defect, background], sum of
     the defect responsibilities).
 
     Seed 001's rules make the responsibility exactly 0 on x's low end and 1 on its high end; the
-    posterior is computed between them only, and the ends enter the moments through `ends`, the
-    prefix sums of x and x^2 ((2, N + 1), on the host): sum (x - m)^2 = sum x^2 - 2 m sum x + n m^2
-    there. Two host syncs."""
+    posterior r is computed between them only. Everything else is sums: Σ r, Σ r x, Σ r x² over the
+    middle in one product, the background's there as the middle's totals minus those, the ends' by
+    prefix sums, and each spread as Σ x² / n - mean² (values in (0, 1); moments_to_beta floors the
+    variance). Five small ops and one host sync per iteration, where the spread about each mean
+    took thirteen and two: the EM is ~60 iterations of a few thousand values, so it was op-bound."""
     n = x.numel()
     start, stop = 0, n
     if model.seed_rules:
-        bounds = x.new_tensor([model.background.quantile(BACKGROUND_QUANTILE), model.defect.mean])
-        start, stop = torch.searchsorted(x, bounds, right=True).tolist()  # x[:start] <= quantile < x[start:]
-    low_end = min(start, stop)  # background only (where both rules hold, the defect's wins)
-    middle = slice(start, max(start, stop))
-    r = torch.mv(logs[:, middle].T, _log_ratio_coefficients(model, x.device)).sigmoid_()
-    weights, values = torch.stack([r, 1.0 - r]), x[middle]  # rows: defect, background
-    (inner_d, inner_b), (sum_d, sum_b) = torch.stack([weights.sum(1), torch.mv(weights, values)]).tolist()
-    (x_low, x_stop, x_all), (sq_low, sq_stop, sq_all) = ends[:, [low_end, stop, n]].tolist()
-    count = (n - stop, low_end)
-    end_sum, end_squares = (x_all - x_stop, x_low), (sq_all - sq_stop, sq_low)
-    total = (inner_d + count[0], inner_b + count[1])
-    mean = [(s + e) / t if t > 0.0 else 0.0 for s, e, t in zip((sum_d, sum_b), end_sum, total, strict=True)]
-    inner = torch.linalg.vecdot(weights, (values - values.new_tensor(mean)[:, None]).square_()).tolist()
+        bounds = [model.background.quantile(BACKGROUND_QUANTILE), model.defect.mean]
+        start, stop = np.searchsorted(ascending.host, bounds, side="right").tolist()  # x[:start] <= quantile
+    low_end, high = min(start, stop), max(start, stop)  # x[:low_end]: background only; the defect's rule wins
+    r = torch.mv(logs[:, start:high].T, _log_ratio_coefficients(model, x.device)).sigmoid_()
+    defect = torch.mv(ascending.moments[:, start:high], r).tolist()  # Σ r, Σ r x, Σ r x²
+    (x_low, x_start, x_high, x_stop, x_all), (q_low, q_start, q_high, q_stop, q_all) = ascending.ends[
+        :, [low_end, start, high, stop, n]
+    ].tolist()
+    middle = (high - start, x_high - x_start, q_high - q_start)
+    sums = (
+        (defect[0] + n - stop, defect[1] + x_all - x_stop, defect[2] + q_all - q_stop),
+        (middle[0] - defect[0] + low_end, middle[1] - defect[1] + x_low, middle[2] - defect[2] + q_low),
+    )
     betas: Betas = []
-    for k in range(2):
-        spread = inner[k] + end_squares[k] - 2.0 * mean[k] * end_sum[k] + count[k] * mean[k] * mean[k]
-        betas.append(moments_to_beta(mean[k], spread / total[k]) if total[k] > 0.0 else None)
-    return betas, total[0]
-
-
-def prefix_sums(x: Tensor) -> np.ndarray:
-    """(2, N + 1) float64 on the host: sums of x and of x^2 over x[:i]."""
-    ends = torch.zeros(2, x.numel() + 1, dtype=torch.float64, device=x.device)
-    torch.cumsum(torch.stack([x, x * x]), 1, out=ends[:, 1:])
-    return ends.cpu().numpy()
+    for total, first, second in sums:
+        mean = first / total if total > 0.0 else 0.0
+        betas.append(moments_to_beta(mean, second / total - mean * mean) if total > 0.0 else None)
+    return betas, sums[0][0]
 
 
 def fit_beta_mixture(
@@ -190,7 +203,7 @@ def fit_beta_mixture(
     x = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
     x = x.reshape(-1).to(torch.float64).clamp(EDGE, 1.0 - EDGE)
     logs = log_rows(x)
-    ends = prefix_sums(x) if bool((x[1:] >= x[:-1]).all()) else None  # bmm's sample is ascending
+    ascending = Ascending.of(x) if bool((x[1:] >= x[:-1]).all()) else None  # bmm's sample is ascending
     split, _, _ = isodata_threshold(x)
     high = (x > split).to(torch.float64)
     background, defect = _weighted_betas(x, torch.stack([1.0 - high, high]))
@@ -198,8 +211,8 @@ def fit_beta_mixture(
         raise ValueError("fit_beta_mixture needs at least two distinct values")
     model = BetaMixture(background, defect, 0.5 if balance else float(high.mean()), 0, False, seed_rules)
     for iteration in range(1, max_iter + 1):
-        if ends is not None:
-            (new_defect, new_background), defect_total = _step_ascending(model, x, logs, ends)
+        if ascending is not None:
+            (new_defect, new_background), defect_total = _step_ascending(model, x, logs, ascending)
         else:
             r = _responsibility(model, x, logs)
             new_defect, new_background = _weighted_betas(x, torch.stack([r, 1.0 - r]))
