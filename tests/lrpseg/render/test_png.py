@@ -19,8 +19,10 @@ from lrpseg.render import (
     relevance_png,
     relevance_rgb,
     segmentation_png,
+    segmentation_rgb,
 )
 from lrpseg.render.colors import diverging_lut
+from lrpseg.render.images import display_rgb
 
 
 def decode(data: bytes) -> Image.Image:
@@ -79,6 +81,21 @@ def test_segmentation_png_draws_classes_over_the_input() -> None:
     assert np.array_equal(image[labels == 1], expected)
     with pytest.raises(RenderInputError, match="does not match"):
         segmentation_png(labels, 2, np.zeros((3, 3)))
+
+
+@pytest.mark.parametrize("kind", ["float", "uint16", "rgb-uint8"])
+def test_segmentation_blends_only_where_a_class_is_and_equals_the_whole_image_blend(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, (9, 11)) * (rng.random((9, 11)) < 0.3)
+    image = {
+        "float": rng.random((9, 11)).astype(np.float32),
+        "uint16": rng.integers(0, 4096, (9, 11)).astype(np.uint16),
+        "rgb-uint8": rng.integers(0, 256, (3, 9, 11)).astype(np.uint8),
+    }[kind]
+    base = display_rgb(image)
+    opacity = np.where(labels != 0, 0.3, 0.0)[..., None]
+    expected = np.round((base * (1.0 - opacity) + class_palette(4)[labels] / 255.0 * opacity) * 255).astype(np.uint8)
+    assert np.array_equal(segmentation_rgb(labels, 4, image, alpha=0.3), expected)
 
 
 @pytest.mark.parametrize(
