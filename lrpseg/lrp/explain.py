@@ -57,7 +57,7 @@ def explain(
     """
     prepared = prepare(model, x)
     resolved = prepared.resolve(rules, bounds if bounds is not None else default_bounds(x))
-    env, logits = record(prepared, x, prepared.kept(resolved), None, precision)
+    env, logits = record(prepared, x, prepared.kept(resolved, x=x), None, precision)
     if target == "class":
         mask = predicted_class_mask(logits, cls)
     elif target == "all":

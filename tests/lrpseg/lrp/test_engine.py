@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lrpseg import lrp
+from lrpseg.lrp import strips
 from tests.lrpseg.lrp.conftest import LeakyNet, ResidualUNet, tiny_unet, tiny_vgg
 
 CASES = {
@@ -252,3 +253,22 @@ def test_convolutions_run_contiguous_where_an_instance_norm_sits_between_them() 
     for conv in (prepared.gm.c1, prepared.gm.c2):
         conv.to(memory_format=torch.channels_last)
     assert torch.allclose(lrp.propagate(model, x, lambda out: out, rules="epsilon"), relevance, rtol=1e-10, atol=1e-12)
+
+
+def test_small_inputs_keep_what_the_sweep_reads_and_large_ones_recompute_it() -> None:
+    """Cheap values (activations, widening convolutions) are recomputed where read only where memory
+    counts (inputs beyond window_pixels); the relevance is the same either way, bit for bit."""
+    model, x = CASES["unet-transpose"]()
+    prepared = lrp.prepare(model)
+    rules = prepared.resolve("ours", (-3.0, 3.0))
+    _, cheap, lean = prepared.plan(rules)
+    assert cheap and not cheap & lean
+    assert not prepared.recomputes(x) and cheap <= prepared.kept(rules, x=x)
+    small = lrp.propagate(model, x, lambda out: out, rules="ours", bounds=(-3.0, 3.0))
+    prepared.window_pixels = x[0, 0].numel()  # the two samples together exceed it
+    try:
+        assert prepared.recomputes(x) and prepared.kept(rules, x=x) == lean
+        large = lrp.propagate(model, x, lambda out: out, rules="ours", bounds=(-3.0, 3.0))
+    finally:
+        prepared.window_pixels = strips.WINDOW_PIXELS
+    assert torch.equal(small, large)
