@@ -23,7 +23,7 @@ def sigma_constant_vjp(module: nn.Module, x: Tensor, s: Tensor) -> Tensor:
 
     With c = γ s / σ: c minus its mean over the normalised dimensions (the centring is its
     own transpose), or c itself where mean and σ are running constants. One pass for σ and one
-    for the mean, where autograd re-ran the layer and its backward (a fifth of a MONAI U-Net's
+    for the mean, where autograd re-ran the layer and its backward (~15 % of a MONAI U-Net's
     ε sweep)."""
     if isinstance(module, nn.LayerNorm):
         dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
