@@ -6,7 +6,9 @@ Prints the median job / gradient ratio, (forward + LRP) / gradient, the masks' s
 compute and the stage split: the ratios of issue 16's targets, measured within one run. Runs on
 older checkouts too (without the PNG pool), for before/after figures. --bits 8 / 16 quantises the
 generated images as an 8- / 16-bit PNG upload is (the local median of conserving-reference is
-fastest on few distinct values); --bits 32 keeps them float32, as an .npy upload.
+fastest on few distinct values); --bits 32 keeps them float32, as an .npy upload. The gradient
+and the jobs run on the heap a worker gives a job of this size (lrpseg.heap.fit_heap; a checkout
+before it: the pinned threshold its workers set).
 """
 
 from __future__ import annotations
@@ -40,6 +42,18 @@ def as_upload(image: np.ndarray, bits: int) -> DecodedImage:
     return DecodedImage(pixels[None], "png" if bits < 32 else "npy", bits, 1, *image.shape)
 
 
+def fit_worker_heap(pixels: int) -> None:
+    """The heap a worker runs a job of `pixels` on, in this checkout."""
+    try:
+        from lrpseg.heap import fit_heap
+    except ImportError:  # before per-job heaps
+        from lrpseg.heap import pin_mmap_threshold
+
+        pin_mmap_threshold()
+    else:
+        fit_heap(pixels)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
@@ -48,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = args.size
     torch.set_num_threads(1)
+    fit_worker_heap(size * size)
     registry = default_registry()
     info, model = registry.get(), registry.load()
     images, seed = [], 0

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 torch.set_num_threads(1)
-from lrpseg.heap import pin_mmap_threshold
+from lrpseg.heap import fit_heap, pin_mmap_threshold
 from lrpseg.inputs import DecodeLimits, RawInput, prepare_inputs
 from lrpseg.pipeline import run_prepared, warm_up
 from lrpseg.registry import default_registry
@@ -73,10 +73,12 @@ if stage == "worker":
     pin_mmap_threshold()  # as workers.runtime.start does
     model = registry.load(info.id)
     warm_up(model, info)
+    fit_heap(64 * 64)  # before each job, as workers.tasks does
     run_prepared(model, prepare_inputs(info, params, RawInput(small, "s.png", "image/png"), None, limits))
     base = peak()
     stages = Stages(); stages.thread.start()
     inputs = prepare_inputs(info, params, RawInput(data, "x.png", "image/png"), None, limits)
+    fit_heap(size * size)
     run_prepared(model, inputs, progress=stages)
     stages.current = "end"; stages.mark(); stages.stop = True; stages.thread.join()
     print(json.dumps({"stages": {k: v - base for k, v in stages.peaks.items()}}))

@@ -30,6 +30,7 @@ from rq.queue import Queue
 from rq.utils import as_text
 
 from core.meta import BATCH_KEY, BATCH_SIZE
+from lrpseg.heap import fit_heap
 from lrpseg.pipeline import Forwarded, batch_params, forward_batch
 from schemas.params import JobParams
 from workers.progress import JobCancelled, Reporter
@@ -152,6 +153,7 @@ def run_pass(
     progress = _fan_out([Reporter(m.job, rt.store, m.job.id) for m, _ in group])
     images = [ready.inputs.image for _, ready in group]
     model = loaded[0][1].model
+    fit_heap(sum(image.pixels for image in images))
     shares = forward_batch(model, first.info, images, first.params, progress=progress, device=rt.device)
     for (member, ready), forwarded in zip(group, shares):
         _ready[member.job.id] = Share(ready, forwarded)

@@ -17,6 +17,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from core.claims import ClaimLost
+from lrpseg.heap import fit_heap
 from lrpseg.pipeline import PipelineResult, finish, run_prepared
 from schemas.params import JobParams
 from schemas.results import JobResult
@@ -62,6 +63,7 @@ def _run(rt: runtime.WorkerRuntime, reporter: Reporter, job_id: str, params: Job
         reporter("decode", 0.02)
         ready = load(rt, job_id, params)
         start, before_ms = time.perf_counter(), ready.decode_ms
+        fit_heap(ready.inputs.image.pixels)
         out: PipelineResult = run_prepared(
             ready.model,
             ready.inputs,

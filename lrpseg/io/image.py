@@ -58,6 +58,11 @@ class DecodedImage:
         return self.depth is not None
 
     @property
+    def pixels(self) -> int:
+        """H x W, or D x H x W for a volume: the size of one channel."""
+        return int(np.prod(self.array.shape[1:]))
+
+    @property
     def shape(self) -> tuple[int, ...]:
         """(C, H, W), or (C, D, H, W) for a volume."""
         return tuple(self.array.shape)

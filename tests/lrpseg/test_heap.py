@@ -49,3 +49,41 @@ def test_a_pinned_threshold_returns_freed_blocks_to_the_system() -> None:
 
 def test_release_heap_hands_freed_heap_pages_back() -> None:
     assert _run(False, trim=True)[1] < 8
+
+
+FIT_CHILD = """
+import ctypes, resource
+from lrpseg.heap import REUSE_PIXELS, fit_heap
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.malloc.argtypes = [ctypes.c_size_t]
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def job():  # a step's tensors: 8 MiB blocks written, then freed
+    blocks = [libc.malloc(8 << 20) for _ in range(4)]
+    for b in blocks:
+        ctypes.memset(b, 1, 8 << 20)
+    for b in blocks:
+        libc.free(b)
+base = rss()
+reused = fit_heap(REUSE_PIXELS)
+job()
+kept = rss() - base
+before = faults()
+job()
+again = faults() - before
+released = fit_heap(REUSE_PIXELS + 1)
+print(reused, kept >> 20, again, released, (rss() - base) >> 20)
+"""
+
+
+def test_fit_heap_keeps_a_small_jobs_memory_for_the_next_and_releases_it_for_a_large_one() -> None:
+    out = subprocess.run([sys.executable, "-c", FIT_CHILD], capture_output=True, text=True, check=True)
+    reused, kept, again, released, left = out.stdout.split()
+    assert reused == "True" and int(kept) >= 24  # freed blocks stayed in the heap (MiB)
+    assert int(again) < 100  # the second job touched them without page faults (8 MiB = 2048 pages)
+    assert released == "False" and int(left) < 8  # a large job hands them back first

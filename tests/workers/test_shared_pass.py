@@ -96,7 +96,10 @@ def test_compatible_jobs_run_as_one_batch_and_equal_single_runs(
     settings: Settings,
     redis_conn: redis.Redis,
     registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    fitted: list[int] = []
+    monkeypatch.setattr(shared_pass, "fit_heap", fitted.append)
     client = make_client(settings)
     first = submit_all(client, COMPATIBLE[:1])
     other = submit_all(client, [(5, {"lrp": {"composite": "montavon"}}, False)])[0]  # another pass: not batched
@@ -109,6 +112,7 @@ def test_compatible_jobs_run_as_one_batch_and_equal_single_runs(
     worker = run_worker(settings, redis_conn, registry)
     worker.refresh()  # RQ's own per-worker counts, from Redis
     assert worker.successful_job_count == 6 and worker.failed_job_count == 0
+    assert fitted == [4 * 64 * 64]  # the heap is fitted to the whole pass (lrpseg.heap)
     for job_id in batch:
         job = fetch(redis_conn, job_id)
         result = view(client, job_id)["result"]

@@ -147,3 +147,20 @@ def test_a_failed_png_encode_fails_the_job(
     view = client.get(location).json()
     assert view["status"] == "failed" and view["error"]["code"] == "internal"
     assert client.get(f"{location}/artifacts/overlay.png").status_code in (404, 409, 410)
+
+
+def test_a_job_fits_the_heap_to_its_pixels_before_it_runs(
+    client: TestClient, png: bytes, work: Callable[[], bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fitted: list[int] = []
+    real = tasks.fit_heap
+
+    def spy(pixels: int) -> bool:
+        fitted.append(pixels)
+        return real(pixels)
+
+    monkeypatch.setattr(tasks, "fit_heap", spy)
+    location = submit(client, png).headers["location"]
+    work()
+    assert client.get(location).json()["status"] == "finished"
+    assert fitted == [64 * 64]  # lrpseg.heap: a small job reuses the heap

@@ -24,7 +24,7 @@ def rng() -> np.random.Generator:
 def test_float_inside_unit_range_kept_exactly(rng: np.random.Generator) -> None:
     values = rng.random((12, 9))
     image = decode_image(_npy(values))
-    assert (image.format, image.channels, image.bit_depth) == ("npy", 1, 64)
+    assert (image.format, image.channels, image.bit_depth, image.pixels) == ("npy", 1, 64, 12 * 9)
     np.testing.assert_array_equal(image.array[0], values.astype(np.float32))
 
 
@@ -126,6 +126,7 @@ def test_volumes(shape: tuple[int, ...], depth: int) -> None:
     volume = decode_image(_npy(values))
     channels = shape[0] if len(shape) == 4 else 1
     assert (volume.depth, volume.channels, volume.height, volume.width) == (depth, channels, 6, 5)
+    assert volume.pixels == depth * 6 * 5  # per channel
     np.testing.assert_allclose(volume.array.reshape(values.shape), values / 65535.0, rtol=1e-6)
 
 
