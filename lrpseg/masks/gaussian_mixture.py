@@ -22,7 +22,7 @@ from lrpseg.masks import kmeans
 from lrpseg.masks.filters import FILTER_SIZE
 from lrpseg.masks.prepared import prepare
 from lrpseg.masks.result import MaskResult, empty_result, host, scaled
-from lrpseg.masks.sampling import quantile_sample
+from lrpseg.masks.sampling import quantile_sample, sort_order
 
 N_COMPONENTS = 3
 MAX_FIT_SAMPLES = 32768
@@ -167,7 +167,8 @@ def distinct(sample: Tensor, *, ordered: bool = False) -> tuple[Tensor, Tensor |
         values, counts = torch.unique_consecutive(sample, return_counts=True)
         order = None
     else:
-        ordered_sample, order = torch.sort(sample)
+        order = sort_order(sample)
+        ordered_sample = sample[order]
         values, counts = torch.unique_consecutive(ordered_sample, return_counts=True)
     first = torch.cumsum(counts, 0) - counts
     if order is not None:

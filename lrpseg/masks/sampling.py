@@ -37,11 +37,19 @@ def quantile_sample(values: Values, max_samples: int | None, *, ordered: Tensor 
 
 
 def sort_values(values: Tensor) -> Tensor:
-    """The values (flattened) in ascending order, on their device (numpy's sort on the CPU: 2x torch's there)."""
+    """The values (flattened) in ascending order, on their device (numpy's sort on the CPU: 10-20x torch's there)."""
     flat = values.reshape(-1)
     if flat.device.type == "cpu":
         return torch.from_numpy(sort_setting_zeros_aside(flat.numpy()))
     return torch.sort(flat).values
+
+
+def sort_order(values: Tensor) -> Tensor:
+    """The indices that sort 1-D values (ties in any order), on their device; numpy's argsort on the
+    CPU: 5x torch's sort there (65536 float64: 0.76 against 4.2 ms)."""
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.argsort(values.numpy()))
+    return torch.sort(values).indices
 
 
 def sort_setting_zeros_aside(a: np.ndarray) -> np.ndarray:

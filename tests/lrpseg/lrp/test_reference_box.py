@@ -73,6 +73,16 @@ def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) 
     assert np.array_equal(local_median(x, 7).numpy(), _scipy_median(x, 7))
 
 
+def test_distinct_ranks_equal_torch_unique() -> None:
+    """numpy's unique on the CPU: the same levels and ranks, also of a channels-last input."""
+    raw = torch.randint(-25, 25, (2, 3, 17, 13), generator=torch.Generator().manual_seed(2)).to(torch.float32)
+    for x in (raw, raw.contiguous(memory_format=torch.channels_last), raw.double() / 7):
+        planes = x.reshape(-1, 17, 13)
+        levels, ranks = reference_box.distinct_ranks(planes)
+        want_levels, want_ranks = torch.unique(planes, return_inverse=True)
+        assert torch.equal(levels, want_levels) and torch.equal(ranks, want_ranks) and ranks.dtype == torch.int64
+
+
 def test_local_median_of_flat_inputs_is_the_median_of_the_last_dimension() -> None:
     x = torch.tensor([[3.0, -1.0, 2.0, 7.0, 0.0]], dtype=torch.float64)
     assert local_median(x).tolist() == [[2.0] * 5]

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from lrpseg.masks.sampling import quantile_sample, sort_setting_zeros_aside
+from lrpseg.masks.sampling import quantile_sample, sort_order, sort_setting_zeros_aside
 
 
 def test_quantile_sample_keeps_the_distribution_within_one_over_m() -> None:
@@ -36,3 +37,10 @@ def test_sorting_with_zeros_set_aside_equals_numpy(zero_share: float) -> None:
     got = sort_setting_zeros_aside(a)
     assert got.dtype == a.dtype and np.array_equal(got, np.sort(a))
     assert np.array_equal(sort_setting_zeros_aside(a[:0]), a[:0])
+
+
+def test_sort_order_sorts_like_torch() -> None:
+    values = torch.from_numpy(np.random.default_rng(4).integers(0, 50, 1000).astype(np.float64))  # many ties
+    order = sort_order(values)
+    assert torch.equal(values[order], torch.sort(values).values)
+    assert sorted(order.tolist()) == list(range(1000)) and order.dtype == torch.int64
