@@ -819,11 +819,13 @@ def picture_artifacts(
     wants = params.wants
     if labels is not None and wants("segmentation.png"):
         pending.png("segmentation.png", render.segmentation_rgb(labels, info.num_classes, x01[0].cpu().numpy()))
-    kw = picture_transfer(params, display)
+    if not (wants("relevance.png") or wants("overlay.png")):
+        return
+    heat = render.heatmap(summed, **picture_transfer(params, display))  # one transfer for both pictures
     if wants("relevance.png"):
-        pending.png("relevance.png", render.relevance_rgb(summed, **kw))
+        pending.png("relevance.png", render.relevance_rgb(heat))
     if wants("overlay.png"):
-        pending.png("overlay.png", render.overlay_rgb(x01[0], summed, **kw))
+        pending.png("overlay.png", render.overlay_rgb(x01[0], heat))
 
 
 def render_artifacts(
@@ -858,7 +860,8 @@ def render_artifacts(
         pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is not None and rel2d is not None and display is not None:
         if wants("colorbar.png"):
-            pending["colorbar.png"] = colorbar_artifact(display, params)
+            scale = display
+            pending.later("colorbar.png", lambda: colorbar_artifact(scale, params))  # text drawing: ~1.5 ms
         if wants("relevance.npy"):
             pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
         for name, found in extracted.items():
@@ -895,14 +898,15 @@ def volume_artifacts(
         pending["segmentation.npy"] = npy_bytes(labels.astype(np.uint8 if info.num_classes <= 256 else np.int32))
     if explained is None or rel3d is None or display is None:
         return
-    kw = picture_transfer(params, display)  # the log transfer's threshold, from the whole volume
-    rel_tiles = tile(rel3d, slices)
+    # the log transfer's threshold from the whole volume; one transfer for both pictures
+    heat = render.heatmap(tile(rel3d, slices), **picture_transfer(params, display))
     if wants("relevance.png"):
-        pending.png("relevance.png", render.relevance_rgb(rel_tiles, **kw))
+        pending.png("relevance.png", render.relevance_rgb(heat))
     if wants("overlay.png"):
-        pending.png("overlay.png", render.overlay_rgb(tile(pixels, slices), rel_tiles, **kw))
+        pending.png("overlay.png", render.overlay_rgb(tile(pixels, slices), heat))
     if wants("colorbar.png"):
-        pending["colorbar.png"] = colorbar_artifact(display, params)
+        scale = display
+        pending.later("colorbar.png", lambda: colorbar_artifact(scale, params))
     if wants("relevance.npy"):
         pending["relevance.npy"] = npy_bytes(explained.relevance.astype(np.float32))
     for name, found in extracted.items():

@@ -5,7 +5,9 @@ from lrpseg.render.errors import RenderInputError
 from lrpseg.render.images import display_rgb
 from lrpseg.render.plots import colorbar_caption, colorbar_png, colorbar_rgb, colorbar_ticks, pr_curve_png
 from lrpseg.render.png import (
+    Heatmap,
     encode_png,
+    heatmap,
     mask_pixels,
     mask_png,
     overlay_png,
@@ -20,6 +22,7 @@ from lrpseg.render.transfer import DEFAULT_MASS, coloured_share, inverse_transfe
 __all__ = [
     "DEFAULT_CMAP",
     "DEFAULT_MASS",
+    "Heatmap",
     "RenderInputError",
     "class_palette",
     "colorbar_caption",
@@ -30,6 +33,7 @@ __all__ = [
     "coloured_share",
     "display_rgb",
     "encode_png",
+    "heatmap",
     "inverse_transfer",
     "log_transfer",
     "mask_pixels",

@@ -13,6 +13,7 @@ from lrpseg.masks.synthetic import lrp_like_map
 from lrpseg.render import (
     RenderInputError,
     class_palette,
+    heatmap,
     mask_png,
     overlay_png,
     overlay_rgb,
@@ -166,6 +167,18 @@ def test_relevance_rgb_on_a_tensor_equals_the_numpy_procedure(seed: int) -> None
     expected = numpy_relevance_rgb(relevance)
     assert np.array_equal(relevance_rgb(relevance), expected)
     assert np.array_equal(relevance_rgb(torch.from_numpy(relevance)), expected)
+
+
+@pytest.mark.parametrize("transfer", [{}, {"mode": "linear"}, {"tau": 1e-3}, {"mass": 0.5}])
+def test_one_heatmap_draws_both_pictures_as_the_map_does(transfer: dict) -> None:
+    relevance = lrp_like_map((96, 80), seed=2)[0]
+    image = np.linspace(0, 1, relevance.size).reshape(1, *relevance.shape)
+    heat = heatmap(torch.from_numpy(relevance), **transfer)
+    assert heat.shape == relevance.shape and heat.colours.dtype == torch.uint8
+    assert np.array_equal(relevance_rgb(heat), relevance_rgb(relevance, **transfer))
+    assert np.array_equal(overlay_rgb(image, heat), overlay_rgb(image, relevance, **transfer))
+    with pytest.raises(RenderInputError, match="does not match"):
+        overlay_rgb(image[:, :50], heat)
 
 
 @pytest.mark.cuda
