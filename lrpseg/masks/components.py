@@ -82,17 +82,20 @@ def region_diagnostics(positive: np.ndarray, labels: np.ndarray, mask: np.ndarra
     if index.size == 0:
         return []
     total = float(positive.sum())
-    flat = labels.ravel()
+    # the labelled pixels only (regions are usually a few % of the map); bincount adds each
+    # region's values in the same order either way, so the sums are the same to the bit
+    inside = np.flatnonzero(labels)
+    region = labels.ravel()[inside]
 
     def per_region(weights: np.ndarray) -> np.ndarray:  # ndimage.sum_labels' bincount, once per quantity
-        return np.bincount(flat, weights=weights.ravel(), minlength=index.size + 1)[1:]
+        return np.bincount(region, weights=weights, minlength=index.size + 1)[1:]
 
-    pixels = np.bincount(flat, minlength=index.size + 1)[1:].astype(np.float64)
-    kept = per_region(mask.astype(np.float64))
-    mass = per_region(positive)
+    pixels = np.bincount(region, minlength=index.size + 1)[1:].astype(np.float64)
+    kept = per_region(mask.ravel()[inside].astype(np.float64))
+    mass = per_region(positive.ravel()[inside])
     # ndimage.center_of_mass of ones: the mean row (column, ...) index of each region's pixels
-    axes = np.indices(labels.shape, dtype=np.float64)
-    centres = np.stack([per_region(axis) for axis in axes], 1) / pixels[:, None]
+    axes = np.unravel_index(inside, labels.shape)
+    centres = np.stack([per_region(axis.astype(np.float64)) for axis in axes], 1) / pixels[:, None]
     order = np.argsort(-mass, kind="stable")[:MAX_REPORTED]
     return [
         {
