@@ -8,17 +8,20 @@ older checkouts too (without the PNG pool), for before/after figures. --bits 8 /
 generated images as an 8- / 16-bit PNG upload is (the local median of conserving-reference is
 fastest on few distinct values); --bits 32 keeps them float32, as an .npy upload. The gradient
 and the jobs run on the heap a worker gives a job of this size (lrpseg.heap.fit_heap; a checkout
-before it: the pinned threshold its workers set).
+before it: the pinned threshold its workers set), with PyTorch's huge pages on as in a worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates, as workers do (lrpseg.heap.use_huge_pages)
 
 import numpy as np
 import torch

@@ -92,6 +92,8 @@ print(json.dumps({"stage": stage, "size": size, "base": base, "peak": peak()}))
 
 def measure(stage: str, size: int, model: str | None) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if stage == "worker":
+        env.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as workers set it (lrpseg.heap.use_huge_pages)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, stage, str(size), model or ""],
         env=env,

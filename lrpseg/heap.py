@@ -11,12 +11,17 @@ job touches its tensors' memory afresh at every step: at 512², a job in its own
 ~150 000 faults and twice the time (534 against 274 ms). `fit_heap` therefore picks per job:
 jobs of at most REUSE_PIXELS keep their freed blocks in the heap for the next step and the
 next job (a few hundred MiB at most), larger ones get their own mappings, as above.
+
+Those mappings still fault once per page touched. `use_huge_pages` has PyTorch back CPU tensors
+from 2 MiB with transparent huge pages, 512 pages a fault: a 2048² job took 8.9 s where it took
+15.5 s (5.5 M faults -> 1.0 M), at the same peak memory (192 against 183 B/px).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +32,7 @@ TRIM_THRESHOLD = 128 << 10  # glibc's default: free memory above the heap's top 
 REUSE_PIXELS = 512 * 512  # jobs up to this many pixels (all images of a pass) reuse the heap
 REUSE_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts (64-bit): every block of such a job
 REUSE_TRIM_THRESHOLD = 128 << 20  # freed memory kept at the heap's top for the next job
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # PyTorch's switch, read at its first CPU allocation
 
 
 @lru_cache(maxsize=1)
@@ -65,6 +71,13 @@ def fit_heap(pixels: int) -> bool:
         set_heap(MMAP_THRESHOLD, TRIM_THRESHOLD)
         release_heap()
     return reuse
+
+
+def use_huge_pages() -> None:
+    """Have PyTorch put CPU tensors from 2 MiB on transparent huge pages (madvise; Linux), unless
+    the environment sets THP_MEM_ALLOC_ENABLE already (0 turns it off). Call before torch allocates:
+    PyTorch reads the switch once."""
+    os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
 
 def release_heap() -> None:

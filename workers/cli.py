@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from core import liveness, logs
 from core.settings import Settings
+from lrpseg.heap import use_huge_pages
 
 if TYPE_CHECKING:
     from workers.worker import ModelWorker
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format)
     if args.workers is not None:
         return run_pool(settings, args.workers)
+    use_huge_pages()  # before torch is imported (lrpseg.heap)
     from workers.worker import build_worker  # torch and the models: not for --check
 
     worker = build_worker(settings)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from lrpseg.heap import HUGE_PAGES_ENV
 
 CHILD = """
 import ctypes
@@ -87,3 +91,32 @@ def test_fit_heap_keeps_a_small_jobs_memory_for_the_next_and_releases_it_for_a_l
     assert reused == "True" and int(kept) >= 24  # freed blocks stayed in the heap (MiB)
     assert int(again) < 100  # the second job touched them without page faults (8 MiB = 2048 pages)
     assert released == "False" and int(left) < 8  # a large job hands them back first
+
+
+HUGE_CHILD = """
+import resource
+from lrpseg.heap import use_huge_pages
+use_huge_pages()
+import torch
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+big = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB touched: 16384 small pages
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(big.data_ptr() % 4096 == 0, faults)  # PyTorch's huge-page path page-aligns (madvise); else 64 B past a page
+"""
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def test_use_huge_pages_gives_large_tensors_pytorchs_huge_page_path_unless_told_not_to() -> None:
+    def run(env_value: str | None) -> tuple[str, int]:
+        env = {k: v for k, v in os.environ.items() if k != HUGE_PAGES_ENV}
+        if env_value is not None:
+            env[HUGE_PAGES_ENV] = env_value
+        out = subprocess.run([sys.executable, "-c", HUGE_CHILD], env=env, capture_output=True, text=True, check=True)
+        path, faults = out.stdout.split()
+        return path, int(faults)
+
+    (on, on_faults), (off, off_faults) = run(None), run("0")  # "0": the operator's choice stands
+    assert (on, off) == ("True", "False")
+    assert off_faults > 16000
+    if THP_MODE.exists() and "[never]" not in THP_MODE.read_text():
+        assert on_faults < 4000  # 2 MiB pages: 512 small ones a fault
