@@ -1,4 +1,5 @@
-"""lrpseg.heap on this machine's glibc: the mmap threshold is pinned, the heap trimmed."""
+"""lrpseg.heap on this machine's glibc: the mmap threshold pinned or fitted to a job, the heap trimmed,
+PyTorch's huge pages."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from pathlib import Path
 
 from lrpseg.heap import HUGE_PAGES_ENV
 
-CHILD = """
+LIBC = """
 import ctypes
-from lrpseg.heap import pin_mmap_threshold, release_heap
-pinned = pin_mmap_threshold() if PIN else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -20,6 +19,13 @@ libc.malloc.argtypes = [ctypes.c_size_t]
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * 4096
+"""
+
+CHILD = (
+    LIBC
+    + """
+from lrpseg.heap import pin_mmap_threshold, release_heap
+pinned = pin_mmap_threshold() if PIN else False
 # one 16 MiB block freed raises glibc's dynamic threshold; later 8 MiB blocks then come from the heap
 first = libc.malloc(16 << 20)
 ctypes.memset(first, 1, 16 << 20)
@@ -36,6 +42,7 @@ if TRIM:
     release_heap()
 print(pinned, (rss() - base) >> 20)
 """
+)
 
 
 def _run(pin: bool, trim: bool = False) -> tuple[str, int]:
@@ -55,16 +62,11 @@ def test_release_heap_hands_freed_heap_pages_back() -> None:
     assert _run(False, trim=True)[1] < 8
 
 
-FIT_CHILD = """
-import ctypes, resource
+FIT_CHILD = (
+    LIBC
+    + """
+import resource
 from lrpseg.heap import REUSE_PIXELS, fit_heap
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-libc.malloc.argtypes = [ctypes.c_size_t]
-def rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * 4096
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def job():  # a step's tensors: 8 MiB blocks written, then freed
@@ -83,6 +85,7 @@ again = faults() - before
 released = fit_heap(REUSE_PIXELS + 1)
 print(reused, kept >> 20, again, released, (rss() - base) >> 20)
 """
+)
 
 
 def test_fit_heap_keeps_a_small_jobs_memory_for_the_next_and_releases_it_for_a_large_one() -> None:
