@@ -38,7 +38,7 @@ def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
 
     On the CPU, inputs with at most MAX_LEVELS distinct values (8- to 16-bit images, whatever
     their normalisation) take a sliding histogram over their ranks, about ten times faster
-    than sorting every window. On CUDA, inputs with at most COUNTED_LEVELS values count each
+    than sorting every window; inputs with more take it block by block (reranked_median). On CUDA, inputs with at most COUNTED_LEVELS values count each
     window's values below every level (box sums, all in parallel): the median of the unfolded
     windows made the default composite's sweep 10x slower than `ours` at 512², batch 32, on an
     H200. Other inputs select from the unfolded windows. All pick the same element."""
@@ -51,6 +51,8 @@ def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
     levels, ranks = distinct_ranks(planes)
     if x.device.type == "cpu" and levels.numel() <= MAX_LEVELS:
         return levels[sliding_median_ranks(ranks, levels.numel(), window)].view_as(x)
+    if x.device.type == "cpu" and block_rows(w, window) > 0:
+        return reranked_median(planes, window).view_as(x)
     if x.device.type != "cpu" and levels.numel() <= COUNTED_LEVELS:
         return levels[counted_median_ranks(ranks, levels.numel(), window)].view_as(x)
     return unfolded_median(planes, window).view_as(x)
@@ -64,6 +66,35 @@ def distinct_ranks(planes: Tensor) -> tuple[Tensor, Tensor]:
         return torch.unique(planes, return_inverse=True)
     levels, ranks = np.unique(planes.detach().numpy(), return_inverse=True)
     return torch.from_numpy(levels), torch.from_numpy(ranks.astype(np.int64, copy=False).reshape(planes.shape))
+
+
+def block_rows(width: int, window: int) -> int:
+    """Output rows per block of reranked_median: its inputs (with the window's halo) then hold at
+    most MAX_LEVELS values, whatever they are; 0 where even one row's would hold more."""
+    half = window // 2
+    return max(0, MAX_LEVELS // (width + 2 * half) - 2 * half)
+
+
+def reranked_median(planes: Tensor, window: int) -> Tensor:
+    """local_median of (P, H, W) CPU planes with more than MAX_LEVELS distinct values (floats: an
+    .npy upload, a resized image): blocks of rows, each with its halo ranked among its own values
+    (at most MAX_LEVELS) and run through the sliding histogram. The halo rows are the block's
+    real neighbours (replicated at the image's edges), so every window sees what it sees in the
+    whole plane: the same element. 512² float32: 831 ms with the unfolded windows, 180 ms."""
+    p, h, w = planes.shape
+    half = window // 2
+    rows = min(h, block_rows(w, window))
+    values = planes.detach().numpy()
+    out = torch.empty_like(planes)
+    for plane in range(p):
+        for top in range(0, h, rows):
+            n = min(rows, h - top)
+            strip = values[plane, np.clip(np.arange(top - half, top + n + half), 0, h - 1)]
+            levels, ranks = np.unique(strip, return_inverse=True)
+            local = torch.from_numpy(ranks.astype(np.int64, copy=False).reshape(1, *strip.shape))
+            medians = sliding_median_ranks(local, levels.size, window)[0, half : half + n]
+            out[plane, top : top + n] = torch.from_numpy(levels[medians.numpy()])
+    return out
 
 
 def counted_median_ranks(ranks: Tensor, levels: int, window: int) -> Tensor:

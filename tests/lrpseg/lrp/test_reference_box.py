@@ -73,6 +73,25 @@ def test_local_median_in_strips_and_on_volumes(monkeypatch: pytest.MonkeyPatch) 
     assert np.array_equal(local_median(x, 7).numpy(), _scipy_median(x, 7))
 
 
+@pytest.mark.parametrize(("max_levels", "window"), [(600, 15), (600, 3), (300, 5), (40, 15)])
+def test_inputs_with_more_levels_take_the_histogram_block_by_block(
+    max_levels: int, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Floats with more distinct values than MAX_LEVELS: blocks of rows re-ranked (several blocks
+    here, the last one shorter), equal to scipy; too wide for one row per block: the unfolded windows."""
+    monkeypatch.setattr(reference_box, "MAX_LEVELS", max_levels)
+    x = torch.randn(1, 2, 41, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(max_levels))
+    rows = reference_box.block_rows(17, window)
+    assert (rows > 0) == (max_levels > 40) and (rows == 0 or rows < 41)
+    if rows > 0:
+        calls: list[int] = []
+        real = reference_box.sliding_median_ranks
+        monkeypatch.setattr(reference_box, "sliding_median_ranks", lambda r, n, w: calls.append(n) or real(r, n, w))
+    assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
+    if rows > 0:
+        assert len(calls) == 2 * -(-41 // rows) and max(calls) <= max_levels
+
+
 def test_distinct_ranks_equal_torch_unique() -> None:
     """numpy's unique on the CPU: the same levels and ranks, also of a channels-last input."""
     raw = torch.randint(-25, 25, (2, 3, 17, 13), generator=torch.Generator().manual_seed(2)).to(torch.float32)
