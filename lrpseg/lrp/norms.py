@@ -24,18 +24,20 @@ def sigma_constant_vjp(module: nn.Module, x: Tensor, s: Tensor) -> Tensor:
     With c = γ s / σ: c minus its mean over the normalised dimensions (the centring is its
     own transpose), or c itself where mean and σ are running constants. One pass for σ and one
     for the mean, where autograd re-ran the layer and its backward (~15 % of a MONAI U-Net's
-    ε sweep)."""
+    ε sweep). The layer's γ is a constant here: relevance tracks no parameter."""
+    weight = getattr(module, "weight", None)
+    weight = weight.detach() if isinstance(weight, Tensor) else None
     if isinstance(module, nn.LayerNorm):
         dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
-        c = s * module.weight if module.weight is not None else s
+        c = s * weight if weight is not None else s
         return _centred(c / _sigma(x, dims, module.eps), dims)
     if isinstance(module, nn.GroupNorm):
         n = x.shape[0]
-        c = _per_channel(s, module.weight).reshape(n, module.num_groups, -1)
+        c = _per_channel(s, weight).reshape(n, module.num_groups, -1)
         grouped = x.reshape(n, module.num_groups, -1)
         return _centred(c / _sigma(grouped, (2,), module.eps), (2,)).reshape(x.shape)
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
-        c = _per_channel(s, module.weight)
+        c = _per_channel(s, weight)
         if module.running_mean is not None and not module.training:  # BatchNorm (eval), tracked InstanceNorm
             return c / torch.sqrt(_per_channel_shape(module.running_var, c.dim()) + module.eps)
         batch = isinstance(module, nn.modules.batchnorm._BatchNorm)

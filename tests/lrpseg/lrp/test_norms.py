@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lrpseg import lrp
 from lrpseg.lrp.errors import UnsupportedOperationError
 from lrpseg.lrp.norms import sigma_constant_vjp
 
@@ -74,6 +75,17 @@ def test_vjp_equals_autograd_through_the_layer_with_sigma_detached(
     (expected,) = torch.autograd.grad(sigma_detached(module, x), x, s)
     got = sigma_constant_vjp(module, x.detach(), s)
     assert float((got - expected).abs().max() / expected.abs().max()) < 1e-12
+    assert not got.requires_grad  # γ is a constant: no parameter is tracked
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "ours", "conserving"])
+def test_relevance_of_a_trainable_net_with_norms_tracks_no_parameter(composite: str) -> None:
+    """A user's net fresh from training (parameters require grad): the relevance is a plain tensor,
+    with no autograd graph holding the sweep's tensors."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    relevance = lrp.propagate(net, torch.randn(1, 1, 8, 8), lambda logits: logits, rules=composite)
+    assert not relevance.requires_grad and relevance.numpy().shape == (1, 1, 8, 8)
 
 
 def test_an_unknown_norm_is_refused() -> None:
