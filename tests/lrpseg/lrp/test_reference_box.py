@@ -50,6 +50,18 @@ def test_width_segments_slide_side_by_side(counters: int, window: int, monkeypat
     assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
 
 
+def test_planes_slide_side_by_side_in_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A volume's slices (a batch's images) in passes of as many whole planes as the counters
+    hold: 2 + 2 + 1 here."""
+    monkeypatch.setattr(reference_box, "_PASS_COUNTERS", 256 * 23 * 2)  # 256 levels: 256 counters a row
+    calls: list[int] = []
+    real = reference_box._slide
+    monkeypatch.setattr(reference_box, "_slide", lambda c, *a: calls.append(c.shape[1]) or real(c, *a))
+    x = torch.randint(0, 256, (1, 5, 23, 31), generator=torch.Generator().manual_seed(5)).to(torch.float32)
+    assert np.array_equal(local_median(x).numpy(), _scipy_median(x, 15))
+    assert calls == [2, 2, 1]
+
+
 @pytest.mark.parametrize(("shape", "window", "levels"), [((2, 37, 29), 15, 256), ((1, 61, 203), 3, 17), ((3, 20, 24), 15, 2), ((1, 5, 5), 15, 100)])  # fmt: skip
 def test_counting_below_each_level_equals_scipy(
     shape: tuple[int, int, int], window: int, levels: int, monkeypatch: pytest.MonkeyPatch
