@@ -1,10 +1,11 @@
 """Time one volume job, stage by stage: NIfTI decode, forward, LRP, masks (5x5x5), render.
 
-    .venv/bin/python benchmarks/volume_job.py [--sizes 32 64] [--repeats 3] [--threads 2]
+    .venv/bin/python benchmarks/volume_job.py [--sizes 32 64] [--repeats 3] [--threads 2] [--bits 32]
 
 A random 3-D U-Net (depth 3, width 8, BN, transposed convs; head bias shifted so ~15 % of the
-voxels are "defect") explains a cube of side S with the default params (composite "ours", three
-masks, every artifact). Also times a plain gradient (forward + backward to the input) on the same
+voxels are "defect") explains a cube of side S with the default params (the default composite,
+four masks, every artifact). The cube is uniform noise, float32 (--bits 32: every voxel
+distinct) or on 2^bits levels (--bits 12: a CT's integer values, as the median sees them). Also times a plain gradient (forward + backward to the input) on the same
 model and input, the reference LRP is measured against. Prints medians of `--repeats` runs.
 """
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bits", type=int, default=32, help="levels of the voxel values (32: float)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -44,6 +46,8 @@ def main() -> None:
     print("side | voxels | decode | forward | lrp | masks | render | job total | gradient | lrp / gradient")
     for side in args.sizes:
         volume = np.random.default_rng(side).random((side, side, side)).astype(np.float32)
+        if args.bits < 32:
+            volume = (np.round(volume * (2**args.bits - 1)) / (2**args.bits - 1)).astype(np.float32)
         x = torch.from_numpy(volume)[None, None]
         with torch.no_grad():
             logits = model(x)[0]
