@@ -41,10 +41,11 @@ def local_median(x: Tensor, window: int = WINDOW) -> Tensor:
 
     On the CPU, inputs with at most MAX_LEVELS distinct values (8- to 16-bit images, whatever
     their normalisation) take a sliding histogram over their ranks, about ten times faster
-    than sorting every window; inputs with more take it block by block (reranked_median). On CUDA, inputs with at most COUNTED_LEVELS values count each
-    window's values below every level (box sums, all in parallel): the median of the unfolded
-    windows made the default composite's sweep 10x slower than `ours` at 512², batch 32, on an
-    H200. Other inputs select from the unfolded windows. All pick the same element."""
+    than sorting every window; inputs with more take it block by block (reranked_median). On
+    CUDA, inputs with at most COUNTED_LEVELS values count each window's values below every level
+    (box sums, all in parallel): the median of the unfolded windows made the default composite's
+    sweep 10x slower than `ours` at 512², batch 32, on an H200. Other inputs select from the
+    unfolded windows. All pick the same element."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number, got {window}")
     if x.dim() < 4:
@@ -90,7 +91,7 @@ def reranked_median(planes: Tensor, window: int) -> Tensor:
     half = window // 2
     rows = min(h, block_rows(w, window))
     values = planes.detach().numpy()
-    out = torch.empty_like(planes)
+    out = torch.empty(p, h, w, dtype=planes.dtype)
     for plane in range(p):
         for top in range(0, h, rows):
             n = min(rows, h - top)

@@ -102,6 +102,8 @@ def test_inputs_with_more_levels_take_the_histogram_block_by_block(
     assert np.array_equal(local_median(x, window).numpy(), _scipy_median(x, window))
     if rows > 0:
         assert len(calls) == 2 * -(-41 // rows) and max(calls) <= max_levels
+        wide = x[:, :, :17, :].transpose(-1, -2)  # a view: 17 x 17, strides swapped
+        assert np.array_equal(local_median(wide, window).numpy(), _scipy_median(wide.contiguous(), window))
 
 
 def test_distinct_ranks_equal_torch_unique() -> None:
