@@ -29,6 +29,9 @@ MAX_FIT_SAMPLES = 32768
 REG_COVAR = 1e-6  # scikit-learn's defaults
 TOL = 1e-3
 MAX_ITER = 100
+# values per step of `posterior`: its (K, chunk) float64 temporaries were ~50 B/px at 2048², the
+# masks' peak; a power of two, so on one thread each value takes the same vectorised path as in one step
+POSTERIOR_CHUNK = 1 << 18
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -200,10 +203,15 @@ def posterior(fit: GaussianFit, values: Tensor | np.ndarray, component: int, row
     if not isinstance(values, Tensor):
         return host(posterior(fit, torch.from_numpy(np.asarray(values, dtype=np.float64)), component, row))
     device = values.device
-    means, variances, weights = (t[row].to(device) for t in (fit.means, fit.variances, fit.weights))
+    means, variances, weights = (t[row].to(device)[None] for t in (fit.means, fit.variances, fit.weights))
     flat = values.reshape(1, -1)
-    resp = torch.softmax(weighted_log_prob(flat, means[None], variances[None], weights[None]), 1)
-    return resp[0, component].reshape(values.shape)
+    out = torch.empty(flat.shape[1], dtype=torch.float64, device=device)
+    for start in range(0, flat.shape[1], POSTERIOR_CHUNK):
+        part = flat[:, start : start + POSTERIOR_CHUNK]
+        out[start : start + part.shape[1]] = torch.softmax(weighted_log_prob(part, means, variances, weights), 1)[
+            0, component
+        ]
+    return out.reshape(values.shape)
 
 
 def gmm(

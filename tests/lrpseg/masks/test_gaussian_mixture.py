@@ -10,7 +10,7 @@ from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from lrpseg.masks import gmm
+from lrpseg.masks import gaussian_mixture, gmm
 from lrpseg.masks.gaussian_mixture import (
     MAX_FIT_SAMPLES,
     GaussianFit,
@@ -155,3 +155,20 @@ def test_gmm_on_cuda_equals_the_cpu_fit(lrp_map: tuple[np.ndarray, np.ndarray]) 
     cpu, gpu = gmm(relevance, seed=1), gmm(torch.from_numpy(relevance).cuda(), seed=1)
     np.testing.assert_allclose(gpu.params["means"], cpu.params["means"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(gpu.score, cpu.score, rtol=0, atol=1e-9)
+
+
+def test_the_posterior_in_steps_equals_one_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps of POSTERIOR_CHUNK values bound the temporaries; every value's score is the same to the
+    bit on one thread (with more, where torch splits the work moves a value between a vectorised
+    and a scalar exp: 1 ulp, in the one-step result as well)."""
+    relevance = lrp_like_map((200, 177), seed=4)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setattr(gaussian_mixture, "POSTERIOR_CHUNK", 1 << 40)
+        whole = gmm(relevance)
+        monkeypatch.setattr(gaussian_mixture, "POSTERIOR_CHUNK", 1 << 10)  # 35 steps, the last one shorter
+        stepped = gmm(relevance)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(stepped.score, whole.score) and np.array_equal(stepped.mask, whole.mask)
