@@ -14,7 +14,8 @@ next job (a few hundred MiB at most), larger ones get their own mappings, as abo
 
 Those mappings still fault once per page touched. `use_huge_pages` has PyTorch back CPU tensors
 from 2 MiB with transparent huge pages, 512 pages a fault: a 2048² job took 8.9 s where it took
-15.5 s (5.5 M faults -> 1.0 M), at the same peak memory (192 against 183 B/px).
+15.5 s (5.5 M faults -> 1.0 M), at the same peak (183 B/px); small jobs' heaps round up (512²:
+855 -> 970-995 B/px of fixed buffers).
 """
 
 from __future__ import annotations
