@@ -21,6 +21,7 @@ def test_the_worker_command_turns_huge_pages_on_before_it_builds_the_worker(monk
         raise RuntimeError("built")
 
     monkeypatch.setattr(worker, "build_worker", build)
+    monkeypatch.setattr(cli.logs, "configure", lambda *args: None)  # leave this process's logging as it is
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     with pytest.raises(RuntimeError, match="built"):
