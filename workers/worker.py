@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.executions import Execution
 from rq.job import Job
@@ -63,6 +65,25 @@ class ModelWorker(SimpleWorker):
             super().teardown()
         finally:
             self.runtime.stop()
+
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe, in the order that ends the pubsub thread at once. RQ unsubscribes
+        first: the thread, back in its loop before the stop, then waits up to RQ's sleep_time
+        (60 s) for a subscription, and since redis-py 8.2 `stop()` joins it without a limit; a
+        warm stop hung past the grace period. Stopped first, the thread leaves its loop on the
+        unsubscribe's reply; the join stays bounded (1 s) as RQ meant."""
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        if thread.is_alive():
+            try:
+                thread.stop(timeout=0)  # redis-py >= 8.2: no join here
+            except TypeError:  # older redis-py: stop() only clears the flag
+                thread.stop()
+            with contextlib.suppress(RedisError):
+                self.pubsub.unsubscribe()
+            thread.join(timeout=1)
+        self.pubsub.close()
 
     # ---- faults (docs/operations.md) ---------------------------------------------------
 

@@ -4,6 +4,7 @@ port (the app with the test registry) and a real worker process (`python -m laun
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def worker_env(connection: redis.Redis, registry: Registry, settings: Settings, 
         "LRPSEG_TORCH_THREADS": "1",
         "LRPSEG_PARENT_PID": str(os.getpid()),
         "LRPSEG_LOG_LEVEL": "warning",
+        "PYTHONFAULTHANDLER": "1",  # a crash, or a hang (SIGABRT below), prints every thread's stack
+        "LIBC_FATAL_STDERR_": "1",  # glibc's own aborts too (it writes to the terminal otherwise)
     }
 
 
@@ -89,9 +92,14 @@ def worker_process(
         try:
             out, _ = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert proc.returncode in (0, -15), out.decode(errors="replace")[-2000:]
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread hangs
+            try:
+                out, _ = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+    printed = out.decode(errors="replace").split("\nExtension modules:")[0]  # faulthandler's list is long
+    assert proc.returncode in (0, -15), f"worker exited {proc.returncode}: {printed[-6000:]}"
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:

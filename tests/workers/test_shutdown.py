@@ -4,6 +4,7 @@ queued jobs queued, for the next worker; a second SIGTERM stops it cold and re-q
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,11 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from core.stats import Stats
+from lrpseg.registry import Registry
 from tests.service import factories
 from tests.service.test_jobs import submit
 from tests.workers.processes import job_in, redis_url_of, start_worker, stop, wait_for, worker_env
+from workers.worker import build_worker
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +76,31 @@ def test_second_sigterm_stops_cold_and_the_interrupted_job_is_requeued(
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
     finally:
         stop(worker)
+
+
+def test_unsubscribe_ends_the_pubsub_thread_when_the_main_thread_is_slow(
+    redis_conn: redis.Redis, registry: Registry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a loaded machine loses: the pubsub thread handles the unsubscribe's reply and
+    goes back to its loop before the stop. RQ's order then left it waiting for a subscription
+    for 60 s, which redis-py >= 8.2's stop() joined: the warm stop hung."""
+    worker = build_worker(settings, connection=redis_conn, registry=registry, heartbeat=False)
+    try:
+        worker.subscribe()
+        thread, pubsub = worker.pubsub_thread, worker.pubsub
+        assert thread is not None and pubsub is not None
+        send = pubsub.unsubscribe
+
+        def unsubscribe_then_stall(*args: object) -> None:
+            send(*args)
+            wait_for(lambda: not pubsub.subscribed, 10, "the reply to reach the pubsub thread")
+            time.sleep(0.3)  # the thread is back in its loop now, unless it was told to stop
+
+        monkeypatch.setattr(pubsub, "unsubscribe", unsubscribe_then_stall)
+        done = threading.Event()
+        caller = threading.Thread(target=lambda: (worker.unsubscribe(), done.set()), daemon=True)
+        caller.start()
+        assert done.wait(10), "unsubscribe waited on the pubsub thread"
+        assert not thread.is_alive()
+    finally:
+        worker.runtime.stop()
