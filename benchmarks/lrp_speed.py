@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import threading
@@ -31,11 +32,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates, as workers do (lrpseg.heap.use_huge_pages)
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.lrpseg.lrp.zennit_bridge
 
 from lrpseg import lrp
+from lrpseg.heap import fit_heap
 from lrpseg.models import UNet, UNetConfig
 
 COMPOSITES = ("montavon", "ours", "epsilon-gamma-box", "conserving-local", "conserving-reference")
@@ -249,6 +253,7 @@ def main() -> None:
     )
     print(header)
     for size in args.sizes:
+        fit_heap(size**dims)  # the heap a worker gives a job of this size, for every method alike
         for r in bench_size(model, size, device, args.repeats, channels, dims, args.composites, args.stat):
             print(
                 f"{r['size']:>5} {r['composite']:<20} {r['forward_ms']:>8.1f} {r['gradient_ms']:>8.1f} "
