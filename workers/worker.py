@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -80,7 +79,7 @@ class ModelWorker(SimpleWorker):
                 thread.stop(timeout=0)  # redis-py >= 8.2: no join here
             except TypeError:  # older redis-py: stop() only clears the flag
                 thread.stop()
-            with contextlib.suppress(RedisError):
+            with suppress(RedisError):
                 self.pubsub.unsubscribe()
             thread.join(timeout=1)
         self.pubsub.close()
