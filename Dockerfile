@@ -11,11 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 10001 lrpseg
 
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+# Dependencies first: this layer is rebuilt only when pyproject.toml or constraints.txt changes.
+# constraints.txt: the versions CI last passed with.
+COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir -p lrpseg service workers schemas core launch pacs \
     && touch lrpseg/__init__.py service/__init__.py workers/__init__.py schemas/__init__.py core/__init__.py launch/__init__.py pacs/__init__.py \
-    && pip install . \
+    && pip install -c constraints.txt . \
     && pip uninstall -y lrpseg \
     && rm -rf lrpseg service workers schemas core launch pacs build
 
