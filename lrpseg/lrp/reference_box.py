@@ -96,10 +96,8 @@ def reranked_median(planes: Tensor, window: int) -> Tensor:
         for top in range(0, h, rows):
             n = min(rows, h - top)
             strip = values[plane, np.clip(np.arange(top - half, top + n + half), 0, h - 1)]
-            levels, ranks = np.unique(strip, return_inverse=True)
-            local = torch.from_numpy(ranks.astype(np.int64, copy=False).reshape(1, *strip.shape))
-            medians = sliding_median_ranks(local, levels.size, window)[0, half : half + n]
-            out[plane, top : top + n] = torch.from_numpy(levels[medians.numpy()])
+            levels, ranks = distinct_ranks(torch.from_numpy(strip)[None])
+            out[plane, top : top + n] = levels[sliding_median_ranks(ranks, levels.numel(), window)[0, half : half + n]]
     return out
 
 
